@@ -1,0 +1,94 @@
+"""Model files: one ``.safetensors`` file holding the weights and, in its header,
+a JSON description (architecture, input normalisation, training settings).
+
+Loading never unpickles, so opening a model file someone sent you cannot run
+code. Files are written to a temporary name and renamed, so an interrupted save
+never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .. import __version__
+from .model import UNet
+
+FORMAT = 1
+_KEY = "napari_unet"
+_PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
+
+
+def save(path: str | os.PathLike, model: UNet, config: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` and a JSON-serialisable ``config`` (e.g. training settings).
+
+    Returns the path written. The suffix ``.safetensors`` is added if missing.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    header = {"format": FORMAT, "version": __version__, "model": model.config,
+              "config": config or {}}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(tmp), metadata={_KEY: json.dumps(header)})
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UNet, dict]:
+    """Read a model file written by :func:`save`.
+
+    Returns
+    -------
+    model : UNet
+        The network, in eval mode, on ``device``.
+    config : dict
+        The ``config`` given to :func:`save`.
+
+    Raises
+    ------
+    ValueError
+        The file is a pickle, truncated, not a napari-unet model, or from a newer version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file at {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_PICKLE_MAGIC):
+        raise ValueError(
+            f"{path.name} is a pickle or a torch.save file. napari-unet does not open those, "
+            "because unpickling can run arbitrary code; open the model in the program that "
+            "made it and save it with napari_unet.core.checkpoint.save."
+        )
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except Exception as err:
+        raise ValueError(f"{path.name} is not a readable model file (truncated or "
+                         f"corrupted?): {err}") from err
+    if _KEY not in meta:
+        raise ValueError(f"{path.name} is a safetensors file but not a napari-unet model "
+                         "(its header has no napari-unet description)")
+    header = json.loads(meta[_KEY])
+    if header.get("format", 0) > FORMAT:
+        raise ValueError(
+            f"{path.name} was saved by napari-unet {header.get('version', '?')} in file format "
+            f"{header['format']}; this napari-unet ({__version__}) reads up to format {FORMAT}. "
+            "Please upgrade napari-unet."
+        )
+    try:
+        model = UNet.from_state(header["model"], tensors)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"{path.name}: the weights do not match the described network: "
+                         f"{err}") from err
+    return model.to(device).eval(), header.get("config", {})

@@ -1,0 +1,78 @@
+"""Where the network runs: CUDA, then Apple's MPS, then the CPU."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+# On the CPU the network shares memory with the image and the viewer: budget a
+# quarter of what is available, and never more than this.
+CPU_BUDGET_CAP = 2 * 1024**3
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to use: ``device`` itself, or the best available for None/"auto".
+
+    Raises
+    ------
+    ValueError
+        If the named device is not available on this machine.
+    """
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but CUDA is not available here")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} was asked for, but MPS is not available here")
+    return dev
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def free_memory(device: torch.device) -> tuple[int, int]:
+    """``(free, total)`` bytes of memory the device can use for tensors."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return int(free), int(total)
+    if device.type == "mps":
+        total = int(torch.mps.recommended_max_memory())
+        return total - int(torch.mps.current_allocated_memory()), total
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return _available_ram(), int(total)
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes one prediction or training step may take on ``device``."""
+    free, _ = free_memory(device)
+    if device.type == "cpu":
+        return min(free // 4, CPU_BUDGET_CAP)
+    return int(free * 0.6)
+
+
+def describe(device: torch.device) -> str:
+    """A one-line report for people: name and free memory."""
+    free, total = free_memory(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type.upper()
+    return f"{name}: {free / 1024**3:.1f} GiB free of {total / 1024**3:.1f} GiB"
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for the errors an oversized tile raises on any device."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
