@@ -44,12 +44,6 @@ class _BarProgress:
         self.bar.refresh()
 
 
-def _zarr_array(path: Path, shape, dtype, chunks):
-    import zarr
-
-    return zarr.open(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
-
-
 def predict_command(args: argparse.Namespace) -> None:
     import tifffile
     from tqdm import tqdm
@@ -71,15 +65,17 @@ def predict_command(args: argparse.Namespace) -> None:
         with tqdm(desc=path.name, unit="tile", file=sys.stderr) as bar:
             progress = _BarProgress(bar)
             if large:
+                import zarr
+
+                group = zarr.open_group(str(args.out / f"{stem}.zarr"), mode="w")
                 chunks = (1, *((1,) if is_stack else ()), 1024, 1024)
-                probs = _zarr_array(args.out / f"{stem}.zarr" / "probabilities", shape,
-                                    "float32", chunks)
+                probs = group.zeros(name="probabilities", shape=shape, chunks=chunks,
+                                    dtype="float32")
                 predict_tiled(model, image, args.tile, args.tta, device, progress, out=probs)
             else:
                 probs = predict_tiled(model, image, args.tile, args.tta, device, progress)
         if large:
-            labels = _zarr_array(args.out / f"{stem}.zarr" / "labels", spatial, "int32",
-                                 chunks[1:])
+            labels = group.zeros(name="labels", shape=spatial, chunks=chunks[1:], dtype="int32")
             for z in range(spatial[0]) if is_stack else [None]:
                 index = (slice(None),) if z is None else (slice(None), z)
                 plane = to_instances(np.asarray(probs[index]), args.threshold, args.min_size)
@@ -87,8 +83,9 @@ def predict_command(args: argparse.Namespace) -> None:
             print(f"{path.name}: wrote {args.out / (stem + '.zarr')}")
         else:
             labels = to_instances(probs, args.threshold, args.min_size)
-            tifffile.imwrite(args.out / f"{stem}_probabilities.tif", probs, compression="zlib")
-            tifffile.imwrite(args.out / f"{stem}_labels.tif", labels, compression="zlib")
+            for name, data in (("probabilities", probs), ("labels", labels)):
+                tifffile.imwrite(args.out / f"{stem}_{name}.tif", data, compression="zlib",
+                                 photometric="minisblack")
             print(f"{path.name}: {labels.max()} instances -> {args.out}")
 
 

@@ -27,9 +27,12 @@ def whole_image(model, image):
     return p[:, off : off + image.shape[-2], off : off + image.shape[-1]]
 
 
+CASES = [(shape, tile) for shape in [(1, 1), (5, 3), (64, 64), (37, 90)] for tile in (None, 8, 40)]
+CASES += [((301, 777), tile) for tile in (None, 40, 100)]
+
+
 @pytest.mark.parametrize("padding", ["valid", "same"])
-@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (301, 777), (64, 64)])
-@pytest.mark.parametrize("tile", [None, 8, 40, 100])
+@pytest.mark.parametrize(("shape", "tile"), CASES)
 def test_tiled_equals_whole_image(padding, shape, tile, rng):
     torch.manual_seed(0)
     model = UNet(width=4, depth=3, padding=padding)
@@ -134,6 +137,7 @@ def test_progress_and_mode(small_valid, rng):
     (np.zeros((2, 3, 10, 10)), "2D image"),
     (np.zeros(10), "2D image"),
     (np.zeros((10, 10), complex), "real numbers"),
+    (np.zeros((20, 20, 3), np.uint8), "RGB"),
 ])
 def test_bad_input_is_refused(small_valid, image, match):
     with pytest.raises(ValueError, match=match):

@@ -132,7 +132,7 @@ class PredictWidget(Container):
         self._viewer.add_image(result.probabilities[1], name=f"{name} probabilities",
                                colormap="magma", contrast_limits=(0, 1), visible=False)
         self._viewer.add_labels(result.labels, name=f"{name} labels")
-        self.status.value = f"{int(result.labels.max())} cells in {name}"
+        self.status.value = f"{name}: {int(result.labels.max())} cells found"
         show_info(self.status.value)
 
     def _on_finished(self):

@@ -175,6 +175,9 @@ def check_input(model: UNet, image) -> tuple[tuple[int, ...], bool]:
     dtype = np.dtype(image.dtype)
     if not (np.issubdtype(dtype, np.number) or dtype == bool) or np.issubdtype(dtype, np.complexfloating):
         raise ValueError(f"the image must hold real numbers; got dtype {dtype}")
+    if cin == 1 and ndim == 3 and shape[-1] in (3, 4) and shape[0] > 4:
+        raise ValueError(f"the image looks like RGB(A) (shape {shape}) but the model expects "
+                         "one grey channel; convert it to grey first")
     if cin == 1 and ndim in (2, 3):
         spatial = shape
     elif cin > 1 and ndim in (3, 4) and shape[0] == cin:

@@ -1,0 +1,73 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import zarr
+from skimage import io
+
+from napari_unet.cli import main
+from napari_unet.core import checkpoint
+from napari_unet.core.model import UNet
+from napari_unet.core.predict import predict_tiled
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    torch.manual_seed(0)
+    return checkpoint.save(tmp_path / "tiny.safetensors", UNet(width=4, depth=2))
+
+
+def test_help():
+    for argv in (["--help"], ["predict", "--help"]):
+        result = subprocess.run([sys.executable, "-m", "napari_unet.cli", *argv],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0
+        assert "usage: napari-unet" in result.stdout
+
+
+def test_predict_tiff_and_png(model_file, tmp_path, rng):
+    tif = tmp_path / "a.tif"
+    png = tmp_path / "b.png"
+    image = rng.random((40, 56), dtype=np.float32)
+    tifffile.imwrite(tif, image)
+    io.imsave(png, (image * 255).astype(np.uint8))
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(model_file), str(tif), str(png), "--out", str(out),
+                 "--tile", "16", "--device", "cpu"]) == 0
+    probs = tifffile.imread(out / "a_probabilities.tif")
+    model, _ = checkpoint.load(model_file)
+    np.testing.assert_allclose(probs, predict_tiled(model, image), atol=1e-6)
+    assert tifffile.imread(out / "a_labels.tif").shape == (40, 56)
+    assert tifffile.imread(out / "b_labels.tif").shape == (40, 56)
+
+
+def test_zarr_input_gives_zarr_output(model_file, tmp_path, rng):
+    stack = rng.random((2, 30, 40), dtype=np.float32)
+    source = zarr.open(str(tmp_path / "s.zarr"), mode="w", shape=stack.shape, chunks=(1, 30, 40),
+                       dtype="float32")
+    source[:] = stack
+    assert main(["predict", "--model", str(model_file), str(tmp_path / "s.zarr"),
+                 "--out", str(tmp_path / "out"), "--tta"]) == 0
+    result = zarr.open(str(tmp_path / "out" / "s.zarr"), mode="r")
+    assert result["probabilities"].shape == (2, 2, 30, 40)
+    assert result["labels"].shape == (2, 30, 40)
+
+
+def test_bad_model_file_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"\x80\x04not a model")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--model", str(bad), str(tmp_path / "x.tif"), "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "pickle" in capsys.readouterr().err
+
+
+def test_rgb_image_is_a_clear_error(model_file, tmp_path, capsys):
+    rgb = tmp_path / "rgb.png"
+    io.imsave(rgb, np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", str(model_file), str(rgb), "--out", str(tmp_path)])
+    assert "RGB" in capsys.readouterr().err

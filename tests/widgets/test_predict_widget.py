@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_unet._widgets.predict import PredictWidget
+from napari_unet.core import checkpoint
+from napari_unet.core.model import UNet
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    torch.manual_seed(0)
+    return checkpoint.save(tmp_path / "tiny.safetensors", UNet(width=4, depth=2))
+
+
+@pytest.fixture
+def viewer_with_sample(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "touching_cells")
+    return viewer
+
+
+def plugin_widget(viewer) -> PredictWidget:
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Predict")
+    return widget
+
+
+def test_manifest_gives_the_widget_and_sample(viewer_with_sample):
+    assert [layer.name for layer in viewer_with_sample.layers] == ["cells", "cells labels"]
+    widget = plugin_widget(viewer_with_sample)
+    assert isinstance(widget, PredictWidget)
+    assert widget.image.value is viewer_with_sample.layers["cells"]
+
+
+def test_predict_adds_probability_and_labels_layers(viewer_with_sample, model_file, qtbot):
+    widget = plugin_widget(viewer_with_sample)
+    widget.model_file.value = model_file
+    widget.tile.value = 64
+    steps = []
+    widget.progress.changed.connect(lambda value: steps.append((value, widget.progress.max)))
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    names = [layer.name for layer in viewer_with_sample.layers]
+    assert names == ["cells", "cells labels", "cells probabilities", "cells labels [1]"]
+    probs = viewer_with_sample.layers["cells probabilities"].data
+    assert probs.shape == (256, 256) and 0 <= probs.min() and probs.max() <= 1
+    assert steps[-1] == (16, 16)
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_cancel_adds_nothing(viewer_with_sample, model_file, qtbot):
+    widget = plugin_widget(viewer_with_sample)
+    widget.model_file.value = model_file
+    widget.tile.value = 16
+    widget.start()
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert len(viewer_with_sample.layers) == 2
+    assert widget.status.value == "cancelled"
+
+
+def errors_shown(monkeypatch):
+    shown = []
+    monkeypatch.setattr("napari_unet._widgets.predict.show_error", shown.append)
+    return shown
+
+
+def test_missing_model_file_is_a_message(viewer_with_sample, monkeypatch, tmp_path):
+    shown = errors_shown(monkeypatch)
+    widget = plugin_widget(viewer_with_sample)
+    widget.model_file.value = tmp_path / "nothing.safetensors"
+    widget.start()
+    assert widget._worker is None
+    assert "model file" in shown[0]
+
+
+def test_not_a_model_file_is_a_message(viewer_with_sample, monkeypatch, tmp_path, qtbot):
+    shown = errors_shown(monkeypatch)
+    bad = tmp_path / "notes.safetensors"
+    bad.write_bytes(b"\x80\x04 a pickle")
+    widget = plugin_widget(viewer_with_sample)
+    widget.model_file.value = bad
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    assert "pickle" in shown[0]
+    assert len(viewer_with_sample.layers) == 2
+
+
+def test_rgb_and_wrong_channels_are_messages(make_napari_viewer, monkeypatch, tmp_path, qtbot):
+    shown = errors_shown(monkeypatch)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb", rgb=True)
+    widget = plugin_widget(viewer)
+    widget.model_file.value = checkpoint.save(tmp_path / "three.safetensors",
+                                              UNet(in_channels=3, width=2, depth=2))
+    widget.start()
+    assert "RGB" in shown[-1]
+    viewer.add_image(np.zeros((32, 32), np.float32), name="grey")
+    widget.image.value = viewer.layers["grey"]
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    assert "3 channels" in shown[-1] or "expected" in shown[-1]
+    assert len(viewer.layers) == 2
