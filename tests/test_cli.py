@@ -22,8 +22,12 @@ def model_file(tmp_path):
 
 def test_help():
     for argv in (["--help"], ["predict", "--help"]):
-        result = subprocess.run([sys.executable, "-m", "napari_unet.cli", *argv],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "napari_unet.cli", *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0
         assert "usage: napari-unet" in result.stdout
 
@@ -35,8 +39,24 @@ def test_predict_tiff_and_png(model_file, tmp_path, rng):
     tifffile.imwrite(tif, image)
     io.imsave(png, (image * 255).astype(np.uint8))
     out = tmp_path / "out"
-    assert main(["predict", "--model", str(model_file), str(tif), str(png), "--out", str(out),
-                 "--tile", "16", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_file),
+                str(tif),
+                str(png),
+                "--out",
+                str(out),
+                "--tile",
+                "16",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     probs = tifffile.imread(out / "a_probabilities.tif")
     model, _ = checkpoint.load(model_file)
     np.testing.assert_allclose(probs, predict_tiled(model, image), atol=1e-6)
@@ -46,11 +66,24 @@ def test_predict_tiff_and_png(model_file, tmp_path, rng):
 
 def test_zarr_input_gives_zarr_output(model_file, tmp_path, rng):
     stack = rng.random((2, 30, 40), dtype=np.float32)
-    source = zarr.open(str(tmp_path / "s.zarr"), mode="w", shape=stack.shape, chunks=(1, 30, 40),
-                       dtype="float32")
+    source = zarr.open(
+        str(tmp_path / "s.zarr"), mode="w", shape=stack.shape, chunks=(1, 30, 40), dtype="float32"
+    )
     source[:] = stack
-    assert main(["predict", "--model", str(model_file), str(tmp_path / "s.zarr"),
-                 "--out", str(tmp_path / "out"), "--tta"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_file),
+                str(tmp_path / "s.zarr"),
+                "--out",
+                str(tmp_path / "out"),
+                "--tta",
+            ]
+        )
+        == 0
+    )
     result = zarr.open(str(tmp_path / "out" / "s.zarr"), mode="r")
     assert result["probabilities"].shape == (2, 2, 30, 40)
     assert result["labels"].shape == (2, 30, 40)
@@ -67,7 +100,7 @@ def test_bad_model_file_is_a_clear_error(tmp_path, capsys):
 
 def test_rgb_image_is_a_clear_error(model_file, tmp_path, capsys):
     rgb = tmp_path / "rgb.png"
-    io.imsave(rgb, np.zeros((20, 20, 3), np.uint8))
+    io.imsave(rgb, np.zeros((20, 20, 3), np.uint8), check_contrast=False)
     with pytest.raises(SystemExit):
         main(["predict", "--model", str(model_file), str(rgb), "--out", str(tmp_path)])
     assert "RGB" in capsys.readouterr().err

@@ -69,8 +69,9 @@ def predict_command(args: argparse.Namespace) -> None:
 
                 group = zarr.open_group(str(args.out / f"{stem}.zarr"), mode="w")
                 chunks = (1, *((1,) if is_stack else ()), 1024, 1024)
-                probs = group.zeros(name="probabilities", shape=shape, chunks=chunks,
-                                    dtype="float32")
+                probs = group.zeros(
+                    name="probabilities", shape=shape, chunks=chunks, dtype="float32"
+                )
                 predict_tiled(model, image, args.tile, args.tta, device, progress, out=probs)
             else:
                 probs = predict_tiled(model, image, args.tile, args.tta, device, progress)
@@ -84,32 +85,54 @@ def predict_command(args: argparse.Namespace) -> None:
         else:
             labels = to_instances(probs, args.threshold, args.min_size)
             for name, data in (("probabilities", probs), ("labels", labels)):
-                tifffile.imwrite(args.out / f"{stem}_{name}.tif", data, compression="zlib",
-                                 photometric="minisblack")
+                tifffile.imwrite(
+                    args.out / f"{stem}_{name}.tif",
+                    data,
+                    compression="zlib",
+                    photometric="minisblack",
+                )
             print(f"{path.name}: {labels.max()} instances -> {args.out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="napari-unet", description="U-Net segmentation without a screen.")
+        prog="napari-unet", description="U-Net segmentation without a screen."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser(
-        "predict", help="segment images with a trained model",
+        "predict",
+        help="segment images with a trained model",
         description="Exact overlap-tile prediction; writes <name>_labels.tif and "
-                    "<name>_probabilities.tif, or <name>.zarr for large or zarr inputs.")
-    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                         help="TIFF, PNG, zarr array or any image scikit-image reads")
+        "<name>_probabilities.tif, or <name>.zarr for large or zarr inputs.",
+    )
+    predict.add_argument(
+        "images",
+        nargs="+",
+        type=Path,
+        metavar="IMAGE",
+        help="TIFF, PNG, zarr array or any image scikit-image reads",
+    )
     predict.add_argument("--model", required=True, type=Path, help="a .safetensors model file")
     predict.add_argument("--out", required=True, type=Path, help="folder for the results")
-    predict.add_argument("--tta", action="store_true",
-                         help="average over the 8 flips and rotations (8x slower)")
-    predict.add_argument("--tile", type=int, default=None,
-                         help="output pixels per tile side (default: largest that fits memory)")
+    predict.add_argument(
+        "--tta", action="store_true", help="average over the 8 flips and rotations (8x slower)"
+    )
+    predict.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="output pixels per tile side (default: largest that fits memory)",
+    )
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
-    predict.add_argument("--threshold", type=float, default=0.5,
-                         help="cell probability above which a pixel is foreground")
-    predict.add_argument("--min-size", type=int, default=10,
-                         help="drop instances smaller than this many pixels")
+    predict.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="cell probability above which a pixel is foreground",
+    )
+    predict.add_argument(
+        "--min-size", type=int, default=10, help="drop instances smaller than this many pixels"
+    )
     predict.set_defaults(run=predict_command)
     return parser
 

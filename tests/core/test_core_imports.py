@@ -18,7 +18,8 @@ print("ok")
 
 
 def test_core_imports_without_gui_packages():
-    result = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCKER], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

@@ -18,7 +18,7 @@ def test_paper_sizes_572_to_388():
 
 def test_invalid_size_names_nearest_valid_sizes():
     model = UNet(width=2)
-    with pytest.raises(ValueError, match="570.*556, 572"):
+    with pytest.raises(ValueError, match=r"570.*556, 572"):
         model.output_size(570)
     with pytest.raises(ValueError, match="nearest valid"):
         model(torch.zeros(1, 1, 570, 572))
@@ -58,8 +58,16 @@ def test_he_initialisation():
 
 
 def test_config_rebuilds_the_same_network():
-    model = UNet(in_channels=3, n_classes=3, depth=2, width=8, padding="same", norm="batch",
-                 input_mean=(1, 2, 3), input_std=(2, 2, 2))
+    model = UNet(
+        in_channels=3,
+        n_classes=3,
+        depth=2,
+        width=8,
+        padding="same",
+        norm="batch",
+        input_mean=(1, 2, 3),
+        input_std=(2, 2, 2),
+    )
     again = UNet(**model.config)
     assert again.config == model.config
     assert [k for k in again.state_dict()] == [k for k in model.state_dict()]
@@ -75,10 +83,18 @@ def test_input_normalisation_is_part_of_the_model():
     torch.testing.assert_close(shifted(x * 2 + 5), plain(x))
 
 
-@pytest.mark.parametrize("bad", [
-    {"norm": "instance"}, {"padding": "reflect"}, {"n_classes": 1}, {"depth": 0},
-    {"dropout": 1.0}, {"input_std": (0.0,)}, {"in_channels": 2, "input_mean": (0, 0, 0)},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"norm": "instance"},
+        {"padding": "reflect"},
+        {"n_classes": 1},
+        {"depth": 0},
+        {"dropout": 1.0},
+        {"input_std": (0.0,)},
+        {"in_channels": 2, "input_mean": (0, 0, 0)},
+    ],
+)
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         UNet(**bad)

@@ -59,6 +59,10 @@ def test_auto_tile_fits_the_budget(monkeypatch):
     pixels = geom.in_size[0] * geom.in_size[1]
     assert pixels * 32 * 64 <= 256 * 1024**2
     assert geom.stride[0] >= 64
+    monkeypatch.setattr(predict, "memory_budget", lambda device: 64 * 1024**3)
+    assert choose_tile(UNet(width=16), (10_000, 10_000), torch.device("cpu")).stride[0] == 512
+    big = choose_tile(UNet(width=16), (10_000, 10_000), torch.device("cuda"))
+    assert 2048 < big.stride[0] and big.in_size[0] ** 2 * 32 * 16 <= 64 * 1024**3
 
 
 def test_reflect_index_matches_numpy():
@@ -80,8 +84,9 @@ def test_multichannel_input(rng):
     torch.manual_seed(0)
     model = UNet(in_channels=2, width=4, depth=2)
     image = rng.random((2, 30, 41), dtype=np.float32)
-    np.testing.assert_allclose(predict_tiled(model, image, tile_size=12),
-                               whole_image(model, image), atol=1e-5)
+    np.testing.assert_allclose(
+        predict_tiled(model, image, tile_size=12), whole_image(model, image), atol=1e-5
+    )
     stack = rng.random((2, 2, 30, 41), dtype=np.float32)
     assert predict_tiled(model, stack).shape == (2, 2, 30, 41)
 
@@ -96,11 +101,17 @@ def test_dask_input_gives_an_equal_dask_result(small_valid, rng):
 
 def test_zarr_in_and_out(small_same, rng, tmp_path):
     image = rng.random((100, 120), dtype=np.float32)
-    source = zarr.open(str(tmp_path / "in.zarr"), mode="w", shape=image.shape, chunks=(32, 32),
-                       dtype="float32")
+    source = zarr.open(
+        str(tmp_path / "in.zarr"), mode="w", shape=image.shape, chunks=(32, 32), dtype="float32"
+    )
     source[:] = image
-    out = zarr.open(str(tmp_path / "out.zarr"), mode="w", shape=(2, 100, 120), chunks=(1, 64, 64),
-                    dtype="float32")
+    out = zarr.open(
+        str(tmp_path / "out.zarr"),
+        mode="w",
+        shape=(2, 100, 120),
+        chunks=(1, 64, 64),
+        dtype="float32",
+    )
     predict_tiled(small_same, source, tile_size=32, out=out)
     np.testing.assert_allclose(out[:], predict_tiled(small_same, image), atol=1e-5)
 
@@ -117,28 +128,36 @@ def test_tta_averages_the_eight_symmetries(small_valid, rng):
             expected = expected + (p[:, :, ::-1] if flip else p)
     tta = predict_tiled(small_valid, image, tta=True)
     np.testing.assert_allclose(tta, expected / 8, atol=1e-5)
-    np.testing.assert_allclose(predict_tiled(small_valid, image, tile_size=8, tta=True), tta,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        predict_tiled(small_valid, image, tile_size=8, tta=True), tta, atol=1e-5
+    )
 
 
 def test_progress_and_mode(small_valid, rng):
     calls = []
     small_valid.train()
-    predict_tiled(small_valid, rng.random((2, 40, 40)), tile_size=16,
-                  progress=lambda done, total: calls.append((done, total)))
+    predict_tiled(
+        small_valid,
+        rng.random((2, 40, 40)),
+        tile_size=16,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls[-1] == (18, 18) and len(calls) == 18
     assert small_valid.training  # restored
 
 
-@pytest.mark.parametrize(("image", "match"), [
-    (np.full((20, 20), np.nan, np.float32), "NaN"),
-    (np.array([[0, np.inf], [1, 2]]), "infinite"),
-    (np.zeros((0, 10)), "empty"),
-    (np.zeros((2, 3, 10, 10)), "2D image"),
-    (np.zeros(10), "2D image"),
-    (np.zeros((10, 10), complex), "real numbers"),
-    (np.zeros((20, 20, 3), np.uint8), "RGB"),
-])
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (np.full((20, 20), np.nan, np.float32), "NaN"),
+        (np.array([[0, np.inf], [1, 2]]), "infinite"),
+        (np.zeros((0, 10)), "empty"),
+        (np.zeros((2, 3, 10, 10)), "2D image"),
+        (np.zeros(10), "2D image"),
+        (np.zeros((10, 10), complex), "real numbers"),
+        (np.zeros((20, 20, 3), np.uint8), "RGB"),
+    ],
+)
 def test_bad_input_is_refused(small_valid, image, match):
     with pytest.raises(ValueError, match=match):
         predict_tiled(small_valid, image)

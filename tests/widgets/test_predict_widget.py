@@ -91,8 +91,9 @@ def test_rgb_and_wrong_channels_are_messages(make_napari_viewer, monkeypatch, tm
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb", rgb=True)
     widget = plugin_widget(viewer)
-    widget.model_file.value = checkpoint.save(tmp_path / "three.safetensors",
-                                              UNet(in_channels=3, width=2, depth=2))
+    widget.model_file.value = checkpoint.save(
+        tmp_path / "three.safetensors", UNet(in_channels=3, width=2, depth=2)
+    )
     widget.start()
     assert "RGB" in shown[-1]
     viewer.add_image(np.zeros((32, 32), np.float32), name="grey")

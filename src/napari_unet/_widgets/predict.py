@@ -42,8 +42,9 @@ class PredictResult:
     message: str = ""
 
 
-def predict_job(model_path: Path, image, tile: int | None, tta: bool, device: str,
-                threshold: float):
+def predict_job(
+    model_path: Path, image, tile: int | None, tta: bool, device: str, threshold: float
+):
     """Worker body: yields ``(done, total)`` tiles, returns a :class:`PredictResult`.
 
     Mistakes in the input (wrong file, wrong shape) come back as a message, not
@@ -71,15 +72,25 @@ class PredictWidget(Container):
         self.tile = SpinBox(label="Tile (0 = auto)", value=0, min=0, max=16384, step=16)
         self.tta = CheckBox(text="Test-time augmentation (8x slower)", value=False)
         self.device = ComboBox(label="Device", choices=_devices(), value="auto")
-        self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.05, max=0.95,
-                                      step=0.05)
+        self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.05, max=0.95, step=0.05)
         self.run_button = PushButton(text="Predict")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="Progress", value=0, min=0, max=1)
         self.status = Label(label="", value="")
-        self.extend([self.image, self.model_file, self.tile, self.tta, self.device,
-                     self.threshold, self.run_button, self.cancel_button, self.progress,
-                     self.status])
+        self.extend(
+            [
+                self.image,
+                self.model_file,
+                self.tile,
+                self.tta,
+                self.device,
+                self.threshold,
+                self.run_button,
+                self.cancel_button,
+                self.progress,
+                self.status,
+            ]
+        )
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         viewer.layers.events.inserted.connect(self.image.reset_choices)
@@ -96,16 +107,19 @@ class PredictWidget(Container):
             show_error("Choose a model file (.safetensors) to predict with.")
             return
         if layer.rgb:
-            show_error(f"'{layer.name}' is an RGB image; convert it to grey "
-                       "(Layers > Convert) or train a three-channel model.")
+            show_error(
+                f"'{layer.name}' is an RGB image; convert it to grey "
+                "(Layers > Convert) or train a three-channel model."
+            )
             return
         data = layer.data[0] if layer.multiscale else layer.data
         if isinstance(data, np.ndarray):
             data = data.copy()  # the worker reads a snapshot, whatever happens to the layer
         self._layer_name = layer.name
         tile = self.tile.value or None
-        self._worker = create_worker(predict_job, path, data, tile, self.tta.value,
-                                     self.device.value, self.threshold.value)
+        self._worker = create_worker(
+            predict_job, path, data, tile, self.tta.value, self.device.value, self.threshold.value
+        )
         self._worker.yielded.connect(self._on_progress)
         self._worker.returned.connect(self._on_returned)
         self._worker.finished.connect(self._on_finished)
@@ -129,8 +143,13 @@ class PredictWidget(Container):
             self.status.value = "failed: see the message"
             return
         name = self._layer_name
-        self._viewer.add_image(result.probabilities[1], name=f"{name} probabilities",
-                               colormap="magma", contrast_limits=(0, 1), visible=False)
+        self._viewer.add_image(
+            result.probabilities[1],
+            name=f"{name} probabilities",
+            colormap="magma",
+            contrast_limits=(0, 1),
+            visible=False,
+        )
         self._viewer.add_labels(result.labels, name=f"{name} labels")
         self.status.value = f"{name}: {int(result.labels.max())} cells found"
         show_info(self.status.value)

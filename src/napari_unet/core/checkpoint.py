@@ -33,8 +33,12 @@ def save(path: str | os.PathLike, model: UNet, config: dict[str, Any] | None = N
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_name(path.name + ".safetensors")
-    header = {"format": FORMAT, "version": __version__, "model": model.config,
-              "config": config or {}}
+    header = {
+        "format": FORMAT,
+        "version": __version__,
+        "model": model.config,
+        "config": config or {},
+    }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,13 +76,16 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[U
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:
-        raise ValueError(f"{path.name} is not a readable model file (truncated or "
-                         f"corrupted?): {err}") from err
+        raise ValueError(
+            f"{path.name} is not a readable model file (truncated or corrupted?): {err}"
+        ) from err
     if _KEY not in meta:
-        raise ValueError(f"{path.name} is a safetensors file but not a napari-unet model "
-                         "(its header has no napari-unet description)")
+        raise ValueError(
+            f"{path.name} is a safetensors file but not a napari-unet model "
+            "(its header has no napari-unet description)"
+        )
     header = json.loads(meta[_KEY])
     if header.get("format", 0) > FORMAT:
         raise ValueError(
@@ -89,6 +96,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[U
     try:
         model = UNet.from_state(header["model"], tensors)
     except (RuntimeError, TypeError) as err:
-        raise ValueError(f"{path.name}: the weights do not match the described network: "
-                         f"{err}") from err
+        raise ValueError(
+            f"{path.name}: the weights do not match the described network: {err}"
+        ) from err
     return model.to(device).eval(), header.get("config", {})

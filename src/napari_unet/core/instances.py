@@ -33,8 +33,9 @@ def _split_plane(foreground: np.ndarray, min_size: int, gap: int) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def to_instances(probabilities: np.ndarray, threshold: float = 0.5, min_size: int = 10,
-                 gap: int = 2) -> np.ndarray:
+def to_instances(
+    probabilities: np.ndarray, threshold: float = 0.5, min_size: int = 10, gap: int = 2
+) -> np.ndarray:
     """Instance labels from class probabilities.
 
     Parameters
@@ -55,8 +56,10 @@ def to_instances(probabilities: np.ndarray, threshold: float = 0.5, min_size: in
     """
     probabilities = np.asarray(probabilities)
     if probabilities.ndim not in (3, 4) or probabilities.shape[0] < 2:
-        raise ValueError("expected probabilities of shape (n_classes, Y, X) or "
-                         f"(n_classes, Z, Y, X); got {probabilities.shape}")
+        raise ValueError(
+            "expected probabilities of shape (n_classes, Y, X) or "
+            f"(n_classes, Z, Y, X); got {probabilities.shape}"
+        )
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1); got {threshold}")
     foreground = probabilities[1] > threshold

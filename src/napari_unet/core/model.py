@@ -44,8 +44,11 @@ class UNetConfig:
             (1 <= self.depth <= 8, "depth (the number of poolings) must be between 1 and 8"),
             (self.width >= 1, "width (channels of the first level) must be at least 1"),
             (self.padding in PADDINGS, f"padding must be one of {PADDINGS}"),
-            (self.norm in NORMS, f"norm must be one of {NORMS} (tile-dependent norms such as "
-                                 "instance norm would make tiled prediction inexact)"),
+            (
+                self.norm in NORMS,
+                f"norm must be one of {NORMS} (tile-dependent norms such as "
+                "instance norm would make tiled prediction inexact)",
+            ),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
         ]
         for ok, message in checks:
@@ -80,6 +83,11 @@ def valid_output_size(input_size: int, depth: int) -> int | None:
     for _ in range(depth):
         n = 2 * n - 4
     return n if n >= 1 else None
+
+
+def valid_margin(depth: int) -> int:
+    """Pixels a valid U-Net of ``depth`` poolings loses on each side (92 for depth 4)."""
+    return 6 * 2**depth - 4
 
 
 class _DoubleConv(nn.Sequential):
@@ -135,8 +143,17 @@ class UNet(nn.Module):
         input_std: Sequence[float] = (1.0,),
     ):
         super().__init__()
-        cfg = UNetConfig(in_channels, n_classes, depth, width, padding, norm, dropout,
-                         tuple(input_mean), tuple(input_std))
+        cfg = UNetConfig(
+            in_channels,
+            n_classes,
+            depth,
+            width,
+            padding,
+            norm,
+            dropout,
+            tuple(input_mean),
+            tuple(input_std),
+        )
         self.cfg = cfg
         pad = 1 if padding == "same" else 0
         chans = [width * 2**k for k in range(depth + 1)]
@@ -193,19 +210,32 @@ class UNet(nn.Module):
     @property
     def margin(self) -> int:
         """Pixels lost on each side: 92 for the paper's depth-4 valid net, 0 for same."""
-        return 6 * self.grid - 4 if self.cfg.padding == "valid" else 0
+        return valid_margin(self.depth) if self.cfg.padding == "valid" else 0
 
     @property
     def halo(self) -> int:
-        """Context on each side that makes a tile's kept centre independent of the tile.
+        """Mirror padding that gives every image pixel real context in a whole-image pass.
 
-        For a valid net this is the margin. A same net zero-pads every convolution,
-        so a tile must carry its whole receptive field (the valid margin plus up to
-        one grid cell of pooling phase), rounded up to the grid to keep alignment.
+        The margin for a valid net. For a same net, the receptive field rounded up
+        to the pooling grid, so that the zero padding of its convolutions never
+        reaches an image pixel and the pooling grid stays on the image origin.
         """
         if self.cfg.padding == "valid":
             return self.margin
-        return -(-(6 * self.grid - 4 + self.grid) // self.grid) * self.grid
+        return -(-(valid_margin(self.depth) + self.grid) // self.grid) * self.grid
+
+    def as_valid(self) -> UNet:
+        """These weights evaluated without padding (shared with this net, not copied).
+
+        Started 2 pixels past the pooling grid, the unpadded evaluation of a same
+        net equals the same net at every pixel whose receptive field lies inside the
+        input, and skips the border pixels a same net computes only to discard.
+        """
+        if self.cfg.padding == "valid":
+            return self
+        return UNet.from_state({**self.config, "padding": "valid"}, self.state_dict()).train(
+            self.training
+        )
 
     def reset_parameters(self) -> None:
         """He initialisation, std = sqrt(2 / N) with N the inputs of one unit."""
@@ -223,7 +253,9 @@ class UNet(nn.Module):
 
     def set_input_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
         """Fix the per-channel input normalisation (saved with the model)."""
-        cfg = UNetConfig(**{**asdict(self.cfg), "input_mean": tuple(mean), "input_std": tuple(std)})
+        cfg = UNetConfig(
+            **{**asdict(self.cfg), "input_mean": tuple(mean), "input_std": tuple(std)}
+        )
         self.cfg = cfg
         self.input_mean.copy_(torch.tensor(cfg.input_mean).view(-1, 1, 1))
         self.input_std.copy_(torch.tensor(cfg.input_std).view(-1, 1, 1))

@@ -10,9 +10,12 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
-def touching_cells(shape: tuple[int, int] = (256, 256), n_cells: int = 40,
-                   radius: tuple[float, float] = (9.0, 16.0),
-                   seed: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+def touching_cells(
+    shape: tuple[int, int] = (256, 256),
+    n_cells: int = 40,
+    radius: tuple[float, float] = (9.0, 16.0),
+    seed: int | None = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """A fluorescence-like image of crowded cells and their instance labels.
 
     Cells are ellipses dropped at random; later ones cover earlier ones, so many
