@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.core import device as devices
+from napari_unet.core import predict
+from napari_unet.core.predict import predict_tiled
+
+
+def test_default_device_prefers_accelerators():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and torch.backends.mps.is_available():
+        expected = "mps"
+    assert devices.default_device().type == expected
+    assert devices.default_device("auto").type == expected
+    assert devices.default_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without CUDA")
+def test_missing_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        devices.default_device("cuda")
+
+
+def test_memory_report():
+    free, total = devices.free_memory(torch.device("cpu"))
+    assert 0 < free <= total
+    assert 0 < devices.memory_budget(torch.device("cpu")) <= devices.CPU_BUDGET_CAP
+    assert "GiB free" in devices.describe(torch.device("cpu"))
+
+
+def test_out_of_memory_halves_the_tile_and_stays_exact(small_valid, rng, monkeypatch):
+    image = rng.random((60, 70), dtype=np.float32)
+    expected = predict_tiled(small_valid, image, tile_size=8)
+    real_call = predict.TileRunner.__call__
+
+    def limited(self, tile):
+        if tile.shape[-1] > 100:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_call(self, tile)
+
+    monkeypatch.setattr(predict.TileRunner, "__call__", limited)
+    with pytest.warns(RuntimeWarning, match="out of memory"):
+        result = predict_tiled(small_valid, image, tile_size=64)
+    np.testing.assert_allclose(result, expected, atol=1e-5)
+
+
+def test_other_errors_are_not_retried(small_valid, monkeypatch):
+    def broken(self, tile):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(predict.TileRunner, "__call__", broken)
+    with pytest.raises(RuntimeError, match="something else"):
+        predict_tiled(small_valid, np.zeros((40, 40), np.float32), tile_size=32)
