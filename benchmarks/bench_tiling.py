@@ -70,8 +70,10 @@ def same_network(size: int, width: int) -> None:
     model = default_init(UNet(width=width, padding="same", dropout=0.0))
     image = np.random.default_rng(0).normal(size=(size, size)).astype(np.float32)
     x = torch.from_numpy(image)[None, None]
-    print(f"## same-padded U-Net, depth 4, width {width}, {size}x{size}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"## same-padded U-Net, depth 4, width {width}, {size}x{size}, "
+        f"{torch.get_num_threads()} threads"
+    )
     for layout in ("NCHW", "channels_last"):
         net = model.to(memory_format=torch.channels_last) if layout != "NCHW" else model
         with torch.inference_mode():
@@ -79,20 +81,27 @@ def same_network(size: int, width: int) -> None:
             whole = torch.softmax(logits, 1)
             print(f"whole image ({layout} weights): {t_whole:.2f} s")
             for overlap, mode in [(0.25, "constant"), (0.5, "gaussian")]:
-                t, tiled = timed(lambda o=overlap, m=mode, net=net: sliding_window_inference(
-                    x, (256, 256), 4, net, overlap=o, mode=m))
+                t, tiled = timed(
+                    lambda o=overlap, m=mode, net=net: sliding_window_inference(
+                        x, (256, 256), 4, net, overlap=o, mode=m
+                    )
+                )
                 seam = (torch.softmax(tiled, 1) - whole).abs().max().item()
                 logit = (tiled - logits).abs().max().item()
-                print(f"  MONAI overlap {overlap} {mode:8s}: {t:.2f} s = {t / t_whole:.2f}x whole, "
-                      f"seam error {seam:.2g} (logits {logit:.2g})")
+                print(
+                    f"  MONAI overlap {overlap} {mode:8s}: {t:.2f} s = {t / t_whole:.2f}x whole, "
+                    f"seam error {seam:.2g} (logits {logit:.2g})"
+                )
         if layout == "NCHW":
             t_nchw = t_whole
     reference = whole_padded(model, image)  # channels-last weights, as predict_tiled uses
     for tile in (None, 512, 256):
         t, ours = timed(lambda tile=tile: predict_tiled(model, image, tile_size=tile))
         seam = np.abs(ours - reference).max()
-        print(f"  ours tile {tile or 'auto':>4}: {t:.2f} s = {t / t_nchw:.2f}x whole (NCHW), "
-              f"{t / t_whole:.2f}x whole (channels_last), seam error {seam:.2g}")
+        print(
+            f"  ours tile {tile or 'auto':>4}: {t:.2f} s = {t / t_nchw:.2f}x whole (NCHW), "
+            f"{t / t_whole:.2f}x whole (channels_last), seam error {seam:.2g}"
+        )
 
 
 def valid_network(size: int, width: int) -> None:
@@ -104,8 +113,10 @@ def valid_network(size: int, width: int) -> None:
     print(f"whole mirror-padded image: {t_whole:.2f} s")
     for tile in (None, 388):
         t, ours = timed(lambda tile=tile: predict_tiled(model, image, tile_size=tile))
-        print(f"  ours tile {tile or 'auto':>4}: {t:.2f} s = {t / t_whole:.2f}x whole, "
-              f"seam error {np.abs(ours - reference).max():.2g}")
+        print(
+            f"  ours tile {tile or 'auto':>4}: {t:.2f} s = {t / t_whole:.2f}x whole, "
+            f"seam error {np.abs(ours - reference).max():.2g}"
+        )
 
 
 MAKE_INPUT = """
@@ -151,8 +162,10 @@ print(json.dumps({"peak_mib": (peak - base) / 2**20, "seconds": seconds}))
 
 
 def memory(big: int, width: int, tile: int = 1012) -> None:
-    print(f"## peak resident memory added by predict_tiled, valid U-Net width {width}, "
-          f"tile {tile} (input {tile + 184})")
+    print(
+        f"## peak resident memory added by predict_tiled, valid U-Net width {width}, "
+        f"tile {tile} (input {tile + 184})"
+    )
     with tempfile.TemporaryDirectory() as folder:
         for size in (big // 2, big):
             path = f"{folder}/{size}.zarr"
@@ -161,11 +174,16 @@ def memory(big: int, width: int, tile: int = 1012) -> None:
             for mode in ("zarr", "numpy"):
                 result = subprocess.run(
                     [sys.executable, "-c", PREDICT, path, str(width), str(tile), mode],
-                    capture_output=True, text=True, check=True)
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 figures = json.loads(result.stdout.strip().splitlines()[-1])
-                print(f"  {size}x{size} {mode:5s} -> {mode:5s} (image {image_mib:.0f} MiB, "
-                      f"result {2 * image_mib:.0f} MiB): +{figures['peak_mib']:.0f} MiB, "
-                      f"{figures['seconds']:.0f} s")
+                print(
+                    f"  {size}x{size} {mode:5s} -> {mode:5s} (image {image_mib:.0f} MiB, "
+                    f"result {2 * image_mib:.0f} MiB): +{figures['peak_mib']:.0f} MiB, "
+                    f"{figures['seconds']:.0f} s"
+                )
 
 
 def main() -> None:
