@@ -1,0 +1,161 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from napari_unet.core.synthetic import touching_cells
+from napari_unet.core.weights import (
+    WeightMap,
+    border_weight,
+    class_weights,
+    separation_borders,
+    weight_map,
+)
+
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+
+
+@pytest.fixture(scope="module")
+def reference():
+    if not (REFERENCE / "weights.py").exists():
+        pytest.skip("../shared/reference is not here")
+    sys.path.insert(0, str(REFERENCE))
+    import weights
+
+    return weights
+
+
+def disks(shape=(96, 80), n=25, seed=0):
+    return touching_cells(shape, n_cells=n, radius=(4.0, 12.0), seed=seed)[1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("w0", "sigma"), [(10.0, 5.0), (5.0, 3.0), (20.0, 8.0)])
+def test_border_weight_equals_the_textbook(reference, seed, w0, sigma):
+    labels = reference.touching_disks((70 + seed * 7, 90 - seed * 5), 12 + seed * 4, seed=seed)
+    expected = reference.naive_border_term(labels, w0, sigma)
+    ours = border_weight(labels, w0, sigma)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.int64, np.uint64])
+def test_any_integer_ids(reference, dtype):
+    labels = disks(n=8)
+    expected = reference.naive_border_term(labels)
+    top = {np.uint32: 2**32 - 20, np.int64: 2**40, np.uint64: 2**64 - 20}.get(dtype, 1)
+    ids = np.unique(labels)[1:]
+    lut = np.zeros(labels.max() + 1, dtype)
+    lut[ids] = np.arange(len(ids), dtype=dtype) * dtype(3) + dtype(top) if top > 1 else ids
+    np.testing.assert_allclose(border_weight(lut[labels]), expected, atol=1e-5)
+
+
+def test_fewer_than_two_instances_give_zero():
+    assert not border_weight(np.zeros((30, 30), np.int32)).any()
+    one = np.zeros((30, 30), np.int32)
+    one[5:10, 5:10] = 4
+    assert not border_weight(one).any()
+
+
+def test_separation_opens_one_pixel_gaps():
+    labels = disks(n=40, seed=1)
+    gapped = separation_borders(labels)
+    assert gapped.dtype == labels.dtype
+    assert set(np.unique(gapped)) == set(np.unique(labels))  # nobody vanishes
+    # no two different instances touch, even diagonally
+    padded = np.pad(gapped, 1)
+    for dy, dx in [(0, 1), (1, 0), (1, 1), (1, -1)]:
+        a = padded[1:-1, 1:-1]
+        b = np.roll(np.roll(padded, -dy, 0), -dx, 1)[1:-1, 1:-1]
+        assert not np.any((a > 0) & (b > 0) & (a != b))
+    removed = (labels > 0) & (gapped == 0)
+    # only contact pixels go, and each lies next to a kept pixel of another cell
+    for y, x in zip(*np.nonzero(removed), strict=True):
+        window = gapped[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2]
+        assert np.any((window > 0) & (window != labels[y, x]))
+
+
+def test_a_sliver_is_kept():
+    labels = np.zeros((20, 21), np.int32)
+    labels[:, :10] = 5
+    labels[:, 10] = 2  # a one-pixel-wide cell between two larger ones
+    labels[:, 11:] = 9
+    gapped = separation_borders(labels)
+    assert np.all(gapped[:, 10] == 2)
+    assert not np.any(gapped[:, 9]) and not np.any(gapped[:, 11])
+
+
+def test_weight_map_class_balance_and_ignore():
+    labels = disks(n=20, seed=2)
+    gapped = separation_borders(labels)
+    wb, wf = class_weights(gapped > 0)
+    fg = np.count_nonzero(gapped)
+    assert wb * (gapped.size - fg) == pytest.approx(wf * fg)
+    assert min(wb, wf) < max(wb, wf) == 1.0
+    ignore = np.zeros(labels.shape, bool)
+    ignore[:, :30] = True
+    w = weight_map(labels, ignore=ignore)
+    assert np.all(w[ignore] == 0) and np.all(w[~ignore] > 0)
+    expected = border_weight(separation_borders(np.where(ignore, 0, labels)))
+    base = np.where(separation_borders(np.where(ignore, 0, labels)) > 0, 1.0, 1.0)
+    unbalanced = weight_map(labels, class_balance=False, ignore=ignore)
+    np.testing.assert_allclose(unbalanced[~ignore], (expected + base)[~ignore], atol=1e-6)
+
+
+def test_ignore_value_and_stacks():
+    labels = disks(n=15, seed=3).astype(np.int32)
+    marked = labels.copy()
+    marked[:10] = 77
+    np.testing.assert_array_equal(
+        weight_map(marked, ignore=77), weight_map(labels, ignore=marked == 77)
+    )
+    stack = np.stack([labels, disks(n=15, seed=4)])
+    np.testing.assert_array_equal(weight_map(stack)[1], weight_map(stack[1]))
+    np.testing.assert_array_equal(border_weight(stack)[0], border_weight(labels))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((2, 2, 2, 2), int),
+        np.zeros(5, int),
+        np.zeros((5, 5), float),
+        -np.ones((4, 4), int),
+    ],
+)
+def test_bad_labels(bad):
+    with pytest.raises(ValueError):
+        weight_map(bad)
+
+
+def test_bad_parameters():
+    with pytest.raises(ValueError, match="sigma"):
+        border_weight(np.zeros((4, 4), int), sigma=0)
+
+
+@pytest.mark.parametrize("edit", ["paint", "erase", "relabel", "edge", "sliver"])
+def test_incremental_update_equals_recomputation(edit):
+    labels = disks((120, 130), n=45, seed=5).astype(np.int32)
+    live = WeightMap(labels, ignore=99)
+    yy, xx = np.ogrid[:120, :130]
+    cy, cx = {"edge": (2, 127)}.get(edit, (60, 64))
+    disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= 10**2
+    new = labels.copy()
+    if edit == "paint":
+        new[disk] = 500
+    elif edit == "erase":
+        new[disk] = 0
+    elif edit == "relabel":
+        new[new == new[cy, cx]] = 600
+        disk = ndi.binary_dilation(labels != new)
+    elif edit == "sliver":
+        new[cy, cx - 10 : cx + 10] = 700
+        disk = new != labels
+    else:
+        new[disk] = 99
+    rows, cols = np.nonzero(disk)
+    region = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    live.update(new, region)
+    np.testing.assert_array_equal(live.weights, weight_map(new, ignore=99))
