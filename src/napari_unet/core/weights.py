@@ -64,6 +64,7 @@ def _per_slice(function, labels: np.ndarray, dtype, *args) -> np.ndarray:
 
 def _separation_2d(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gapped labels, and the ids protected from vanishing (sorted)."""
+    labels = np.ascontiguousarray(labels)  # one compiled kernel per dtype, not per layout
     protected = np.zeros(0, labels.dtype)
     while True:
         removed = kernels.removed_pixels(labels, protected)
@@ -100,6 +101,7 @@ def separation_borders(labels: np.ndarray) -> np.ndarray:
 
 def _border_2d(labels: np.ndarray, w0: float, sigma: float) -> np.ndarray:
     reach = cutoff(w0, sigma)
+    labels = np.ascontiguousarray(labels)
     out = np.zeros(labels.shape, np.float32)
     if reach > 0:
         reach_px = math.ceil(reach)
