@@ -25,7 +25,7 @@ from scipy import ndimage as ndi
 from napari_unet.core.weights import WeightMap, border_weight, weight_map
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "reference"))
-from weights import naive_border_term, touching_disks  # noqa: E402
+from weights import naive_border_term, touching_disks
 
 
 def best(fn, repeat=5):
