@@ -30,8 +30,8 @@ Progress = Callable[[int, int], None]
 # Peak bytes of a forward pass per input pixel and per channel of the first level,
 # measured on the CPU (17-29 for 572-1084 pixel tiles), with headroom.
 _BYTES_PER_PIXEL_PER_WIDTH = 32
-# On the CPU, 512-pixel tiles beat whole-image tiles: their activations stay in
-# cache (benchmarks/bench_tiling.py: 0.58 s against 0.73 s at 1024x1024).
+# On the CPU, 512-pixel tiles ran faster than one 1024-pixel tile in
+# benchmarks/bench_tiling.py: smaller activations stay in cache.
 CPU_TILE = 512
 
 
