@@ -1,0 +1,155 @@
+"""Training samples from (image, labels, annotated region) pairs.
+
+Any number of pairs of different sizes: 2D images, stacks (each slice a pair)
+and channel-first multichannel images. Labels are instance labels; a label
+image with only two values is a foreground mask and is split into instances
+by 4-connected components. Pixels outside the annotated region carry no loss
+weight, and tiles are drawn around annotated pixels only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+
+from .predict import reflect_index
+from .weights import separation_borders, weight_map
+
+
+@dataclass
+class Pair:
+    """One 2D training pair.
+
+    Attributes
+    ----------
+    image : ndarray, float32, ``(C, Y, X)``
+    labels : ndarray, int, ``(Y, X)``; instance ids, 0 background
+    annotated : ndarray, bool, ``(Y, X)``; where the labels are to be trusted
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    annotated: np.ndarray
+
+
+def _as_instances(labels: np.ndarray) -> np.ndarray:
+    values = np.unique(labels)
+    if len(values) == 2:  # a foreground mask, e.g. ISBI's 0 / 255
+        return ndi.label(labels == values[1])[0]
+    return labels
+
+
+def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pair]:
+    """Check and split (image, labels[, annotated]) triples into 2D pairs.
+
+    Parameters
+    ----------
+    images, labels, annotated : sequences of arrays
+        ``(Y, X)`` or ``(Z, Y, X)`` images for one channel, ``(C, Y, X)`` or
+        ``(C, Z, Y, X)`` for ``in_channels`` = C; labels ``(Y, X)`` or ``(Z, Y, X)``;
+        annotated regions (bool) of the labels' shape, or None for fully annotated.
+
+    Raises
+    ------
+    ValueError
+        Shapes that do not match, NaN in an image, or no labelled pixel at all.
+    """
+    annotated = [None] * len(images) if annotated is None else annotated
+    if not len(images) == len(labels) == len(annotated):
+        raise ValueError(
+            f"{len(images)} images, {len(labels)} label images and "
+            f"{len(annotated)} annotated regions: give one of each per image"
+        )
+    pairs = []
+    for k, (image, label, region) in enumerate(zip(images, labels, annotated, strict=True)):
+        image = np.asarray(image, np.float32)
+        label = np.asarray(label)
+        if in_channels == 1:
+            image = image[None] if image.ndim == label.ndim else image
+        spatial = image.shape[1:]
+        if image.shape[0] != in_channels or spatial != label.shape or label.ndim not in (2, 3):
+            raise ValueError(
+                f"pair {k}: image of shape {image.shape[-label.ndim - 1 :]} and "
+                f"labels of shape {label.shape} do not match (the model takes "
+                f"{in_channels} channel(s))"
+            )
+        if not np.issubdtype(label.dtype, np.integer) and label.dtype != bool:
+            raise ValueError(f"pair {k}: labels must be integers; got {label.dtype}")
+        if not np.isfinite(image).all():
+            raise ValueError(f"pair {k}: the image contains NaN or infinite values")
+        region = np.ones(label.shape, bool) if region is None else np.asarray(region, bool)
+        if region.shape != label.shape:
+            raise ValueError(
+                f"pair {k}: annotated region {region.shape} and labels "
+                f"{label.shape} differ in shape"
+            )
+        planes = (
+            [(image, label, region)]
+            if label.ndim == 2
+            else [(image[:, z], label[z], region[z]) for z in range(label.shape[0])]
+        )
+        pairs += [Pair(i, _as_instances(lab), r) for i, lab, r in planes]
+    if not any(np.any(p.annotated & (p.labels > 0)) for p in pairs):
+        raise ValueError("no labelled pixel: paint at least one cell before training")
+    return pairs
+
+
+def normalization(pairs: list[Pair]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation over all training images."""
+    stacked = [p.image.reshape(p.image.shape[0], -1) for p in pairs]
+    values = np.concatenate(stacked, axis=1)
+    return values.mean(1).tolist(), np.maximum(values.std(1), 1e-6).tolist()
+
+
+class TileSampler:
+    """Random training tiles: input ``in_size`` pixels, target and weights ``out_size``.
+
+    The Eq. 2 weight map of each pair is computed once, on the whole pair; tiles are
+    cut around a random annotated pixel, mirrored at the image border like the
+    prediction's tiles.
+    """
+
+    def __init__(
+        self,
+        pairs: list[Pair],
+        in_size: int,
+        out_size: int,
+        w0: float,
+        sigma: float,
+        generator: torch.Generator,
+    ):
+        self.pairs, self.in_size, self.out_size = pairs, in_size, out_size
+        self.generator = generator
+        # Cells outside the annotated region must not open gaps inside it.
+        self.targets = [
+            (separation_borders(np.where(p.annotated, p.labels, 0)) > 0).astype(np.int64)
+            for p in pairs
+        ]
+        self.weights = [weight_map(p.labels, w0, sigma, ignore=~p.annotated) for p in pairs]
+        self.centres = [np.flatnonzero(p.annotated) for p in pairs]
+        sizes = np.array([c.size for c in self.centres], float)
+        self.chance = torch.from_numpy(sizes / sizes.sum())
+
+    def sample(self, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(image (B, C, I, I), target (B, I, I), weights (B, I, I))`` at input size;
+        the caller crops target and weights to the output after augmentation."""
+        picks = torch.multinomial(self.chance, batch, True, generator=self.generator)
+        images, targets, weights = [], [], []
+        for k in picks.tolist():
+            centres = self.centres[k]
+            flat = centres[int(torch.randint(centres.size, (1,), generator=self.generator))]
+            cy, cx = np.unravel_index(flat, self.pairs[k].labels.shape)
+            h, w = self.pairs[k].labels.shape
+            ys = np.arange(self.in_size) + cy - self.in_size // 2
+            xs = np.arange(self.in_size) + cx - self.in_size // 2
+            rows, cols = reflect_index(ys, h), reflect_index(xs, w)
+            box = np.ix_(rows, cols)
+            images.append(self.pairs[k].image[:, rows][:, :, cols])
+            targets.append(self.targets[k][box])
+            # The mirrored margin is context for the input, never a target.
+            inside = np.outer((ys >= 0) & (ys < h), (xs >= 0) & (xs < w))
+            weights.append(self.weights[k][box] * inside)
+        return np.stack(images), np.stack(targets), np.stack(weights)

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.core import checkpoint
+from napari_unet.core.data import make_pairs
+from napari_unet.core.model import UNet
+from napari_unet.core.synthetic import touching_cells
+from napari_unet.core.train import Done, Progress, TrainConfig, Trainer
+
+
+@pytest.fixture
+def sample():
+    return touching_cells((96, 96), n_cells=14, seed=0)
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return UNet(width=8, depth=2, dropout=0.0)
+
+
+def train(pairs, steps=4, **settings):
+    trainer = Trainer(
+        tiny_model(), pairs, TrainConfig(steps=steps, batch_size=2, tile=36, **settings)
+    )
+    events = list(trainer.run())
+    return trainer, events
+
+
+def test_loss_falls(sample):
+    image, labels = sample
+    _, events = train(make_pairs([image], [labels]), steps=60, lr=3e-3)
+    losses = [e.loss for e in events if isinstance(e, Progress)]
+    assert len(losses) == 60 and isinstance(events[-1], Done)
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:10])
+
+
+def test_stop_keeps_a_loadable_checkpoint(sample, tmp_path):
+    image, labels = sample
+    trainer = Trainer(
+        tiny_model(),
+        make_pairs([image], [labels]),
+        TrainConfig(steps=100, batch_size=1, tile=36, out=str(tmp_path / "m")),
+    )
+    for event in trainer.run():
+        if isinstance(event, Progress) and event.step == 3:
+            trainer.stop()
+    assert event == Done(3, True, tmp_path / "m.safetensors")
+    model, config = checkpoint.load(event.path)
+    assert config["step"] == 3 and config["training"]["tile"] == 36
+    assert model.input_std.item() != 1.0  # normalisation saved with the model
+
+
+def test_same_seed_same_model(sample):
+    pairs = make_pairs([sample[0]], [sample[1]])
+    a, _ = train(pairs)
+    b, _ = train(pairs)
+    for key, value in a.model.state_dict().items():
+        assert torch.equal(value, b.model.state_dict()[key]), key
+
+
+def test_unannotated_pixels_change_nothing(sample):
+    image, labels = sample
+    annotated = np.zeros(labels.shape, bool)
+    annotated[:, :50] = True
+    other = labels.copy()
+    other[:, 60:] = 0
+    first, _ = train(make_pairs([image], [labels], [annotated]))
+    second, _ = train(make_pairs([image], [other], [annotated]))
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+
+
+def test_binary_masks_become_instances(sample):
+    _, labels = sample
+    mask = np.where(labels > 0, 255, 0).astype(np.uint8)
+    pair = make_pairs([np.zeros(labels.shape)], [mask])[0]
+    assert pair.labels.max() > 1
+
+
+def test_stacks_give_one_pair_per_slice(sample):
+    image, labels = sample
+    assert len(make_pairs([np.stack([image] * 3)], [np.stack([labels] * 3)])) == 3
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "match"),
+    [
+        ([np.zeros((20, 20))], [np.zeros((20, 21), int)], "do not match"),
+        ([np.zeros((20, 20))], [np.zeros((20, 20), int)], "no labelled pixel"),
+        ([np.full((20, 20), np.nan)], [np.ones((20, 20), int)], "NaN"),
+        ([np.zeros((20, 20))], [np.zeros((20, 20))], "integers"),
+    ],
+)
+def test_bad_input_before_training(images, labels, match):
+    with pytest.raises(ValueError, match=match):
+        make_pairs(images, labels)
+
+
+def test_tile_larger_than_every_image():
+    pairs = make_pairs([np.zeros((20, 20))], [np.ones((20, 20), int)])
+    with pytest.raises(ValueError, match="larger than every"):
+        Trainer(tiny_model(), pairs, TrainConfig(tile=100))
