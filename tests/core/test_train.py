@@ -101,3 +101,30 @@ def test_tile_larger_than_every_image():
     pairs = make_pairs([np.zeros((20, 20))], [np.ones((20, 20), int)])
     with pytest.raises(ValueError, match="larger than every"):
         Trainer(tiny_model(), pairs, TrainConfig(tile=100))
+
+
+def test_resume_continues_step_and_optimizer(sample, tmp_path):
+    pairs = make_pairs([sample[0]], [sample[1]])
+    first, events = train(pairs, steps=3, out=str(tmp_path / "m"))
+    resumed = Trainer.resume(events[-1].path, pairs)
+    assert resumed.step == 3 and resumed.config == first.config
+    saved = first.optimizer.state_dict()["state"]
+    loaded = resumed.optimizer.state_dict()["state"]
+    assert saved.keys() == loaded.keys()
+    for index, state in saved.items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(loaded[index][name]))
+    more = Trainer.resume(events[-1].path, pairs, TrainConfig(steps=5, batch_size=2, tile=36))
+    steps = [e.step for e in more.run() if isinstance(e, Progress)]
+    assert steps == [4, 5]
+
+
+def test_fine_tune_keeps_the_normalisation(sample, tmp_path):
+    image, labels = sample
+    _, events = train(make_pairs([image], [labels]), steps=2, out=str(tmp_path / "m"))
+    model, _ = checkpoint.load(events[-1].path)
+    before = model.config["input_mean"]
+    brighter = make_pairs([image * 3 + 1], [labels])
+    tuned = Trainer(model, brighter, TrainConfig(steps=2, batch_size=1, tile=36), normalize=False)
+    list(tuned.run())
+    assert tuned.model.config["input_mean"] == before and tuned.step == 2

@@ -23,10 +23,17 @@ from .model import UNet
 FORMAT = 1
 _KEY = "napari_unet"
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
+_OPTIMIZER = "optimizer."
 
 
-def save(path: str | os.PathLike, model: UNet, config: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` and a JSON-serialisable ``config`` (e.g. training settings).
+def save(
+    path: str | os.PathLike,
+    model: UNet,
+    config: dict[str, Any] | None = None,
+    optimizer: dict | None = None,
+) -> Path:
+    """Write ``model``, a JSON-serialisable ``config`` (e.g. training settings) and,
+    to resume training, an optimizer's ``state_dict()``.
 
     Returns the path written. The suffix ``.safetensors`` is added if missing.
     """
@@ -40,6 +47,15 @@ def save(path: str | os.PathLike, model: UNet, config: dict[str, Any] | None = N
         "config": config or {},
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        header["optimizer"] = {"param_groups": optimizer["param_groups"], "scalars": {}}
+        for index, state in optimizer["state"].items():
+            for name, value in state.items():
+                key = f"{_OPTIMIZER}{index}.{name}"
+                if torch.is_tensor(value):
+                    tensors[key] = value.detach().cpu().contiguous()
+                else:
+                    header["optimizer"]["scalars"][key] = value
     tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(tmp), metadata={_KEY: json.dumps(header)})
@@ -93,10 +109,27 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[U
             f"{header['format']}; this napari-unet ({__version__}) reads up to format {FORMAT}. "
             "Please upgrade napari-unet."
         )
+    weights = {k: v for k, v in tensors.items() if not k.startswith(_OPTIMIZER)}
     try:
-        model = UNet.from_state(header["model"], tensors)
+        model = UNet.from_state(header["model"], weights)
     except (RuntimeError, TypeError) as err:
         raise ValueError(
             f"{path.name}: the weights do not match the described network: {err}"
         ) from err
     return model.to(device).eval(), header.get("config", {})
+
+
+def load_optimizer_state(path: str | os.PathLike) -> dict | None:
+    """The optimizer ``state_dict`` saved with a model, or None if there is none."""
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        header = json.loads((f.metadata() or {}).get(_KEY, "{}"))
+        if "optimizer" not in header:
+            return None
+        names = [k for k in f.keys() if k.startswith(_OPTIMIZER)]
+        entries = [(k, f.get_tensor(k)) for k in names]
+    entries += list(header["optimizer"]["scalars"].items())
+    state: dict[int, dict] = {}
+    for key, value in entries:
+        index, name = key[len(_OPTIMIZER) :].split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": header["optimizer"]["param_groups"]}

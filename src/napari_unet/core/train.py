@@ -113,6 +113,27 @@ class Trainer:
         else:
             self.optimizer = torch.optim.Adam(params, lr=self.config.lr)
 
+    @classmethod
+    def resume(cls, path, pairs: list[Pair], config: TrainConfig | None = None) -> Trainer:
+        """Continue a checkpoint: its weights, normalisation, step count and optimizer
+        state; ``config`` (e.g. more steps) defaults to the saved settings."""
+        model, saved = checkpoint.load(path)
+        if config is None:
+            settings = dict(saved["training"])
+            settings["augment"] = AugmentSettings(
+                **{
+                    k: tuple(v) if isinstance(v, list) else v
+                    for k, v in settings["augment"].items()
+                }
+            )
+            config = TrainConfig(**settings)
+        trainer = cls(model, pairs, config, normalize=False)
+        trainer.step = int(saved.get("step", 0))
+        state = checkpoint.load_optimizer_state(path)
+        if state is not None:
+            trainer.optimizer.load_state_dict(state)
+        return trainer
+
     def stop(self) -> None:
         """End :meth:`run` after the current step (thread-safe)."""
         self._stop.set()
@@ -158,7 +179,9 @@ class Trainer:
         path = None
         if cfg.out is not None:
             config = {"training": cfg.to_dict(), "step": self.step}
-            path = checkpoint.save(cfg.out, self.model, _jsonable(config))
+            path = checkpoint.save(
+                cfg.out, self.model, _jsonable(config), self.optimizer.state_dict()
+            )
         yield Done(self.step, self._stop.is_set(), path)
 
 
