@@ -21,7 +21,7 @@ def model_file(tmp_path):
 
 
 def test_help():
-    for argv in (["--help"], ["predict", "--help"]):
+    for argv in (["--help"], ["predict", "--help"], ["train", "--help"], ["evaluate", "--help"]):
         result = subprocess.run(
             [sys.executable, "-m", "napari_unet.cli", *argv],
             capture_output=True,
@@ -104,3 +104,96 @@ def test_rgb_image_is_a_clear_error(model_file, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["predict", "--model", str(model_file), str(rgb), "--out", str(tmp_path)])
     assert "RGB" in capsys.readouterr().err
+
+
+def test_train_then_evaluate(tmp_path, capsys):
+    from napari_unet.core.synthetic import touching_cells
+
+    image, labels = touching_cells((80, 80), n_cells=10, seed=0)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    io.imsave(
+        tmp_path / "mask.png", np.where(labels > 0, 255, 0).astype(np.uint8), check_contrast=False
+    )
+    model = tmp_path / "m.safetensors"
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(tmp_path / "img.tif"),
+                "--labels",
+                str(tmp_path / "mask.png"),
+                "--out",
+                str(model),
+                "--steps",
+                "3",
+                "--tile",
+                "36",
+                "--width",
+                "4",
+                "--depth",
+                "2",
+                "--batch",
+                "1",
+            ]
+        )
+        == 0
+    )
+    loaded, config = checkpoint.load(model)
+    assert config["step"] == 3 and loaded.cfg.width == 4
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(tmp_path / "img.tif"),
+                "--labels",
+                str(tmp_path / "mask.png"),
+                "--out",
+                str(tmp_path / "tuned"),
+                "--steps",
+                "2",
+                "--tile",
+                "36",
+                "--batch",
+                "1",
+                "--init",
+                str(model),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(model),
+                "--images",
+                str(tmp_path / "img.tif"),
+                "--labels",
+                str(tmp_path / "mask.png"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "threshold 0.5: pixel error" in out and "adapted Rand error" in out
+
+
+def test_train_with_mismatched_labels_is_a_clear_error(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((30, 30), np.float32))
+    tifffile.imwrite(tmp_path / "lab.tif", np.ones((30, 31), np.int32))
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "train",
+                "--images",
+                str(tmp_path / "img.tif"),
+                "--labels",
+                str(tmp_path / "lab.tif"),
+                "--out",
+                str(tmp_path / "m"),
+            ]
+        )
+    assert "do not match" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Command line: ``napari-unet predict`` (headless, for large data and clusters)."""
+"""Command line: ``napari-unet train | predict | evaluate`` (headless, for large data)."""
 
 from __future__ import annotations
 
@@ -94,6 +94,74 @@ def predict_command(args: argparse.Namespace) -> None:
             print(f"{path.name}: {labels.max()} instances -> {args.out}")
 
 
+def _read_all(paths: list[Path]) -> list[np.ndarray]:
+    return [np.asarray(read_image(p)) for p in paths]
+
+
+def train_command(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from .core.checkpoint import load
+    from .core.data import make_pairs
+    from .core.model import UNet
+    from .core.train import Done, Progress, TrainConfig, Trainer
+
+    if args.init is not None:
+        model, _ = load(args.init)
+    else:
+        model = UNet(depth=args.depth, width=args.width, padding=args.padding)
+    pairs = make_pairs(
+        _read_all(args.images), _read_all(args.labels), in_channels=model.in_channels
+    )
+    # A time budget alone runs until the time is up.
+    steps = args.steps or (10**9 if args.minutes else 1000)
+    config = TrainConfig(
+        steps=steps,
+        minutes=args.minutes,
+        batch_size=args.batch,
+        tile=args.tile,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        w0=args.w0,
+        sigma=args.sigma,
+        seed=args.seed,
+        device=args.device,
+        out=str(args.out),
+    )
+    trainer = Trainer(model, pairs, config, normalize=args.init is None)
+    with tqdm(
+        total=None if args.minutes and not args.steps else steps, unit="step", file=sys.stderr
+    ) as bar:
+        for event in trainer.run():
+            if isinstance(event, Progress):
+                bar.update(event.step - bar.n)
+                bar.set_postfix(loss=f"{event.loss:.4f}")
+            elif isinstance(event, Done):
+                print(f"saved {event.path} after {event.step} steps")
+
+
+def evaluate_command(args: argparse.Namespace) -> None:
+    from .core.checkpoint import load
+    from .core.device import default_device
+    from .core.metrics import THRESHOLD_SWEEP, best_threshold, score_stack
+    from .core.predict import predict_tiled
+
+    device = default_device(args.device)
+    model, _ = load(args.model, device=device)
+    probabilities = [
+        predict_tiled(model, image, tta=args.tta)[1] for image in _read_all(args.images)
+    ]
+    truths = [label > 0 for label in _read_all(args.labels)]
+    scores = score_stack(probabilities, truths, THRESHOLD_SWEEP)
+    best = best_threshold(scores)
+    for name, threshold in (("threshold 0.5", 0.5), (f"best threshold {best:.1f}", best)):
+        s = scores[threshold]
+        print(
+            f"{name}: pixel error {s['pixel_error']:.4f}, adapted Rand error "
+            f"{s['rand_error']:.4f}, VI {s['vi']:.4f}"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-unet", description="U-Net segmentation without a screen."
@@ -134,6 +202,60 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-size", type=int, default=10, help="drop instances smaller than this many pixels"
     )
     predict.set_defaults(run=predict_command)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model on images and their labels",
+        description="Labels are instance labels (0 = background) or two-valued masks "
+        "(split into cells by connected components).",
+    )
+    train.add_argument("--images", nargs="+", type=Path, required=True, metavar="IMAGE")
+    train.add_argument("--labels", nargs="+", type=Path, required=True, metavar="LABELS")
+    train.add_argument("--out", type=Path, required=True, help="the model file to write")
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, default=None, help="default 1000")
+    budget.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="train for this long instead of a number of steps",
+    )
+    train.add_argument(
+        "--init", type=Path, default=None, help="fine-tune this model instead of starting afresh"
+    )
+    train.add_argument("--w0", type=float, default=10.0, help="border weight height (Eq. 2)")
+    train.add_argument("--sigma", type=float, default=5.0, help="border weight width, pixels")
+    train.add_argument("--tile", type=int, default=196, help="output pixels per tile side")
+    train.add_argument("--batch", type=int, default=4)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    train.add_argument("--width", type=int, default=16, help="channels of the first level")
+    train.add_argument("--depth", type=int, default=4, help="number of poolings")
+    train.add_argument("--padding", choices=["valid", "same"], default="valid")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(run=train_command)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score a model on images with ground truth",
+        description="Pixel error, adapted Rand error and VI (ISBI 2012 scoring: "
+        "4-connected components of the cell interior), at threshold 0.5 and "
+        "at the best of 0.1..0.9.",
+    )
+    evaluate.add_argument("--model", type=Path, required=True)
+    evaluate.add_argument("--images", nargs="+", type=Path, required=True, metavar="IMAGE")
+    evaluate.add_argument(
+        "--labels",
+        nargs="+",
+        type=Path,
+        required=True,
+        metavar="LABELS",
+        help="ground truth: nonzero = cell interior",
+    )
+    evaluate.add_argument("--tta", action="store_true")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(run=evaluate_command)
     return parser
 
 
