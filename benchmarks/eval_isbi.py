@@ -1,0 +1,127 @@
+"""ISBI 2012 held-out benchmark: train on slices 00-24 for a CPU budget, score 25-29.
+
+    python benchmarks/eval_isbi.py [--minutes 5] [--seeds 0 1 2] [--skip-anchor]
+
+Ours: the command line's defaults (``napari-unet train``). The anchor, in the same
+run and budget: MONAI's BasicUNet (instance norm; Adam 1e-3, flips, 4 x 256^2
+crops, cross entropy), as ../shared/data/README.md describes it. Scoring as that
+README says (``core.metrics.score_stack``): adapted Rand error, pixel error and VI
+at threshold 0.5 and at the best of 0.1..0.9, means over the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage import io
+
+from napari_unet.core.data import make_pairs
+from napari_unet.core.metrics import THRESHOLD_SWEEP, best_threshold, score_stack
+from napari_unet.core.model import UNet
+from napari_unet.core.predict import predict_tiled
+from napari_unet.core.train import TrainConfig, Trainer
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012-em"
+
+
+def load(indices) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    images = [io.imread(DATA / "images" / f"{i:02d}.png").astype(np.float32) for i in indices]
+    labels = [io.imread(DATA / "labels" / f"{i:02d}.png") for i in indices]
+    return images, labels
+
+
+def ours(images, labels, minutes: float, seed: int):
+    torch.manual_seed(seed)
+    model = UNet(width=16)
+    config = TrainConfig(steps=10**9, minutes=minutes, seed=seed)
+    trainer = Trainer(model, make_pairs(images, labels), config)
+    for _ in trainer.run():
+        pass
+    return lambda image: predict_tiled(trainer.model, image)[1], trainer.step
+
+
+def anchor(images, labels, minutes: float, seed: int):
+    from monai.networks.nets import BasicUNet
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2)
+    stack = np.stack(images)
+    mean, std = stack.mean(), stack.std()
+    x_all = torch.from_numpy((stack - mean) / std)[:, None]
+    y_all = torch.from_numpy(np.stack(labels) > 0).long()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    deadline, steps = time.monotonic() + 60 * minutes, 0
+    net.train()
+    while time.monotonic() < deadline:
+        picks = rng.integers(0, len(images), 4)
+        ys, xs = rng.integers(0, 512 - 256, 4), rng.integers(0, 512 - 256, 4)
+        crops = list(zip(picks, ys, xs, strict=True))
+        x = torch.stack([x_all[k, :, y : y + 256, c : c + 256] for k, y, c in crops])
+        y = torch.stack([y_all[k, y : y + 256, c : c + 256] for k, y, c in crops])
+        if rng.random() < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        if rng.random() < 0.5:
+            x, y = x.flip(-2), y.flip(-2)
+        optimizer.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        optimizer.step()
+        steps += 1
+    net.eval()
+
+    def predict(image):
+        with torch.inference_mode():
+            x = torch.from_numpy((image - mean) / std)[None, None]
+            return torch.softmax(net(x), 1)[0, 1].numpy()
+
+    return predict, steps
+
+
+def score(predict, images, labels):
+    probabilities = [predict(image) for image in images]
+    scores = score_stack(probabilities, [label > 0 for label in labels], THRESHOLD_SWEEP)
+    best = best_threshold(scores)
+    return scores[0.5], scores[best], best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--skip-anchor", action="store_true")
+    args = parser.parse_args()
+    if not DATA.exists():
+        raise SystemExit(f"no ISBI data at {DATA}")
+    train, test = load(range(25)), load(range(25, 30))
+    methods = {"ours": ours} if args.skip_anchor else {"ours": ours, "monai": anchor}
+    print(
+        f"## ISBI 2012, train 00-24, test 25-29, {args.minutes:g} CPU minutes, "
+        f"{torch.get_num_threads()} threads, seeds {args.seeds}"
+    )
+    for name, method in methods.items():
+        at_half, at_best = [], []
+        for seed in args.seeds:
+            predict, steps = method(*train, args.minutes, seed)
+            half, best, threshold = score(predict, *test)
+            at_half.append(half)
+            at_best.append(best)
+            print(
+                f"  {name} seed {seed}: {steps} steps; threshold 0.5: Rand "
+                f"{half['rand_error']:.3f}, pixel {half['pixel_error']:.3f}, VI "
+                f"{half['vi']:.2f}; best ({threshold:.1f}): Rand {best['rand_error']:.3f}"
+            )
+        mean = {k: np.mean([s[k] for s in at_half]) for k in at_half[0]}
+        best_rand = np.mean([s["rand_error"] for s in at_best])
+        print(
+            f"{name} mean: Rand {mean['rand_error']:.3f}, pixel {mean['pixel_error']:.3f}, "
+            f"VI {mean['vi']:.2f} at 0.5; Rand {best_rand:.3f} at each seed's best threshold"
+        )
+
+
+if __name__ == "__main__":
+    main()
