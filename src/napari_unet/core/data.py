@@ -105,7 +105,7 @@ def normalization(pairs: list[Pair]) -> tuple[list[float], list[float]]:
 
 
 class TileSampler:
-    """Random training tiles: input ``in_size`` pixels, target and weights ``out_size``.
+    """Random training tiles of ``in_size`` pixels: image, target and Eq. 2 weights.
 
     The Eq. 2 weight map of each pair is computed once, on the whole pair; tiles are
     cut around a random annotated pixel, mirrored at the image border like the
@@ -116,19 +116,20 @@ class TileSampler:
         self,
         pairs: list[Pair],
         in_size: int,
-        out_size: int,
-        w0: float,
-        sigma: float,
         generator: torch.Generator,
+        w0: float = 10.0,
+        sigma: float = 5.0,
+        class_balance: bool = True,
     ):
-        self.pairs, self.in_size, self.out_size = pairs, in_size, out_size
-        self.generator = generator
+        self.pairs, self.in_size, self.generator = pairs, in_size, generator
         # Cells outside the annotated region must not open gaps inside it.
         self.targets = [
             (separation_borders(np.where(p.annotated, p.labels, 0)) > 0).astype(np.int64)
             for p in pairs
         ]
-        self.weights = [weight_map(p.labels, w0, sigma, ignore=~p.annotated) for p in pairs]
+        self.weights = [
+            weight_map(p.labels, w0, sigma, class_balance, ignore=~p.annotated) for p in pairs
+        ]
         self.centres = [np.flatnonzero(p.annotated) for p in pairs]
         sizes = np.array([c.size for c in self.centres], float)
         self.chance = torch.from_numpy(sizes / sizes.sum())

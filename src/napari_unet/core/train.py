@@ -38,6 +38,7 @@ class TrainConfig:
     momentum: float = 0.99  # for "sgd", the paper's
     w0: float = 10.0
     sigma: float = 5.0
+    class_balance: bool = True
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     seed: int = 0
     device: str = "auto"
@@ -99,8 +100,9 @@ class Trainer:
             )
         torch.manual_seed(self.config.seed)
         self.generator = torch.Generator().manual_seed(self.config.seed)
+        cfg = self.config
         self.sampler = TileSampler(
-            pairs, in_size, self.out_size, self.config.w0, self.config.sigma, self.generator
+            pairs, in_size, self.generator, cfg.w0, cfg.sigma, cfg.class_balance
         )
         if normalize:
             model.set_input_normalization(*normalization(pairs))
