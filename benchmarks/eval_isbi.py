@@ -35,17 +35,19 @@ def load(indices) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return images, labels
 
 
-def ours(images, labels, minutes: float, seed: int):
+def ours(
+    images, labels, minutes: float, seed: int, norm: str = "none", class_balance: bool = True
+):
     torch.manual_seed(seed)
-    model = UNet(width=16)
-    config = TrainConfig(steps=10**9, minutes=minutes, seed=seed)
+    model = UNet(width=16, norm=norm)
+    config = TrainConfig(steps=10**9, minutes=minutes, seed=seed, class_balance=class_balance)
     trainer = Trainer(model, make_pairs(images, labels), config)
     for _ in trainer.run():
         pass
     return lambda image: predict_tiled(trainer.model, image)[1], trainer.step
 
 
-def anchor(images, labels, minutes: float, seed: int):
+def anchor(images, labels, minutes: float, seed: int, **_):
     from monai.networks.nets import BasicUNet
 
     torch.manual_seed(seed)
@@ -94,19 +96,22 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--skip-anchor", action="store_true")
+    parser.add_argument("--norm", choices=["none", "batch"], default="none", help="ours only")
+    parser.add_argument("--no-class-balance", action="store_true", help="ours only")
     args = parser.parse_args()
+    options = {"norm": args.norm, "class_balance": not args.no_class_balance}
     if not DATA.exists():
         raise SystemExit(f"no ISBI data at {DATA}")
     train, test = load(range(25)), load(range(25, 30))
     methods = {"ours": ours} if args.skip_anchor else {"ours": ours, "monai": anchor}
     print(
         f"## ISBI 2012, train 00-24, test 25-29, {args.minutes:g} CPU minutes, "
-        f"{torch.get_num_threads()} threads, seeds {args.seeds}"
+        f"{torch.get_num_threads()} threads, seeds {args.seeds}, ours with {options}"
     )
     for name, method in methods.items():
         at_half, at_best = [], []
         for seed in args.seeds:
-            predict, steps = method(*train, args.minutes, seed)
+            predict, steps = method(*train, args.minutes, seed, **options)
             half, best, threshold = score(predict, *test)
             at_half.append(half)
             at_best.append(best)
