@@ -115,53 +115,22 @@ def test_train_then_evaluate(tmp_path, capsys):
         tmp_path / "mask.png", np.where(labels > 0, 255, 0).astype(np.uint8), check_contrast=False
     )
     model = tmp_path / "m.safetensors"
-    assert (
-        main(
-            [
-                "train",
-                "--images",
-                str(tmp_path / "img.tif"),
-                "--labels",
-                str(tmp_path / "mask.png"),
-                "--out",
-                str(model),
-                "--steps",
-                "3",
-                "--tile",
-                "36",
-                "--width",
-                "4",
-                "--depth",
-                "2",
-                "--batch",
-                "1",
-            ]
-        )
-        == 0
-    )
+    train = [
+        "train",
+        "--images",
+        str(tmp_path / "img.tif"),
+        "--labels",
+        str(tmp_path / "mask.png"),
+        "--tile",
+        "36",
+        "--batch",
+        "1",
+    ]
+    assert main([*train, "--out", str(model), "--steps", "3", "--width", "4", "--depth", "2"]) == 0
     loaded, config = checkpoint.load(model)
     assert config["step"] == 3 and loaded.cfg.width == 4
     assert (
-        main(
-            [
-                "train",
-                "--images",
-                str(tmp_path / "img.tif"),
-                "--labels",
-                str(tmp_path / "mask.png"),
-                "--out",
-                str(tmp_path / "tuned"),
-                "--steps",
-                "2",
-                "--tile",
-                "36",
-                "--batch",
-                "1",
-                "--init",
-                str(model),
-            ]
-        )
-        == 0
+        main([*train, "--out", str(tmp_path / "tuned"), "--steps", "2", "--init", str(model)]) == 0
     )
     assert (
         main(

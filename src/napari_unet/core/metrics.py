@@ -30,6 +30,14 @@ def _check_pair(a: np.ndarray, b: np.ndarray, names: str, ndims: tuple[int, ...]
         raise ValueError(f"{names} must be {wanted}; got shape {a.shape}")
 
 
+def _label_pair(true_labels, pred_labels) -> tuple[np.ndarray, np.ndarray]:
+    """Both label images checked as labels and against each other."""
+    true = _as_labels(true_labels, "true_labels")
+    pred = _as_labels(pred_labels, "pred_labels")
+    _check_pair(true, pred, "true_labels and pred_labels")
+    return true, pred
+
+
 def _as_labels(labels: np.ndarray, name: str) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.dtype != bool and not np.issubdtype(labels.dtype, np.integer):
@@ -98,9 +106,7 @@ def rand_error(true_labels: np.ndarray, pred_labels: np.ndarray) -> float:
         segmentations agree. NaN when the ground truth labels fewer than two
         pixels (no pair to compare).
     """
-    true = _as_labels(true_labels, "true_labels")
-    pred = _as_labels(pred_labels, "pred_labels")
-    _check_pair(true, pred, "true_labels and pred_labels")
+    true, pred = _label_pair(true_labels, pred_labels)
     with np.errstate(divide="ignore", invalid="ignore"):
         error = skmetrics.adapted_rand_error(_compact(true), _compact(pred))[0]
     return float(error)
@@ -124,9 +130,7 @@ def variation_of_information(true_labels: np.ndarray, pred_labels: np.ndarray) -
     float
         Non-negative; 0 when the segmentations agree up to renaming.
     """
-    true = _as_labels(true_labels, "true_labels")
-    pred = _as_labels(pred_labels, "pred_labels")
-    _check_pair(true, pred, "true_labels and pred_labels")
+    true, pred = _label_pair(true_labels, pred_labels)
     terms = skmetrics.variation_of_information(_compact(true), _compact(pred))
     return float(np.sum(terms))
 
@@ -224,9 +228,7 @@ def match_instances(
         F1 = 2 TP / (2 TP + FP + FN), and the mean IoU of the matched pairs
         (NaN when nothing matched).
     """
-    true = _as_labels(true_labels, "true_labels")
-    pred = _as_labels(pred_labels, "pred_labels")
-    _check_pair(true, pred, "true_labels and pred_labels")
+    true, pred = _label_pair(true_labels, pred_labels)
     if not 0.0 <= iou_threshold < 1.0:
         raise ValueError(f"iou_threshold must be in [0, 1); got {iou_threshold}")
     rows, cols, ious, n_true, n_pred = _pair_ious(true, pred)
