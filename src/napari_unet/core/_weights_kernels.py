@@ -160,7 +160,9 @@ def border_term(labels, lab1, dst1, lab2, dst2, w0, sigma, cutoff, out):
             for k in range(gap[x], reach + 1):
                 # Every column from here on is at least k away: stop once none can
                 # change the second-nearest label or bring d1 + d2 under the cutoff.
-                if k * k >= d2 or math.sqrt(min(d1, k * k)) + k > cutoff:
+                if k * k >= d2:
+                    break
+                if (math.sqrt(d1) + k if d1 < k * k else 2.0 * k) > cutoff:
                     break
                 for side in range(2 if k else 1):
                     j = x + k if side else x - k
