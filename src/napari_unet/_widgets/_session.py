@@ -1,0 +1,87 @@
+"""What the dock widgets of one viewer share: the training set and the model in memory.
+
+Each widget is created separately by napari; they meet here. The training set
+holds layers, not arrays, so labels corrected after a prediction are what the
+next training run reads; :meth:`Annotation.arrays` snapshots them on the GUI
+thread before a worker starts.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from weakref import WeakKeyDictionary
+
+import napari
+import numpy as np
+from psygnal import Signal
+
+from ..core.model import UNet
+
+
+@dataclass(eq=False)
+class Annotation:
+    """An image layer, its instance labels and, for partial annotation, a region
+    layer whose painted (non-zero) pixels are the ones the labels are trusted on."""
+
+    image: napari.layers.Image
+    labels: napari.layers.Labels
+    region: napari.layers.Labels | None = None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Copies of (image, labels, annotated mask or None for everywhere)."""
+        annotated = None if self.region is None else np.asarray(self.region.data) != 0
+        return np.array(self.image.data), np.array(self.labels.data), annotated
+
+    def layers(self) -> list:
+        return [layer for layer in (self.image, self.labels, self.region) if layer is not None]
+
+
+class Session:
+    """Training set and current model of one viewer; ``changed`` fires on any edit."""
+
+    changed = Signal()
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        self.annotations: list[Annotation] = []
+        self.model: UNet | None = None
+        self.model_path = None
+        viewer.layers.events.removed.connect(self._forget_removed)
+
+    def add(self, image, labels, region=None) -> Annotation:
+        """Add a pair, or update the one that already uses ``labels``."""
+        for annotation in self.annotations:
+            if annotation.labels is labels:
+                annotation.image, annotation.region = image, region
+                break
+        else:
+            annotation = Annotation(image, labels, region)
+            self.annotations.append(annotation)
+        self.changed.emit()
+        return annotation
+
+    def remove(self, annotation: Annotation) -> None:
+        self.annotations.remove(annotation)
+        self.changed.emit()
+
+    def set_model(self, model: UNet, path=None) -> None:
+        """Publish a trained model; widgets get a frozen copy, never the one training."""
+        self.model = copy.deepcopy(model).cpu().eval()
+        self.model_path = path
+        self.changed.emit()
+
+    def _forget_removed(self, event) -> None:
+        kept = [a for a in self.annotations if event.value not in a.layers()]
+        if len(kept) != len(self.annotations):
+            self.annotations = kept
+            self.changed.emit()
+
+
+_sessions: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def session(viewer: napari.viewer.Viewer) -> Session:
+    """The one :class:`Session` of ``viewer``."""
+    if viewer not in _sessions:
+        _sessions[viewer] = Session(viewer)
+    return _sessions[viewer]
