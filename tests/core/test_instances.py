@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.instances import to_instances
+from napari_unet.core.instances import cell_count, to_instances, touching_pairs
 
 
 def two_touching_disks():
@@ -56,3 +56,39 @@ def test_stack_ids_are_unique():
 def test_bad_shapes(bad):
     with pytest.raises(ValueError, match="n_classes"):
         to_instances(bad)
+
+
+def test_touching_pairs_counts_each_contact_once():
+    labels = two_touching_disks()
+    assert touching_pairs(labels) == 1
+    assert cell_count(labels) == 2
+    labels[0:5, 0:5] = 3  # apart from the others
+    assert touching_pairs(labels) == 1 and cell_count(labels) == 3
+
+
+def test_diagonal_contact_touches_and_a_gap_separates():
+    labels = np.zeros((6, 6), np.uint16)
+    labels[1, 1], labels[2, 2], labels[2, 0] = 1, 2, 3
+    assert touching_pairs(labels) == 2  # 1-2 diagonal, 1-3 diagonal; 2 and 3 are apart
+    labels[4, 4] = 4
+    assert touching_pairs(labels) == 2
+    assert touching_pairs(np.zeros((4, 4), np.int32)) == 0
+
+
+def test_touching_pairs_per_slice_of_a_stack():
+    plane = two_touching_disks()
+    stack = np.stack([plane, np.where(plane == 2, 0, plane), plane])
+    assert touching_pairs(stack) == 2
+    assert cell_count(stack) == 5
+
+
+def test_three_cells_around_a_point():
+    labels = np.zeros((4, 4), np.int64)
+    labels[:2, :2], labels[:2, 2:], labels[2:, :] = 1, 2, 3
+    assert touching_pairs(labels) == 3
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 2, 2, 2), int), np.zeros((4, 4), float)])
+def test_counts_refuse_other_input(bad):
+    with pytest.raises(ValueError, match="integer labels"):
+        touching_pairs(bad)

@@ -5,6 +5,9 @@ The network is trained to leave a thin background gap between touching cells
 separates them; afterwards the gap pixels, those with two different cells
 within ``gap`` pixels, are given back to the nearest cell, so touching cells
 come out as separate labels that touch again, as they were painted.
+``cell_count`` and ``touching_pairs`` summarise painted labels the same way
+training sees them: slice by slice, touching in the 8-neighbourhood that
+``separation_borders`` opens gaps in.
 """
 
 from __future__ import annotations
@@ -72,3 +75,51 @@ def to_instances(
         out[z] = np.where(labels > 0, labels + offset, 0)
         offset = int(out[z].max(initial=offset))
     return out
+
+
+def _planes(labels) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim not in (2, 3) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"expected integer labels of shape (Y, X) or (Z, Y, X); got {labels.dtype} "
+            f"{labels.shape}"
+        )
+    return labels[None] if labels.ndim == 2 else labels
+
+
+def cell_count(labels: np.ndarray) -> int:
+    """Number of instances (distinct non-zero ids), summed over the slices of a stack.
+
+    Parameters
+    ----------
+    labels : ndarray, integer, shape ``(Y, X)`` or ``(Z, Y, X)``
+    """
+    return sum(np.count_nonzero(np.unique(plane)) for plane in _planes(labels))
+
+
+def touching_pairs(labels: np.ndarray) -> int:
+    """Number of pairs of distinct instances that touch, summed over the slices of a stack.
+
+    Two instances touch when a pixel of one is an 8-neighbour of a pixel of the
+    other; each such pair is one separation gap the network has to learn.
+
+    Parameters
+    ----------
+    labels : ndarray, integer, shape ``(Y, X)`` or ``(Z, Y, X)``
+        0 is background.
+    """
+    total = 0
+    for plane in _planes(labels):
+        # Right, down, down-right and down-left cover every 8-neighbour pair once.
+        shifts = [
+            (plane[:, :-1], plane[:, 1:]),
+            (plane[:-1, :], plane[1:, :]),
+            (plane[:-1, :-1], plane[1:, 1:]),
+            (plane[:-1, 1:], plane[1:, :-1]),
+        ]
+        pairs = []
+        for a, b in shifts:
+            contact = (a != b) & (a != 0) & (b != 0)
+            pairs.append(np.stack([np.minimum(a, b)[contact], np.maximum(a, b)[contact]], 1))
+        total += len(np.unique(np.concatenate(pairs), axis=0))
+    return total
