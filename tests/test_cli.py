@@ -126,7 +126,16 @@ def test_train_then_evaluate(tmp_path, capsys):
         "--batch",
         "1",
     ]
-    assert main([*train, "--out", str(model), "--steps", "3", "--width", "4", "--depth", "2"]) == 0
+    small = ["--width", "4", "--depth", "2", "--validate-every", "2"]
+    validation = [
+        "--val-images",
+        str(tmp_path / "img.tif"),
+        "--val-labels",
+        str(tmp_path / "mask.png"),
+    ]
+    assert main([*train, "--out", str(model), "--steps", "3", *small, *validation]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.count("validation loss") == 2  # at step 2 and at the end
     loaded, config = checkpoint.load(model)
     assert config["step"] == 3 and loaded.cfg.width == 4
     assert (

@@ -102,17 +102,22 @@ def train_command(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .core.checkpoint import load
-    from .core.data import make_pairs
+    from .core.data import make_pairs, split_validation
     from .core.model import UNet
-    from .core.train import Done, Progress, TrainConfig, Trainer
+    from .core.train import Done, Notice, Progress, TrainConfig, Trainer, Validation
 
     if args.init is not None:
         model, _ = load(args.init)
     else:
         model = UNet(depth=args.depth, width=args.width, padding=args.padding)
-    pairs = make_pairs(
-        _read_all(args.images), _read_all(args.labels), in_channels=model.in_channels
-    )
+    channels = model.in_channels
+    pairs = make_pairs(_read_all(args.images), _read_all(args.labels), in_channels=channels)
+    if args.val_images or args.val_labels:
+        validation = make_pairs(
+            _read_all(args.val_images), _read_all(args.val_labels), in_channels=channels
+        )
+    else:
+        pairs, validation = split_validation(pairs, args.val_fraction)
     # A time budget alone runs until the time is up.
     steps = args.steps or (10**9 if args.minutes else 1000)
     config = TrainConfig(
@@ -122,13 +127,16 @@ def train_command(args: argparse.Namespace) -> None:
         tile=args.tile,
         lr=args.lr,
         optimizer=args.optimizer,
+        schedule=args.schedule,
         w0=args.w0,
         sigma=args.sigma,
         seed=args.seed,
         device=args.device,
+        validate_every=args.validate_every,
+        preview_every=0,
         out=str(args.out),
     )
-    trainer = Trainer(model, pairs, config, normalize=args.init is None)
+    trainer = Trainer(model, pairs, config, normalize=args.init is None, validation=validation)
     with tqdm(
         total=None if args.minutes and not args.steps else steps, unit="step", file=sys.stderr
     ) as bar:
@@ -136,6 +144,14 @@ def train_command(args: argparse.Namespace) -> None:
             if isinstance(event, Progress):
                 bar.update(event.step - bar.n)
                 bar.set_postfix(loss=f"{event.loss:.4f}")
+            elif isinstance(event, Validation):
+                bar.write(
+                    f"step {event.step}: validation loss {event.loss:.4f}, pixel error "
+                    f"{event.pixel_error:.4f}, adapted Rand error {event.rand_error:.4f}, "
+                    f"VI {event.vi:.4f}"
+                )
+            elif isinstance(event, Notice):
+                bar.write(event.message)
             elif isinstance(event, Done):
                 print(f"saved {event.path} after {event.step} steps")
 
@@ -220,6 +236,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="train for this long instead of a number of steps",
     )
+    train.add_argument("--val-images", nargs="+", type=Path, default=[], metavar="IMAGE")
+    train.add_argument(
+        "--val-labels",
+        nargs="+",
+        type=Path,
+        default=[],
+        metavar="LABELS",
+        help="validation set; without one, --val-fraction of the slices is held out",
+    )
+    train.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of the training slices held out for validation when there are 5 or "
+        "more and no --val-images (0 keeps them all)",
+    )
+    train.add_argument("--validate-every", type=int, default=200, help="steps (0: at the end)")
     train.add_argument(
         "--init", type=Path, default=None, help="fine-tune this model instead of starting afresh"
     )
@@ -229,6 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch", type=int, default=4)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    train.add_argument(
+        "--schedule",
+        choices=["constant", "cosine"],
+        default="constant",
+        help="learning rate over the budget",
+    )
     train.add_argument("--width", type=int, default=16, help="channels of the first level")
     train.add_argument("--depth", type=int, default=4, help="number of poolings")
     train.add_argument("--padding", choices=["valid", "same"], default="valid")

@@ -1,12 +1,25 @@
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
 
 from napari_unet.core import checkpoint
-from napari_unet.core.data import make_pairs
+from napari_unet.core.data import make_pairs, split_validation
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import touching_cells
-from napari_unet.core.train import Done, Progress, TrainConfig, Trainer
+from napari_unet.core.train import (
+    Done,
+    Notice,
+    Paused,
+    Preview,
+    Progress,
+    Saved,
+    TrainConfig,
+    Trainer,
+    Validation,
+)
 
 
 @pytest.fixture
@@ -19,9 +32,10 @@ def tiny_model():
     return UNet(width=8, depth=2, dropout=0.0)
 
 
-def train(pairs, steps=4, **settings):
+def train(pairs, steps=4, trainer_args=None, **settings):
+    settings = {"batch_size": 2, "tile": 36, **settings}
     trainer = Trainer(
-        tiny_model(), pairs, TrainConfig(steps=steps, batch_size=2, tile=36, **settings)
+        tiny_model(), pairs, TrainConfig(steps=steps, **settings), **(trainer_args or {})
     )
     events = list(trainer.run())
     return trainer, events
@@ -106,7 +120,7 @@ def test_tile_larger_than_every_image():
 def test_resume_continues_step_and_optimizer(sample, tmp_path):
     pairs = make_pairs([sample[0]], [sample[1]])
     first, events = train(pairs, steps=3, out=str(tmp_path / "m"))
-    resumed = Trainer.resume(events[-1].path, pairs)
+    resumed = Trainer.from_checkpoint(events[-1].path, pairs)
     assert resumed.step == 3 and resumed.config == first.config
     saved = first.optimizer.state_dict()["state"]
     loaded = resumed.optimizer.state_dict()["state"]
@@ -114,7 +128,9 @@ def test_resume_continues_step_and_optimizer(sample, tmp_path):
     for index, state in saved.items():
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(loaded[index][name]))
-    more = Trainer.resume(events[-1].path, pairs, TrainConfig(steps=5, batch_size=2, tile=36))
+    more = Trainer.from_checkpoint(
+        events[-1].path, pairs, TrainConfig(steps=5, batch_size=2, tile=36)
+    )
     steps = [e.step for e in more.run() if isinstance(e, Progress)]
     assert steps == [4, 5]
 
@@ -128,3 +144,107 @@ def test_fine_tune_keeps_the_normalisation(sample, tmp_path):
     tuned = Trainer(model, brighter, TrainConfig(steps=2, batch_size=1, tile=36), normalize=False)
     list(tuned.run())
     assert tuned.model.config["input_mean"] == before and tuned.step == 2
+
+
+def test_validation_preview_and_checkpoint_events(sample, tmp_path):
+    image, labels = sample
+    pairs = make_pairs([image], [labels])
+    trainer, events = train(
+        pairs,
+        steps=4,
+        trainer_args={"validation": pairs, "preview": image},
+        validate_every=2,
+        preview_every=3,
+        checkpoint_every=2,
+        out=str(tmp_path / "m"),
+    )
+    validations = [e for e in events if isinstance(e, Validation)]
+    assert [v.step for v in validations] == [2, 4]
+    for v in validations:
+        assert v.loss > 0 and 0 <= v.pixel_error <= 1 and 0 <= v.rand_error <= 1 and v.vi >= 0
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert [p.step for p in previews] == [3]
+    assert previews[0].probability.shape == image.shape
+    assert [e.step for e in events if isinstance(e, Saved)] == [2, 4, 4]
+    assert trainer.model.training is False
+
+
+def test_validation_of_partial_annotations_skips_rand_error(sample):
+    image, labels = sample
+    annotated = np.zeros(labels.shape, bool)
+    annotated[:48] = True
+    pairs = make_pairs([image], [labels], [annotated])
+    trainer = Trainer(tiny_model(), pairs, TrainConfig(tile=36), validation=pairs)
+    scores = trainer.validate()
+    assert np.isnan(scores.rand_error) and 0 <= scores.pixel_error <= 1
+
+
+def test_a_bad_preview_image_is_refused_before_training(sample):
+    pairs = make_pairs([sample[0]], [sample[1]])
+    with pytest.raises(ValueError):
+        Trainer(tiny_model(), pairs, TrainConfig(tile=36), preview=np.zeros((3, 4, 40, 40)))
+
+
+def test_pause_holds_between_steps_and_stop_ends_a_pause(sample):
+    pairs = make_pairs([sample[0]], [sample[1]])
+    trainer = Trainer(tiny_model(), pairs, TrainConfig(tile=36))
+    run = trainer.run()
+    assert isinstance(next(run), Progress)
+    trainer.pause()
+    assert next(run) == Paused(1)
+    threading.Timer(0.3, trainer.resume).start()
+    held = time.monotonic()
+    event = next(run)  # blocks until resumed
+    assert time.monotonic() - held >= 0.25
+    assert isinstance(event, Progress) and event.step == 2
+    trainer.pause()
+    assert next(run) == Paused(2)
+    threading.Timer(0.1, trainer.stop).start()
+    assert list(run) == [Done(2, True, None)]
+
+
+def test_out_of_memory_halves_batch_then_tile(sample, monkeypatch):
+    trainer = Trainer(
+        tiny_model(),
+        make_pairs([sample[0]], [sample[1]]),
+        TrainConfig(steps=2, batch_size=2, tile=36),
+    )
+    forward = trainer.model.forward
+    failures = iter([True, True])
+
+    def failing(x):
+        if next(failures, False):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return forward(x)
+
+    monkeypatch.setattr(trainer.model, "forward", failing)
+    events = list(trainer.run())
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert notices == [
+        "out of memory: batch halved to 1",
+        f"out of memory: tile halved to {trainer.out_size} output pixels",
+    ]
+    assert trainer.config.batch_size == 1 and trainer.out_size < 36
+    assert events[-1] == Done(2, False, None)
+
+
+def test_cosine_schedule_ends_near_zero(sample):
+    trainer, _ = train(make_pairs([sample[0]], [sample[1]]), steps=5, schedule="cosine")
+    assert trainer.optimizer.param_groups[0]["lr"] < 0.1 * trainer.config.lr
+
+
+def test_config_round_trip_and_typos():
+    config = TrainConfig(steps=7, schedule="cosine")
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(TypeError):
+        TrainConfig.from_dict({**config.to_dict(), "stpes": 3})
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="linear")
+
+
+def test_split_validation_spreads_the_held_out_pairs(sample):
+    image, labels = sample
+    pairs = make_pairs([np.stack([image] * 10)], [np.stack([labels] * 10)])
+    train_pairs, held = split_validation(pairs)
+    assert len(train_pairs) == 8 and held == [pairs[4], pairs[9]]
+    assert split_validation(pairs[:4]) == (pairs[:4], [])

@@ -97,6 +97,28 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pai
     return pairs
 
 
+def split_validation(pairs: list[Pair], fraction: float = 0.2) -> tuple[list, list]:
+    """Hold out every ``1/fraction``-th pair for validation, spread over the set (a
+    stack's slices alternate rather than its end going missing); fewer than 5 pairs
+    are all kept for training."""
+    if fraction <= 0 or len(pairs) < 5:
+        return list(pairs), []
+    every = max(2, round(1 / fraction))
+    held = set(range(every - 1, len(pairs), every))
+    return [p for k, p in enumerate(pairs) if k not in held], [pairs[k] for k in sorted(held)]
+
+
+def target_and_weights(
+    pair: Pair, w0: float, sigma: float, class_balance: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The training target (cells with one-pixel gaps, int64) and the Eq. 2 loss
+    weights of ``pair``, zero outside its annotated region."""
+    # Cells outside the annotated region must not open gaps inside it.
+    gapped = separation_borders(np.where(pair.annotated, pair.labels, 0))
+    weights = weight_map(pair.labels, w0, sigma, class_balance, ignore=~pair.annotated)
+    return (gapped > 0).astype(np.int64), weights
+
+
 def normalization(pairs: list[Pair]) -> tuple[list[float], list[float]]:
     """Per-channel mean and standard deviation over all training images."""
     stacked = [p.image.reshape(p.image.shape[0], -1) for p in pairs]
@@ -122,14 +144,9 @@ class TileSampler:
         class_balance: bool = True,
     ):
         self.pairs, self.in_size, self.generator = pairs, in_size, generator
-        # Cells outside the annotated region must not open gaps inside it.
-        self.targets = [
-            (separation_borders(np.where(p.annotated, p.labels, 0)) > 0).astype(np.int64)
-            for p in pairs
-        ]
-        self.weights = [
-            weight_map(p.labels, w0, sigma, class_balance, ignore=~p.annotated) for p in pairs
-        ]
+        self.targets, self.weights = zip(
+            *(target_and_weights(p, w0, sigma, class_balance) for p in pairs), strict=True
+        )
         self.centres = [np.flatnonzero(p.annotated) for p in pairs]
         sizes = np.array([c.size for c in self.centres], float)
         self.chance = torch.from_numpy(sizes / sizes.sum())

@@ -1,14 +1,19 @@
 """Training as a generator of typed events, so a GUI and a command line drive one loop.
 
-``Trainer.run()`` yields a :class:`Progress` after every step and ends with
-:class:`Done`; ``stop()`` ends it after the current step (a checkpoint is saved
-when ``TrainConfig.out`` is set). The loss is the pixel-weighted cross entropy
-of the paper with the Eq. 2 weights, warped with each augmented sample.
+``Trainer.run()`` yields :class:`Progress` after every step, :class:`Validation`
+and :class:`Preview` at their intervals, :class:`Saved` whenever a checkpoint is
+written, :class:`Notice` for what the user should know (a batch or tile halved
+after running out of memory), :class:`Paused` while held, and ends with
+:class:`Done`. ``stop()``, ``pause()`` and ``resume()`` work from any thread and
+act between steps. The loss is the pixel-weighted cross entropy of the paper
+with the Eq. 2 weights, warped with each sample's augmentation on the training
+device.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,38 +25,71 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from .augment import AugmentSettings, augment
-from .data import Pair, TileSampler, normalization
-from .device import default_device
+from .data import Pair, TileSampler, normalization, target_and_weights
+from .device import default_device, is_out_of_memory
+from .metrics import score_segmentation
 from .model import UNet
+from .predict import check_input, predict_tiled
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings; saved with every checkpoint."""
+    """Training settings; saved with every checkpoint.
+
+    ``steps`` and ``minutes`` are budgets: training ends at whichever comes first.
+    ``tile`` is in output pixels per side. ``schedule`` "cosine" lowers the learning
+    rate to 0 over the budget. ``amp``: bfloat16 mixed precision on CUDA devices that
+    support it (ignored elsewhere). ``validate_every``, ``preview_every`` and
+    ``checkpoint_every`` are in steps, 0 for never; validation also runs at the end
+    when there is a validation set, and a checkpoint is always written at the end
+    when ``out`` is set.
+    """
 
     steps: int = 1000
     minutes: float | None = None
     batch_size: int = 4
-    tile: int = 196  # output pixels per side
+    tile: int = 196
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.99  # for "sgd", the paper's
+    schedule: str = "constant"
     w0: float = 10.0
     sigma: float = 5.0
     class_balance: bool = True
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     seed: int = 0
     device: str = "auto"
+    amp: bool = True
+    validate_every: int = 200
+    preview_every: int = 25
+    checkpoint_every: int = 0
     out: str | None = None
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError("steps, batch_size and lr must be positive")
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.tile < 1:
+            raise ValueError("steps, batch_size, tile and lr must be positive")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be positive; got {self.minutes}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {self.optimizer!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine'; got {self.schedule!r}")
+        if min(self.validate_every, self.preview_every, self.checkpoint_every) < 0:
+            raise ValueError("validate_every, preview_every and checkpoint_every must be >= 0")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> TrainConfig:
+        """The inverse of :meth:`to_dict` (after a JSON round trip); unknown keys are
+        refused so that a typo is not silently ignored."""
+        settings = dict(settings)
+        augment_settings = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in settings.pop("augment", {}).items()
+        }
+        return cls(**settings, augment=AugmentSettings(**augment_settings))
 
 
 @dataclass(frozen=True)
@@ -64,6 +102,42 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Validation:
+    """Means over the validation pairs; Rand error and VI only count fully
+    annotated pairs (NaN when there is none)."""
+
+    step: int
+    loss: float
+    pixel_error: float
+    rand_error: float
+    vi: float
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Cell probability of the preview image, ``(Y, X)`` float32."""
+
+    step: int
+    probability: np.ndarray
+
+
+@dataclass(frozen=True)
+class Saved:
+    step: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class Notice:
+    message: str
+
+
+@dataclass(frozen=True)
+class Paused:
+    step: int
+
+
+@dataclass(frozen=True)
 class Done:
     step: int
     stopped: bool
@@ -71,7 +145,23 @@ class Done:
 
 
 class Trainer:
-    """Trains ``model`` on ``pairs``; see :meth:`run`."""
+    """Trains ``model`` on ``pairs``; see :meth:`run`.
+
+    Parameters
+    ----------
+    model : UNet
+    pairs : list of Pair
+        Training pairs (``data.make_pairs``).
+    config : TrainConfig, optional
+    normalize : bool
+        Fix the model's input normalisation from ``pairs``; False when fine-tuning a
+        model on corrected labels, to keep the one it learnt with.
+    validation : list of Pair, optional
+        Scored every ``config.validate_every`` steps and at the end.
+    preview : ndarray, optional
+        An image the model takes (``(Y, X)`` or ``(C, Y, X)``) whose cell probability
+        is yielded every ``config.preview_every`` steps.
+    """
 
     def __init__(
         self,
@@ -79,57 +169,53 @@ class Trainer:
         pairs: list[Pair],
         config: TrainConfig | None = None,
         normalize: bool = True,
+        validation: list[Pair] | None = None,
+        preview: np.ndarray | None = None,
     ):
-        """``normalize``: fix the model's input normalisation from ``pairs``; False
-        when fine-tuning a model on corrected labels, to keep the one it learnt with."""
-        self.config = config or TrainConfig()
+        self.config = cfg = config or TrainConfig()
         self.model, self.pairs = model, pairs
+        self.validation = list(validation or [])
         self.step = 0
-        self._stop = threading.Event()
-        self.device = default_device(self.config.device)
-        out_size = self.config.tile
-        in_size = model.input_size(out_size)
-        if model.cfg.padding == "same":
-            in_size = -(-out_size // model.grid) * model.grid
-        self.in_size, self.out_size = in_size, model.output_size(in_size)
+        self._stop, self._running = threading.Event(), threading.Event()
+        self._running.set()
+        self.device = default_device(cfg.device)
+        self._set_tile(cfg.tile)
         largest = max(max(p.labels.shape) for p in pairs)
         if self.out_size > largest:
             raise ValueError(
                 f"the tile ({self.out_size} output pixels) is larger than every "
                 f"training image (largest side {largest}); choose a smaller tile"
             )
-        torch.manual_seed(self.config.seed)
-        self.generator = torch.Generator().manual_seed(self.config.seed)
-        cfg = self.config
+        if preview is not None:
+            check_input(model, preview)
+        self.preview = preview
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
         self.sampler = TileSampler(
-            pairs, in_size, self.generator, cfg.w0, cfg.sigma, cfg.class_balance
+            pairs, self.in_size, self.generator, cfg.w0, cfg.sigma, cfg.class_balance
         )
+        self._targets = [
+            target_and_weights(p, cfg.w0, cfg.sigma, cfg.class_balance) for p in self.validation
+        ]
         if normalize:
             model.set_input_normalization(*normalization(pairs))
         self.model.to(self.device)
+        self._amp = cfg.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         params = self.model.parameters()
-        if self.config.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(
-                params, lr=self.config.lr, momentum=self.config.momentum
-            )
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
         else:
-            self.optimizer = torch.optim.Adam(params, lr=self.config.lr)
+            self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
 
     @classmethod
-    def resume(cls, path, pairs: list[Pair], config: TrainConfig | None = None) -> Trainer:
+    def from_checkpoint(
+        cls, path, pairs: list[Pair], config: TrainConfig | None = None, **kwargs
+    ) -> Trainer:
         """Continue a checkpoint: its weights, normalisation, step count and optimizer
         state; ``config`` (e.g. more steps) defaults to the saved settings."""
         model, saved = checkpoint.load(path)
-        if config is None:
-            settings = dict(saved["training"])
-            settings["augment"] = AugmentSettings(
-                **{
-                    k: tuple(v) if isinstance(v, list) else v
-                    for k, v in settings["augment"].items()
-                }
-            )
-            config = TrainConfig(**settings)
-        trainer = cls(model, pairs, config, normalize=False)
+        config = config or TrainConfig.from_dict(saved["training"])
+        trainer = cls(model, pairs, config, normalize=False, **kwargs)
         trainer.step = int(saved.get("step", 0))
         state = checkpoint.load_optimizer_state(path)
         if state is not None:
@@ -137,54 +223,148 @@ class Trainer:
         return trainer
 
     def stop(self) -> None:
-        """End :meth:`run` after the current step (thread-safe)."""
+        """End :meth:`run` after the current step, even while paused."""
         self._stop.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        """Hold :meth:`run` after the current step until :meth:`resume` or :meth:`stop`."""
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def _set_tile(self, out_size: int) -> None:
+        in_size = self.model.input_size(out_size)
+        if self.model.cfg.padding == "same":
+            in_size = -(-out_size // self.model.grid) * self.model.grid
+        self.in_size, self.out_size = in_size, self.model.output_size(in_size)
 
     def loss(self) -> torch.Tensor:
-        """One batch: sample, augment, forward, weighted cross entropy."""
-        image, target, weights = self.sampler.sample(self.config.batch_size)
+        """One batch: sample, augment on the device, forward, weighted cross entropy."""
+        batch = self.sampler.sample(self.config.batch_size)
+        image, target, weights = (torch.from_numpy(a).to(self.device) for a in batch)
         image, target, weights, _ = augment(
-            torch.from_numpy(image),
-            torch.from_numpy(target),
-            torch.from_numpy(weights),
-            generator=self.generator,
-            settings=self.config.augment,
+            image, target, weights, generator=self.generator, settings=self.config.augment
         )
         crop = (self.in_size - self.out_size) // 2
         inner = slice(crop, crop + self.out_size)
         target, weights = target[:, inner, inner], weights[:, inner, inner]
-        logits = self.model(image.to(self.device))
-        per_pixel = F.cross_entropy(logits, target.to(self.device), reduction="none")
-        weights = weights.to(self.device)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self._amp):
+            logits = self.model(image)
+        per_pixel = F.cross_entropy(logits.float(), target, reduction="none")
         return (per_pixel * weights).sum() / weights.sum().clamp_min(1e-6)
 
     def run(self):
-        """Train; yields :class:`Progress` per step and finally :class:`Done`."""
+        """Train; yields the events of the module docstring, :class:`Done` last."""
         cfg = self.config
-        deadline = None if cfg.minutes is None else time.monotonic() + 60 * cfg.minutes
-        start, first = time.monotonic(), self.step
+        budget = math.inf if cfg.minutes is None else 60 * cfg.minutes
+        start, first, held = time.monotonic(), self.step, 0.0
         self.model.train()
         while self.step < cfg.steps and not self._stop.is_set():
-            if deadline is not None and time.monotonic() > deadline:
+            if not self._running.is_set():
+                since = time.monotonic()
+                yield Paused(self.step)
+                self._running.wait()
+                held += time.monotonic() - since
+                continue
+            elapsed = time.monotonic() - start - held
+            if elapsed > budget:
                 break
+            fraction = max(self.step / cfg.steps, elapsed / budget)
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.lr * _schedule(cfg.schedule, fraction)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self.loss()
-            loss.backward()
+            try:
+                loss = self.loss()
+                loss.backward()
+            except RuntimeError as error:
+                if not is_out_of_memory(error):
+                    raise
+                yield Notice(self._shrink())
+                cfg = self.config
+                continue
             self.optimizer.step()
             self.step += 1
-            rate = (self.step - first) / max(time.monotonic() - start, 1e-9)
-            left = (cfg.steps - self.step) / rate
-            if deadline is not None:
-                left = min(left, max(0.0, deadline - time.monotonic()))
+            elapsed = time.monotonic() - start - held
+            rate = (self.step - first) / max(elapsed, 1e-9)
+            left = min((cfg.steps - self.step) / rate, max(0.0, budget - elapsed))
             yield Progress(self.step, cfg.steps, float(loss.detach()), rate, left)
+            yield from self._periodic()
         self.model.eval()
+        if self.validation and (cfg.validate_every == 0 or self.step % cfg.validate_every):
+            yield self.validate()
         path = None
         if cfg.out is not None:
-            config = {"training": cfg.to_dict(), "step": self.step}
-            path = checkpoint.save(
-                cfg.out, self.model, _jsonable(config), self.optimizer.state_dict()
-            )
+            path = self.save()
+            yield Saved(self.step, path)
         yield Done(self.step, self._stop.is_set(), path)
+
+    def _periodic(self):
+        cfg = self.config
+        if self.validation and _due(self.step, cfg.validate_every):
+            yield self.validate()
+        if self.preview is not None and _due(self.step, cfg.preview_every):
+            yield Preview(self.step, predict_tiled(self.model, self.preview)[1])
+        if cfg.out is not None and _due(self.step, cfg.checkpoint_every):
+            yield Saved(self.step, self.save())
+
+    def _shrink(self) -> str:
+        """Halve the batch, or the tile at batch 1, after running out of memory."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        cfg = self.config
+        if cfg.batch_size > 1:
+            self.config = dataclasses.replace(cfg, batch_size=cfg.batch_size // 2)
+            return f"out of memory: batch halved to {self.config.batch_size}"
+        smaller = self.out_size // 2
+        if smaller < self.model.grid:
+            raise RuntimeError(
+                f"out of memory even at batch 1 and a {self.out_size}-pixel tile on {self.device}"
+            )
+        self._set_tile(smaller)
+        self.sampler.in_size = self.in_size
+        self.config = dataclasses.replace(cfg, tile=self.out_size)
+        return f"out of memory: tile halved to {self.out_size} output pixels"
+
+    def validate(self) -> Validation:
+        """Score the model on the validation pairs (see :class:`Validation`)."""
+        losses, errors, rand, vi = [], [], [], []
+        for pair, (target, weights) in zip(self.validation, self._targets, strict=True):
+            image = pair.image[0] if self.model.in_channels == 1 else pair.image
+            probability = predict_tiled(self.model, image)
+            picked = np.take_along_axis(probability, target[None], 0)[0]
+            log_p = np.log(np.maximum(picked, 1e-12))
+            losses.append(-(log_p * weights).sum() / max(weights.sum(), 1e-6))
+            wrong = (probability[1] > 0.5) != (target > 0)
+            errors.append(wrong[pair.annotated].mean())
+            if pair.annotated.all():
+                scores = score_segmentation(probability[1], target > 0)
+                rand.append(scores["rand_error"])
+                vi.append(scores["vi"])
+        return Validation(self.step, *(_mean(v) for v in (losses, errors, rand, vi)))
+
+    def save(self) -> Path:
+        """Write the model, settings, step and optimizer state to ``config.out``."""
+        config = {"training": self.config.to_dict(), "step": self.step}
+        return checkpoint.save(
+            self.config.out, self.model, _jsonable(config), self.optimizer.state_dict()
+        )
+
+
+def _mean(values: list) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
+def _schedule(name: str, fraction: float) -> float:
+    if name == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(fraction, 1.0)))
+    return 1.0
 
 
 def _jsonable(value):
