@@ -1,5 +1,7 @@
 import numpy as np
+
 from napari_unet._widgets._session import session
+
 
 def test_session(make_napari_viewer):
     v = make_napari_viewer()

@@ -31,6 +31,8 @@ from .metrics import score_segmentation
 from .model import UNet
 from .predict import check_input, predict_tiled
 
+_PAUSE_POLL = 0.25  # seconds between Paused events while held
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -256,16 +258,39 @@ class Trainer:
         return (per_pixel * weights).sum() / weights.sum().clamp_min(1e-6)
 
     def run(self):
-        """Train; yields the events of the module docstring, :class:`Done` last."""
+        """Train; yields the events of the module docstring, :class:`Done` last.
+
+        A consumer that abandons the generator (closes it, as a cancelled napari
+        worker does) still gets the checkpoint of the last finished step.
+        """
+        try:
+            yield from self._steps()
+        except GeneratorExit:
+            self.model.eval()
+            if self.config.out is not None:
+                self.save()
+            raise
+        self.model.eval()
+        cfg = self.config
+        if self.validation and (cfg.validate_every == 0 or self.step % cfg.validate_every):
+            yield self.validate()
+        path = None
+        if cfg.out is not None:
+            path = self.save()
+            yield Saved(self.step, path)
+        yield Done(self.step, self._stop.is_set(), path)
+
+    def _steps(self):
         cfg = self.config
         budget = math.inf if cfg.minutes is None else 60 * cfg.minutes
         start, first, held = time.monotonic(), self.step, 0.0
         self.model.train()
         while self.step < cfg.steps and not self._stop.is_set():
             if not self._running.is_set():
+                # Yield now and then while held, so a consumer can still give up.
                 since = time.monotonic()
                 yield Paused(self.step)
-                self._running.wait()
+                self._running.wait(_PAUSE_POLL)
                 held += time.monotonic() - since
                 continue
             elapsed = time.monotonic() - start - held
@@ -291,14 +316,6 @@ class Trainer:
             left = min((cfg.steps - self.step) / rate, max(0.0, budget - elapsed))
             yield Progress(self.step, cfg.steps, float(loss.detach()), rate, left)
             yield from self._periodic()
-        self.model.eval()
-        if self.validation and (cfg.validate_every == 0 or self.step % cfg.validate_every):
-            yield self.validate()
-        path = None
-        if cfg.out is not None:
-            path = self.save()
-            yield Saved(self.step, path)
-        yield Done(self.step, self._stop.is_set(), path)
 
     def _periodic(self):
         cfg = self.config
