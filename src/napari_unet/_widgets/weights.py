@@ -1,0 +1,287 @@
+"""Weight map dock: the Eq. 2 loss weights of a Labels layer, live while painting.
+
+The Image layer "<labels> weights" holds exactly ``weight_map(labels, w0, sigma,
+class_balance, ignore=~annotated)``, the array the loss uses, for every slice
+of a stack. Each slice keeps a :class:`~napari_unet.core.weights.WeightMap`;
+after an edit the worker compares the new labels with the slice's previous
+ones and recomputes only the window the edit can reach. Comparing, rather
+than reading the atoms of ``events.paint``, also catches undo and redo, which
+emit no paint event. The work runs in one worker at a time on snapshots taken
+on the GUI thread; edits made meanwhile are picked up when it finishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+
+import napari
+import numpy as np
+from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, create_widget
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QEvent, QObject, QTimer
+
+from ..core.weights import WeightMap
+from ._session import session
+
+# The label value that marks unannotated pixels for WeightMap: ids this large are
+# never painted, and int64 holds every id a Labels layer can.
+IGNORE = np.iinfo(np.int64).max
+DEBOUNCE_MS = 200
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parameters of Eq. 2 as the loss uses them."""
+
+    w0: float
+    sigma: float
+    class_balance: bool
+
+
+def with_region(labels: np.ndarray, annotated: np.ndarray | None) -> np.ndarray:
+    """int64 labels, with ``IGNORE`` outside the annotated region (a copy)."""
+    out = labels.astype(np.int64)
+    if annotated is not None:
+        out[~annotated] = IGNORE
+    return out
+
+
+def changed_window(old: np.ndarray, new: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of the pixels that differ, or None."""
+    diff = old != new
+    rows = np.flatnonzero(diff.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(diff.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def weights_job(maps: list, labels: np.ndarray, annotated: np.ndarray | None, settings):
+    """Worker body: bring ``maps`` (one WeightMap or None per slice) up to date.
+
+    Yields ``(slice index, window, weights in the window)`` for each slice that
+    changed and returns "" or, for labels the core refuses, a message.
+    """
+    planes = labels[None] if labels.ndim == 2 else labels
+    regions = [None] * len(planes) if annotated is None else annotated.reshape(planes.shape)
+    try:
+        for z, (plane, region) in enumerate(zip(planes, regions, strict=True)):
+            target = with_region(plane, region)
+            current = maps[z]
+            if current is None or (current.w0, current.sigma, current.class_balance) != astuple(
+                settings
+            ):
+                maps[z] = WeightMap(target, *astuple(settings), ignore=IGNORE)
+                window = (slice(None), slice(None))
+            else:
+                window = changed_window(current.labels, target)
+                if window is None:
+                    continue
+                window = current.update(target, window)
+            yield z, window, maps[z].weights[window].copy()
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
+class CloseWatcher(QObject):
+    """Calls ``callback`` once when ``widget`` closes or leaves its dock.
+
+    napari sends dock widgets no close event: its close button only takes the
+    widget out of the window (``setParent(None)``), so that is watched too.
+    """
+
+    def __init__(self, widget, callback):
+        super().__init__(widget)
+        self._callback = callback
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj, event):
+        kind = event.type()
+        if self._callback is not None and (
+            kind == QEvent.Type.Close
+            or (kind == QEvent.Type.ParentChange and obj.parent() is None)
+        ):
+            callback, self._callback = self._callback, None
+            callback()
+        return False
+
+
+class WeightsWidget(Container):
+    """Dock widget: preview the loss weights of a Labels layer while painting it."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._worker = None
+        self._pending = False
+        self._maps: list = []
+        self._shape = None
+        self._output = None
+        self._settings = None
+        self._watched: list = []
+        self._last_error = ""
+        self.labels = create_widget(annotation=napari.layers.Labels, label="Labels")
+        self.region = create_widget(
+            annotation=napari.layers.Labels,
+            label="Annotated region",
+            options={"nullable": True, "tooltip": "Painted = annotated; none = everywhere"},
+        )
+        self.w0 = FloatSpinBox(label="w0", value=10.0, min=0.0, max=100.0, step=1.0)
+        self.sigma = FloatSpinBox(label="sigma (px)", value=5.0, min=0.5, max=50.0, step=0.5)
+        self.class_balance = CheckBox(text="Class balance", value=True)
+        self.status = Label(label="", value="")
+        self.extend([self.labels, self.region, self.w0, self.sigma, self.class_balance])
+        self.append(self.status)
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self._start)
+        self.labels.changed.connect(self._on_labels_chosen)
+        self.region.changed.connect(self._watch_layers)
+        for control in (self.w0, self.sigma, self.class_balance):
+            control.changed.connect(self._schedule)
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
+        self._close_watcher = CloseWatcher(self.native, self.stop)
+        self._on_labels_chosen()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a computation is running or waiting to run."""
+        return self._worker is not None or self._pending or self._timer.isActive()
+
+    def stop(self):
+        """Stop listening and quit the worker; the weights layer stays as it is."""
+        self._timer.stop()
+        self._pending = False
+        self._unwatch()
+        for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
+            event.disconnect(self.reset_choices)
+        if self._worker is not None:
+            self._worker.quit()
+
+    def _on_labels_chosen(self):
+        self._shape = None
+        self.region.value = self._region_of(self.labels.value)
+        self._watch_layers()
+
+    def _region_of(self, labels):
+        """The region paired with ``labels`` in the training set, or named after it."""
+        if labels is None:
+            return None
+        for annotation in session(self._viewer).annotations:
+            if annotation.labels is labels:
+                return annotation.region
+        name = f"{labels.name} region"
+        return self._viewer.layers[name] if name in self._viewer.layers else None
+
+    def _watch_layers(self):
+        self._unwatch()
+        for layer in (self.labels.value, self.region.value):
+            if layer is not None:
+                for event in (layer.events.paint, layer.events.data, layer.events.set_data):
+                    event.connect(self._schedule)
+                    self._watched.append(event)
+        self._schedule()
+
+    def _unwatch(self):
+        for event in self._watched:
+            event.disconnect(self._schedule)
+        self._watched = []
+
+    def _schedule(self, *_):
+        self._timer.start()
+
+    def _check(self) -> str:
+        labels, region = self.labels.value, self.region.value
+        if labels is None:
+            return ""
+        if labels.multiscale or labels.ndim not in (2, 3):
+            return f"'{labels.name}' must be a 2D or 3D (Z, Y, X) Labels layer, not multiscale"
+        if region is labels:
+            return "Choose a region layer other than the labels themselves"
+        if region is not None and region.data.shape != labels.data.shape:
+            return (
+                f"The region '{region.name}' has shape {region.data.shape}; the labels "
+                f"'{labels.name}' have {labels.data.shape}"
+            )
+        return ""
+
+    def _start(self):
+        if self._worker is not None:
+            self._pending = True
+            return
+        self._pending = False
+        message = self._check()
+        if self.labels.value is None or message:
+            self._report(message or "Choose a Labels layer to see its weights.", message)
+            return
+        labels = np.array(self.labels.value.data)
+        region = self.region.value
+        annotated = None if region is None else np.asarray(region.data) != 0
+        if labels.shape != self._shape:
+            self._maps = [None] * (1 if labels.ndim == 2 else labels.shape[0])
+            self._shape = labels.shape
+        settings = Settings(self.w0.value, self.sigma.value, self.class_balance.value)
+        self._settings = settings
+        self._show_output(labels.shape, settings)
+        self._worker = create_worker(weights_job, self._maps, labels, annotated, settings)
+        self._worker.yielded.connect(self._on_plane)
+        self._worker.returned.connect(self._on_returned)
+        self._worker.finished.connect(self._on_finished)
+        first = any(m is None for m in self._maps)
+        self.status.value = "computing" if first else "updating"
+        self._worker.start()
+
+    def _show_output(self, shape, settings: Settings):
+        """Find the weights layer, or create it (again, if the user deleted it)."""
+        labels = self.labels.value
+        name = f"{labels.name} weights"
+        layer = self._viewer.layers[name] if name in self._viewer.layers else None
+        if isinstance(layer, napari.layers.Image) and layer.data.shape == shape:
+            self._output = layer
+            return
+        data = np.zeros(shape, np.float32)
+        for z, current in enumerate(self._maps):
+            if current is not None:
+                data.reshape((-1, *shape[-2:]))[z] = current.weights
+        self._output = self._viewer.add_image(
+            data,
+            name=f"{labels.name} weights",
+            colormap="inferno",
+            contrast_limits=(0.0, settings.w0 + 1.0),
+            scale=labels.scale,
+            translate=labels.translate,
+        )
+
+    def _on_plane(self, update):
+        z, window, values = update
+        data = self._output.data
+        plane = data if data.ndim == 2 else data[z]
+        plane[window] = values
+        self._output.refresh()
+
+    def _on_returned(self, message: str):
+        if message:
+            self._report(message, message)
+            return
+        # w0 plus the heavier class weight (1) is the largest weight a pixel can get.
+        self._output.contrast_limits = (0.0, self._settings.w0 + 1.0)
+        self._last_error = ""
+        self.status.value = (
+            f"'{self._output.name}': w0 {self._settings.w0:g}, sigma {self._settings.sigma:g}"
+        )
+
+    def _on_finished(self):
+        self._worker = None
+        if self._pending:
+            self._start()
+
+    def _report(self, status: str, error: str):
+        """Show ``status``; notify ``error`` once, not on every stroke."""
+        self.status.value = status
+        if error and error != self._last_error:
+            show_error(error)
+        self._last_error = error

@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+
+from napari_unet._widgets.weights import WeightsWidget
+from napari_unet.core.weights import WeightMap, weight_map
+
+
+@pytest.fixture
+def viewer_with_sample(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "touching_cells")
+    return viewer
+
+
+def plugin_widget(viewer) -> WeightsWidget:
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Weight map")
+    return widget
+
+
+def settle(widget, qtbot):
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+
+
+def shown(viewer, name="cells labels weights"):
+    return viewer.layers[name].data
+
+
+def errors_shown(monkeypatch):
+    errors = []
+    monkeypatch.setattr("napari_unet._widgets.weights.show_error", errors.append)
+    return errors
+
+
+def test_weights_follow_painting_and_controls(viewer_with_sample, qtbot, monkeypatch):
+    updates = []
+    update = WeightMap.update
+    monkeypatch.setattr(WeightMap, "update", lambda m, *a: updates.append(a[1]) or update(m, *a))
+    viewer = viewer_with_sample
+    labels = viewer.layers["cells labels"]
+    widget = plugin_widget(viewer)
+    assert isinstance(widget, WeightsWidget) and widget.labels.value is labels
+    settle(widget, qtbot)
+    layer = viewer.layers["cells labels weights"]
+    np.testing.assert_array_equal(layer.data, weight_map(labels.data))
+    assert layer.colormap.name == "inferno" and layer.contrast_limits == [0.0, 11.0]
+
+    labels.brush_size = 9
+    labels.paint((128, 40), 99)  # a new cell touching others: a new ridge
+    settle(widget, qtbot)
+    assert updates == [(slice(124, 133), slice(36, 45))]  # only the stroke's box
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data))
+
+    widget.w0.value, widget.sigma.value = 4.0, 3.0
+    widget.class_balance.value = False
+    settle(widget, qtbot)
+    expected = weight_map(labels.data, 4.0, 3.0, class_balance=False)
+    np.testing.assert_array_equal(shown(viewer), expected)
+    assert layer.contrast_limits == [0.0, 5.0]
+
+    labels.undo()  # emits no paint event, still followed
+    settle(widget, qtbot)
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, 4.0, 3.0, False))
+
+
+def test_region_and_stack(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    stack = np.zeros((3, 40, 48), np.int32)
+    stack[:, 5:20, 5:20], stack[:, 5:20, 20:35], stack[1, 25:35, 10:40] = 1, 2, 3
+    labels = viewer.add_labels(stack, name="nuclei")
+    region = viewer.add_labels(np.zeros_like(stack, np.uint8), name="nuclei region")
+    widget = WeightsWidget(viewer)
+    assert widget.region.value is region
+    region.data = (rng.random(stack.shape) > 0.3).astype(np.uint8)
+    settle(widget, qtbot)
+    annotated = region.data != 0
+    np.testing.assert_array_equal(
+        shown(viewer, "nuclei weights"), weight_map(stack, ignore=~annotated)
+    )
+
+    labels.data_setitem((np.array([2]), np.array([30]), np.array([30])), 4)
+    settle(widget, qtbot)
+    expected = weight_map(labels.data, ignore=~annotated)
+    np.testing.assert_array_equal(shown(viewer, "nuclei weights"), expected)
+
+
+def test_bad_region_is_a_message(make_napari_viewer, monkeypatch, qtbot):
+    errors = errors_shown(monkeypatch)
+    viewer = make_napari_viewer()
+    viewer.add_labels(np.zeros((20, 20), np.int32), name="cells")
+    small = viewer.add_labels(np.zeros((10, 10), np.uint8), name="small")
+    widget = WeightsWidget(viewer)
+    widget.region.value = small
+    settle(widget, qtbot)
+    assert "shape" in errors[-1] and "shape" in widget.status.value
+    assert "cells weights" not in viewer.layers
+    widget.region.value = widget.labels.value
+    settle(widget, qtbot)
+    assert "other than the labels" in errors[-1]
+
+
+def test_no_labels_layer_says_so(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = WeightsWidget(viewer)
+    settle(widget, qtbot)
+    assert "Choose a Labels layer" in widget.status.value
+
+
+def test_closing_stops_the_worker(viewer_with_sample, qtbot):
+    viewer = viewer_with_sample
+    widget = plugin_widget(viewer)
+    labels = viewer.layers["cells labels"]
+    qtbot.waitUntil(lambda: widget._worker is not None, timeout=5_000)
+    worker = widget._worker
+    viewer.window.remove_dock_widget(widget.native)
+    assert worker.abort_requested
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    labels.paint((128, 128), 77)  # no longer followed
+    assert not widget.busy
