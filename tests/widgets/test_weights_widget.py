@@ -110,7 +110,8 @@ def test_closing_stops_the_worker(viewer_with_sample, qtbot):
     viewer = viewer_with_sample
     widget = plugin_widget(viewer)
     labels = viewer.layers["cells labels"]
-    qtbot.waitUntil(lambda: widget._worker is not None, timeout=5_000)
+    settle(widget, qtbot)
+    widget._start()  # a computation under way; its end is queued for the event loop
     worker = widget._worker
     viewer.window.remove_dock_widget(widget.native)
     assert worker.abort_requested

@@ -86,25 +86,25 @@ def weights_job(maps: list, labels: np.ndarray, annotated: np.ndarray | None, se
 
 
 class CloseWatcher(QObject):
-    """Calls ``callback`` once when ``widget`` closes or leaves its dock.
+    """Calls ``callback`` when ``widget`` closes, leaves its dock or is deleted.
 
     napari sends dock widgets no close event: its close button only takes the
-    widget out of the window (``setParent(None)``), so that is watched too.
+    widget out of the window (``setParent(None)``), and closing the viewer
+    deletes it. ``callback`` may be called more than once.
     """
 
     def __init__(self, widget, callback):
         super().__init__(widget)
         self._callback = callback
         widget.installEventFilter(self)
+        widget.destroyed.connect(callback)
 
     def eventFilter(self, obj, event):
         kind = event.type()
-        if self._callback is not None and (
-            kind == QEvent.Type.Close
-            or (kind == QEvent.Type.ParentChange and obj.parent() is None)
+        if kind == QEvent.Type.Close or (
+            kind == QEvent.Type.ParentChange and obj.parent() is None
         ):
-            callback, self._callback = self._callback, None
-            callback()
+            self._callback()
         return False
 
 
@@ -116,6 +116,7 @@ class WeightsWidget(Container):
         self._viewer = viewer
         self._worker = None
         self._pending = False
+        self._stopped = False
         self._maps: list = []
         self._shape = None
         self._output = None
@@ -154,6 +155,9 @@ class WeightsWidget(Container):
 
     def stop(self):
         """Stop listening and quit the worker; the weights layer stays as it is."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._timer.stop()
         self._pending = False
         self._unwatch()

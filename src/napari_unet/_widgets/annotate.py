@@ -1,0 +1,398 @@
+"""Annotate dock: pair an image with instance labels and an annotated region,
+see what training will make of them, and add the pair to the training set.
+
+Training trusts the labels only inside the annotated region (a Labels layer,
+painted = annotated; no region = the whole image), so the counts and the
+separation gaps shown here are those of the labels inside it, computed by the
+core in a worker on snapshots, debounced while the user paints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import napari
+import numpy as np
+from magicgui.widgets import Container, Label, PushButton, Select, create_widget
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+
+from ..core.instances import cell_count, touching_pairs
+from ..core.weights import separation_borders
+from ._session import session
+from .weights import DEBOUNCE_MS, CloseWatcher
+
+NEW_CELL_KEY = "n"
+LABELS_DTYPE = np.int32  # as predicted labels, so corrections train unchanged
+HINT = "Paint a region over the cells you annotated: without one, unpainted counts as background."
+
+
+@dataclass
+class Summary:
+    """What training sees of a pair: counts and the gaps it opens between cells."""
+
+    cells: int = 0
+    pairs: int = 0
+    gaps: np.ndarray | None = None  # uint8, 1 where separation_borders removes a pixel
+    message: str = ""
+
+
+def summary_job(labels: np.ndarray, annotated: np.ndarray | None) -> Summary:
+    """Worker body: counts and gaps of the labels inside the annotated region."""
+    trusted = labels if annotated is None else np.where(annotated, labels, 0)
+    try:
+        gaps = (trusted != 0) & (separation_borders(trusted) == 0)
+    except ValueError as err:  # e.g. negative labels
+        return Summary(message=str(err))
+    return Summary(cell_count(trusted), touching_pairs(trusted), gaps.astype(np.uint8))
+
+
+def fits(layer, shape) -> bool:
+    return isinstance(layer, napari.layers.Labels) and layer.data.shape == shape
+
+
+def select_new_cell(layer: napari.layers.Labels) -> None:
+    """Select the next free label of ``layer`` (one above the largest painted)."""
+    data = np.asarray(layer.data)
+    following = int(data.max(initial=0)) + 1
+    if following > np.iinfo(data.dtype).max:
+        show_error(f"'{layer.name}' has no free label left in its {data.dtype} data type")
+        return
+    layer.selected_label = following
+    layer.mode = "paint"
+
+
+def spatial_shape(image: napari.layers.Image | None) -> tuple[tuple[int, ...] | None, str]:
+    """The labels shape an image needs, or None and a message saying why not."""
+    if image is None:
+        return None, "Choose an image layer."
+    if image.rgb:
+        return None, (
+            f"'{image.name}' is an RGB image and the U-Net takes one channel: split it "
+            "(right-click the layer > Split RGB) and annotate one channel."
+        )
+    if image.multiscale or image.ndim not in (2, 3):
+        return None, (
+            f"'{image.name}' has shape {image.data.shape}: annotate a 2D image or a stack "
+            "(Z, Y, X), one channel per layer (open channels with channel_axis)."
+        )
+    return tuple(image.data.shape), ""
+
+
+class AnnotateWidget(Container):
+    """Dock widget: paint instance labels for training, with live counts and gaps."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._session = session(viewer)
+        self._worker = None
+        self._pending = False
+        self._stopped = False
+        self._summarised = None
+        self._watched: list = []
+        self.image = create_widget(annotation=napari.layers.Image, label="Image")
+        self.labels = create_widget(
+            annotation=napari.layers.Labels, label="Labels", options={"nullable": True}
+        )
+        self.create_button = PushButton(text="Create labels")
+        self.new_cell_button = PushButton(text=f"New cell ({NEW_CELL_KEY.upper()})")
+        self.new_cell_button.tooltip = (
+            f"Select the next free label. Shortcut: {NEW_CELL_KEY.upper()} while the "
+            "labels layer is selected."
+        )
+        self.region = create_widget(
+            annotation=napari.layers.Labels, label="Annotated region", options={"nullable": True}
+        )
+        self.region_button = PushButton(text="Mark annotated region")
+        self.hint = Label(value=HINT)
+        self.counts = Label(label="Training sees", value="")
+        self.add_button = PushButton(text="Add to training set")
+        self.pairs = Select(label="Training set", choices=[])
+        self.remove_button = PushButton(text="Remove from training set")
+        self.status = Label(label="", value="")
+        self.extend(
+            [
+                self.image,
+                self.labels,
+                self.create_button,
+                self.new_cell_button,
+                self.region,
+                self.region_button,
+                self.hint,
+                self.counts,
+                self.add_button,
+                self.pairs,
+                self.remove_button,
+                self.status,
+            ]
+        )
+        self._timer = QTimer()
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self._start)
+        self.image.changed.connect(self._on_image)
+        self.labels.changed.connect(self._on_labels)
+        self.region.changed.connect(self._on_region)
+        self.create_button.changed.connect(self.create_labels)
+        self.new_cell_button.changed.connect(self.new_cell)
+        self.region_button.changed.connect(self.mark_region)
+        self.add_button.changed.connect(self.add_to_training_set)
+        self.remove_button.changed.connect(self.remove_selected)
+        self._session.changed.connect(self._show_training_set)
+        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self.reset_choices)
+        self._close_watcher = CloseWatcher(self.native, self.stop)
+        self._on_image()
+        self._show_training_set()
+
+    @property
+    def busy(self) -> bool:
+        """Whether counts and gaps are being computed or wait to be."""
+        return self._worker is not None or self._pending or self._timer.isActive()
+
+    def stop(self):
+        """Stop listening to the viewer and quit the worker."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._timer.stop()
+        self._pending = False
+        self._unwatch()
+        self._session.changed.disconnect(self._show_training_set)
+        for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
+            event.disconnect(self.reset_choices)
+        if self._worker is not None:
+            self._worker.quit()
+
+    # Buttons
+
+    def create_labels(self):
+        """Create the image's Labels layer (or attach the one named after it)."""
+        shape, message = spatial_shape(self.image.value)
+        if shape is None:
+            return self._fail(message)
+        image = self.image.value
+        name = f"{image.name} labels"
+        layer, message = self._named(name, shape)
+        if message:
+            return self._fail(message)
+        if layer is None:
+            layer = self._add_layer(
+                np.zeros(shape, LABELS_DTYPE), name, scale=image.scale, translate=image.translate
+            )
+        self.labels.value = layer
+        layer.selected_label, layer.mode = 1, "paint"
+        self._viewer.layers.selection.active = layer
+        self.status.value = f"paint cells on '{name}'; {NEW_CELL_KEY.upper()} for the next cell"
+        return layer
+
+    def new_cell(self):
+        """Select the next free label on the labels layer, ready to paint."""
+        message = self._pair_message(need_region=False)
+        if message:
+            return self._fail(message)
+        select_new_cell(self.labels.value)
+        self._viewer.layers.selection.active = self.labels.value
+        self.status.value = f"painting cell {self.labels.value.selected_label}"
+        return None
+
+    def mark_region(self):
+        """Create (or attach) "<labels> region" and select it for painting."""
+        message = self._pair_message(need_region=False)
+        if message:
+            return self._fail(message)
+        labels = self.labels.value
+        name = f"{labels.name} region"
+        shape = labels.data.shape
+        layer, message = self._named(name, shape)
+        if message:
+            return self._fail(message)
+        if layer is None:
+            layer = self._add_layer(
+                np.zeros(labels.data.shape, np.uint8),
+                name,
+                colormap={None: "transparent", 1: "cyan"},
+                opacity=0.3,
+                scale=labels.scale,
+                translate=labels.translate,
+            )
+        self.region.value = layer
+        layer.selected_label, layer.brush_size, layer.mode = 1, 30, "paint"
+        self._viewer.layers.selection.active = layer
+        self.status.value = f"paint on '{name}' where the cells are annotated"
+        return layer
+
+    def add_to_training_set(self):
+        message = self._pair_message()
+        if message:
+            return self._fail(message)
+        labels, region = self.labels.value, self.region.value
+        painted = np.asarray(labels.data) != 0
+        if region is not None:
+            painted &= np.asarray(region.data) != 0
+        if not painted.any():
+            where = " inside the annotated region" if region is not None else ""
+            return self._fail(f"Paint at least one cell{where} of '{labels.name}' first.")
+        self._session.add(self.image.value, labels, region)
+        self.status.value = f"'{labels.name}' is in the training set"
+        show_info(self.status.value)
+        return None
+
+    def remove_selected(self):
+        for annotation in self.pairs.value:
+            self._session.remove(annotation)
+
+    # Choosers
+
+    def _on_image(self):
+        image = self.image.value
+        for annotation in self._session.annotations:
+            if annotation.image is image:
+                self.labels.value = annotation.labels
+                return
+        name = "" if image is None else f"{image.name} labels"
+        shape = spatial_shape(image)[0]
+        if name in self._viewer.layers and self._viewer.layers[name].data.shape == shape:
+            self.labels.value = self._viewer.layers[name]
+        elif self.labels.value is not None and self.labels.value.data.shape != shape:
+            self.labels.value = None
+
+    def _on_labels(self):
+        labels = self.labels.value
+        region = None
+        if labels is not None:
+            labels.bind_key(NEW_CELL_KEY, select_new_cell, overwrite=True)
+            for annotation in self._session.annotations:
+                if annotation.labels is labels:
+                    region = annotation.region
+            name = f"{labels.name} region"
+            if region is None and name in self._viewer.layers:
+                region = self._viewer.layers[name]
+            shape = spatial_shape(self.image.value)[0]
+            if shape is not None and labels.data.shape != shape:
+                self._fail(self._pair_message(need_region=False))
+        self.region.value = region
+        self._on_region()
+
+    def _on_region(self):
+        labels, region = self.labels.value, self.region.value
+        if (
+            labels is not None
+            and region is not None
+            and not (region is not labels and region.data.shape == labels.data.shape)
+        ):
+            self._fail(f"'{region.name}' cannot be the annotated region of '{labels.name}'.")
+        self._unwatch()
+        for layer in (self.labels.value, self.region.value):
+            if layer is not None:
+                for event in (layer.events.paint, layer.events.data, layer.events.set_data):
+                    event.connect(self._schedule)
+                    self._watched.append(event)
+        self._schedule()
+
+    def _unwatch(self):
+        for event in self._watched:
+            event.disconnect(self._schedule)
+        self._watched = []
+
+    def _show_training_set(self):
+        self.pairs.choices = [(describe(a), a) for a in self._session.annotations]
+
+    # Counts and gaps
+
+    def _schedule(self, *_):
+        self._timer.start()
+
+    def _start(self):
+        if self._worker is not None:
+            self._pending = True
+            return
+        self._pending = False
+        if self._pair_message():
+            self.counts.value = ""
+            return
+        labels, region = self.labels.value, self.region.value
+        annotated = None if region is None else np.asarray(region.data) != 0
+        self._summarised = labels
+        self._worker = create_worker(summary_job, np.array(labels.data), annotated)
+        self._worker.returned.connect(self._on_summary)
+        self._worker.finished.connect(self._on_finished)
+        self._worker.start()
+
+    def _on_summary(self, summary: Summary):
+        if summary.message:
+            self.counts.value = ""
+            return self._fail(summary.message)
+        labels = self._summarised
+        slices = f" over {labels.data.shape[0]} slices" if labels.ndim == 3 else ""
+        self.counts.value = (
+            f"{summary.cells} cells, {summary.pairs} touching pairs, "
+            f"{int(summary.gaps.sum())} gap pixels{slices}"
+        )
+        name = f"{labels.name} gaps"
+        layer = self._viewer.layers[name] if name in self._viewer.layers else None
+        if isinstance(layer, napari.layers.Labels) and layer.data.shape == summary.gaps.shape:
+            layer.data = summary.gaps
+        else:
+            self._add_layer(
+                summary.gaps,
+                name,
+                colormap={None: "transparent", 1: "yellow"},
+                scale=labels.scale,
+                translate=labels.translate,
+            )
+
+    def _on_finished(self):
+        self._worker = None
+        if self._pending:
+            self._start()
+
+    # Helpers
+
+    def _pair_message(self, need_region: bool = True) -> str:
+        """Why the chosen image, labels and region do not make a pair ("" if they do)."""
+        shape, message = spatial_shape(self.image.value)
+        labels, region = self.labels.value, self.region.value
+        if shape is None:
+            return message
+        if labels is None:
+            return "Create labels for the image, or choose a Labels layer."
+        if labels.data.shape != shape:
+            return (
+                f"'{labels.name}' has shape {labels.data.shape} but the image "
+                f"'{self.image.value.name}' has {shape}: choose matching layers."
+            )
+        if need_region and region is labels:
+            return "The annotated region must be its own layer, not the labels."
+        if need_region and region is not None and region.data.shape != shape:
+            return f"The region '{region.name}' has shape {region.data.shape}, not {shape}."
+        return ""
+
+    def _named(self, name: str, shape) -> tuple[napari.layers.Labels | None, str]:
+        """The Labels layer called ``name`` (None if there is none), or why it does not fit."""
+        layer = self._viewer.layers[name] if name in self._viewer.layers else None
+        if layer is not None and not fits(layer, shape):
+            return None, f"A layer '{name}' exists but is not a Labels layer of shape {shape}."
+        return layer, ""
+
+    def _add_layer(self, data, name: str, **kwargs):
+        """Add a Labels layer without taking the selection from the layer being painted."""
+        active = self._viewer.layers.selection.active
+        layer = self._viewer.add_labels(data, name=name, **kwargs)
+        if active is not None:
+            self._viewer.layers.selection.active = active
+        return layer
+
+    def _fail(self, message: str) -> None:
+        self.status.value = message
+        show_error(message)
+
+
+def describe(annotation) -> str:
+    """One line for the training-set list."""
+    names = [layer.name for layer in annotation.layers()]
+    shape = annotation.labels.data.shape
+    size = f"{shape[0]} slices" if len(shape) == 3 else "x".join(map(str, shape))
+    return f"{' / '.join(names)} ({size})"

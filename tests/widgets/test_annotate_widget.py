@@ -1,0 +1,169 @@
+import numpy as np
+import pytest
+from app_model.types import KeyBinding
+
+from napari_unet._widgets._session import session
+from napari_unet._widgets.annotate import AnnotateWidget
+from napari_unet.core.instances import touching_pairs
+from napari_unet.core.weights import separation_borders
+
+
+@pytest.fixture
+def viewer_with_sample(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "touching_cells")
+    return viewer
+
+
+def plugin_widget(viewer) -> AnnotateWidget:
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    return widget
+
+
+def settle(widget, qtbot):
+    qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+
+
+def errors_shown(monkeypatch):
+    errors = []
+    monkeypatch.setattr("napari_unet._widgets.annotate.show_error", errors.append)
+    return errors
+
+
+def square_cells(labels, *boxes):
+    """Paint one new cell per (y0, y1, x0, x1) box, as a user would with New cell."""
+    for y0, y1, x0, x1 in boxes:
+        labels.keymap[KeyBinding.from_str("N")](labels)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        labels.data_setitem((yy.ravel(), xx.ravel()), labels.selected_label)
+
+
+def test_sample_counts_and_gaps(viewer_with_sample, qtbot):
+    viewer = viewer_with_sample
+    widget = plugin_widget(viewer)
+    labels = viewer.layers["cells labels"]
+    assert widget.image.value is viewer.layers["cells"] and widget.labels.value is labels
+    settle(widget, qtbot)
+    truth = labels.data.copy()
+    assert widget.counts.value.startswith(f"{truth.max()} cells, {touching_pairs(truth)} touching")
+    gaps = viewer.layers["cells labels gaps"].data
+    np.testing.assert_array_equal(gaps, (truth > 0) & (separation_borders(truth) == 0))
+    assert viewer.layers.selection.active is not viewer.layers["cells labels gaps"]
+
+    labels.data = np.zeros_like(truth)
+    settle(widget, qtbot)
+    assert widget.counts.value.startswith("0 cells, 0 touching pairs, 0 gap pixels")
+
+
+def test_create_paint_region_and_add(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).random((40, 50)), name="nuclei")
+    widget = AnnotateWidget(viewer)
+    labels = widget.create_labels()
+    assert labels.name == "nuclei labels" and labels.data.shape == (40, 50)
+    assert labels.data.dtype == np.int32 and widget.labels.value is labels
+    assert "N while the labels layer is selected" in widget.new_cell_button.tooltip
+
+    square_cells(labels, (5, 15, 5, 15), (5, 15, 15, 25), (30, 38, 40, 48))
+    assert labels.selected_label == 3
+    settle(widget, qtbot)
+    assert widget.counts.value == "3 cells, 1 touching pairs, 10 gap pixels"
+    assert viewer.layers["nuclei labels gaps"].data[5:15, 14].all()
+
+    region = widget.mark_region()
+    assert region.name == "nuclei labels region" and widget.region.value is region
+    assert viewer.layers.selection.active is region
+    settle(widget, qtbot)
+    assert widget.counts.value.startswith("0 cells")  # nothing marked annotated yet
+    region.data_setitem(tuple(np.mgrid[0:20, 0:12].reshape(2, -1)), 1)
+    settle(widget, qtbot)
+    assert widget.counts.value == "1 cells, 0 touching pairs, 0 gap pixels"
+
+    widget.add_to_training_set()
+    (annotation,) = session(viewer).annotations
+    assert (annotation.image, annotation.labels, annotation.region) == (image, labels, region)
+    assert widget.pairs.choices == (annotation,)
+
+
+def test_stacks_and_several_pairs(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((3, 24, 24), np.float32), name="stack")
+    flat = viewer.add_image(np.zeros((16, 16), np.float32), name="flat")
+    widget = AnnotateWidget(viewer)
+    widget.image.value = viewer.layers["stack"]
+    stack_labels = widget.create_labels()
+    assert stack_labels.data.shape == (3, 24, 24)
+    stack_labels.data[1, 2:8, 2:8], stack_labels.data[2, 2:8, 8:12] = 1, 2
+    stack_labels.refresh()
+    settle(widget, qtbot)
+    assert widget.counts.value == "2 cells, 0 touching pairs, 0 gap pixels over 3 slices"
+    widget.add_to_training_set()
+
+    widget.image.value = flat
+    assert widget.labels.value is None  # the stack's labels do not fit
+    flat_labels = widget.create_labels()
+    square_cells(flat_labels, (2, 6, 2, 6))
+    widget.add_to_training_set()
+    first, second = session(viewer).annotations
+    assert first.labels is stack_labels and second.labels is flat_labels
+    rows = widget.pairs.native
+    assert [rows.item(i).text() for i in range(rows.count())] == [
+        "stack / stack labels (3 slices)",
+        "flat / flat labels (16x16)",
+    ]
+
+    widget.pairs.value = [first]
+    widget.remove_selected()
+    assert session(viewer).annotations == [second] and widget.pairs.choices == (second,)
+    widget.image.value = viewer.layers["stack"]
+    assert widget.labels.value is stack_labels  # found again by its name
+
+
+def test_bad_inputs_are_messages(make_napari_viewer, monkeypatch, qtbot):
+    errors = errors_shown(monkeypatch)
+    viewer = make_napari_viewer()
+    widget = AnnotateWidget(viewer)
+    widget.create_labels()
+    assert errors[-1] == "Choose an image layer." == widget.status.value
+
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="rgb", rgb=True)
+    widget.create_labels()
+    assert "RGB" in errors[-1] and "Split RGB" in widget.status.value
+    viewer.add_image(np.zeros((2, 3, 8, 8)), name="4d")
+    widget.image.value = viewer.layers["4d"]
+    widget.create_labels()
+    assert "(Z, Y, X)" in errors[-1]
+
+    viewer.add_image(np.zeros((20, 20)), name="grey")
+    other = viewer.add_labels(np.zeros((10, 10), np.int32), name="other")
+    widget.image.value = viewer.layers["grey"]
+    widget.labels.value = other
+    assert "shape (10, 10)" in errors[-1]
+    widget.add_to_training_set()
+    assert "choose matching layers" in errors[-1]
+    assert session(viewer).annotations == []
+
+    labels = widget.create_labels()
+    widget.add_to_training_set()
+    assert "Paint at least one cell" in errors[-1]
+    widget.region.value = other
+    assert "cannot be the annotated region" in errors[-1]
+    viewer.add_image(np.zeros((4, 4)), name="grey labels region")
+    widget.mark_region()
+    assert "not a Labels layer of shape (20, 20)" in errors[-1]
+    assert session(viewer).annotations == [] and labels in viewer.layers
+    settle(widget, qtbot)
+
+
+def test_closing_stops_listening(viewer_with_sample, qtbot):
+    viewer = viewer_with_sample
+    widget = plugin_widget(viewer)
+    settle(widget, qtbot)
+    widget._start()  # a computation under way; its end is queued for the event loop
+    worker = widget._worker
+    viewer.window.remove_dock_widget(widget.native)
+    assert worker.abort_requested
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    viewer.layers["cells labels"].paint((128, 128), 77)
+    assert not widget.busy
+    session(viewer).changed.emit()  # no longer connected: nothing to refresh
