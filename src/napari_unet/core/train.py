@@ -30,6 +30,7 @@ from .device import default_device, is_out_of_memory
 from .metrics import score_segmentation
 from .model import UNet
 from .predict import check_input, predict_tiled
+from .weights import weight_map
 
 _PAUSE_POLL = 0.25  # seconds between Paused events while held
 
@@ -368,6 +369,17 @@ class Trainer:
         return checkpoint.save(
             self.config.out, self.model, _jsonable(config), self.optimizer.state_dict()
         )
+
+
+def warm_up() -> None:
+    """Load ahead of time what the first run would load lazily: torch's compiler
+    front end (imported by every optimizer, about 2 s) and the compiled weight-map
+    kernels. Imports hold the GIL, so a GUI calls this in a thread when it opens
+    rather than when the user clicks Train."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    labels = np.zeros((8, 8), np.int32)
+    labels[2:4, 2:4], labels[4:6, 4:6] = 1, 2
+    weight_map(labels)
 
 
 def _mean(values: list) -> float:

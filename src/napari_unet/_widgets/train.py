@@ -1,0 +1,362 @@
+"""Train dock: the training set of the viewer's Session, settings, Train / Pause / Stop.
+
+The layers' data are copied on the GUI thread when Train is clicked; the worker
+builds the pairs and the core ``Trainer`` from those copies and yields its
+events; the slots below, on the GUI thread, are the only code that touches
+layers. Stop, closing the dock and closing the viewer all end the run with a
+checkpoint of the last step (``Trainer.run`` saves even when abandoned), and
+the trained model is published to the Session for the Predict dock.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import napari
+import numpy as np
+import platformdirs
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+    create_widget,
+)
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from ..core.checkpoint import load
+from ..core.data import make_pairs, split_validation
+from ..core.device import default_device
+from ..core.model import UNet
+from ..core.train import (
+    Done,
+    Notice,
+    Paused,
+    Preview,
+    Progress,
+    Saved,
+    TrainConfig,
+    Trainer,
+    Validation,
+    warm_up,
+)
+from ._common import device_choices, on_removed
+from ._plot import TrainingPlot
+from ._session import session
+
+
+def models_dir() -> Path:
+    """Where runs keep their checkpoints until the user saves one elsewhere."""
+    return Path(platformdirs.user_data_dir("napari-unet")) / "models"
+
+
+@dataclass
+class TrainJob:
+    """Everything a run needs, as arrays; controls that work before the Trainer exists."""
+
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    regions: list[np.ndarray | None]
+    model: UNet
+    config: TrainConfig
+    fine_tune: bool
+    preview: np.ndarray | None = None
+    trainer: Trainer | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self):
+        """Worker body: yields the Trainer's events; a bad training set returns a message."""
+        try:
+            pairs = make_pairs(
+                self.images, self.labels, self.regions, in_channels=self.model.in_channels
+            )
+            pairs, validation = split_validation(pairs)
+            trainer = Trainer(
+                self.model,
+                pairs,
+                self.config,
+                normalize=not self.fine_tune,
+                validation=validation,
+                preview=self.preview,
+            )
+        except ValueError as err:
+            return str(err)
+        self.trainer = trainer
+        if self._stop.is_set():
+            trainer.stop()
+        yield from trainer.run()
+        return ""
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.trainer is not None:
+            self.trainer.stop()
+
+
+class TrainWidget(Container):
+    """Dock widget: train a U-Net on the viewer's training set in the background."""
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        super().__init__(labels=True)
+        self._viewer = viewer
+        self._session = session(viewer)
+        self._job: TrainJob | None = None
+        self._worker = None
+        self._started = 0.0
+        self._preview_name = ""
+        self.pairs = Label(label="Training set", value="")
+        self.image = create_widget(annotation=napari.layers.Image, label="Image")
+        self.labels = create_widget(annotation=napari.layers.Labels, label="Labels")
+        self.add_button = PushButton(text="Add image + labels to the training set")
+        self.start_from = ComboBox(
+            label="Start from", choices=["new model", "current model (fine-tune)"]
+        )
+        self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
+        self.depth = SpinBox(label="Depth", value=4, min=1, max=6)
+        self.width_ = SpinBox(label="Width", value=16, min=2, max=128)
+        self.minutes = FloatSpinBox(label="Minutes", value=2.0, min=0.1, max=10000, step=0.5)
+        self.tile = SpinBox(label="Tile (output px)", value=196, min=4, max=4096, step=4)
+        self.batch = SpinBox(label="Batch", value=4, min=1, max=64)
+        self.lr = FloatSpinBox(label="Learning rate", value=1e-3, min=1e-6, max=1, step=1e-4)
+        self.w0 = FloatSpinBox(label="w0", value=10.0, min=0, max=100)
+        self.sigma = FloatSpinBox(label="sigma", value=5.0, min=0.5, max=50)
+        self.train_button = PushButton(text="Train")
+        self.pause_button = PushButton(text="Pause", enabled=False)
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.progress = ProgressBar(label="Progress", value=0, min=0, max=1000)
+        self.status = Label(label="", value="")
+        self.plot = TrainingPlot()
+        self.save_file = FileEdit(label="Save model as", filter="*.safetensors", mode="w")
+        self.save_button = PushButton(text="Save model", enabled=False)
+        self.load_file = FileEdit(label="Load model", filter="*.safetensors", mode="r")
+        self.load_button = PushButton(text="Load")
+        self.extend(
+            [
+                self.pairs,
+                self.image,
+                self.labels,
+                self.add_button,
+                self.start_from,
+                self.device,
+                self.depth,
+                self.width_,
+                self.minutes,
+                self.tile,
+                self.batch,
+                self.lr,
+                self.w0,
+                self.sigma,
+                self.train_button,
+                self.pause_button,
+                self.stop_button,
+                self.progress,
+                self.status,
+            ]
+        )
+        self.native.layout().addWidget(self.plot)
+        self.extend([self.save_file, self.save_button, self.load_file, self.load_button])
+        self.add_button.changed.connect(self.add_pair)
+        self.device.changed.connect(self._device_defaults)
+        self.train_button.changed.connect(self.start)
+        self.pause_button.changed.connect(self.toggle_pause)
+        self.stop_button.changed.connect(self.stop)
+        self.save_button.changed.connect(self.save_model)
+        self.load_button.changed.connect(self.load_model)
+        self._session.changed.connect(self._show_session)
+        for chooser in (self.image, self.labels):
+            viewer.layers.events.inserted.connect(chooser.reset_choices)
+            viewer.layers.events.removed.connect(chooser.reset_choices)
+        on_removed(self, self.stop)
+        threading.Thread(target=warm_up, name="napari-unet-warm-up", daemon=True).start()
+        self._device_defaults()
+        self._show_session()
+
+    def _device_defaults(self) -> None:
+        """The paper's network on a GPU, a small one on the CPU."""
+        on_gpu = default_device(self.device.value).type != "cpu"
+        self.width_.value = 64 if on_gpu else 16
+        self.tile.value = 388 if on_gpu else 196
+        self.batch.value = 1 if on_gpu else 4
+
+    def _show_session(self) -> None:
+        names = [f"{a.image.name} / {a.labels.name}" for a in self._session.annotations]
+        self.pairs.value = "; ".join(names) or "empty: add image + labels below or in Annotate"
+        has_model = self._session.model is not None
+        self.save_button.enabled = has_model and self._session.model_path is not None
+        if not has_model:
+            self.start_from.value = "new model"
+
+    def add_pair(self) -> None:
+        image, labels = self.image.value, self.labels.value
+        if image is None or labels is None:
+            show_error("Choose an image layer and a labels layer to add.")
+            return
+        spatial = image.data.shape[:-1] if image.rgb else image.data.shape
+        if image.rgb or spatial != labels.data.shape:
+            show_error(
+                f"'{image.name}' {tuple(image.data.shape)} and '{labels.name}' "
+                f"{tuple(labels.data.shape)} do not match: the labels must have the image's "
+                "shape, and RGB images must be converted to grey first."
+            )
+            return
+        self._session.add(image, labels)
+
+    def start(self) -> None:
+        """Snapshot the training set, then train in a worker thread."""
+        annotations = self._session.annotations
+        if not annotations:
+            show_error("The training set is empty: add an image and its labels first.")
+            return
+        fine_tune = self.start_from.value != "new model"
+        if fine_tune and self._session.model is None:
+            show_error("There is no current model to fine-tune: train or load one first.")
+            return
+        if any(a.image.rgb for a in annotations):
+            show_error("RGB images cannot be trained on: convert them to grey first.")
+            return
+        arrays = [a.arrays() for a in annotations]
+        images, labels, regions = (list(column) for column in zip(*arrays, strict=True))
+        if fine_tune:
+            model = copy.deepcopy(self._session.model)
+        else:
+            model = UNet(depth=self.depth.value, width=self.width_.value)
+        models_dir().mkdir(parents=True, exist_ok=True)
+        out = models_dir() / f"{annotations[0].image.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        config = TrainConfig(
+            steps=10**9,
+            minutes=self.minutes.value,
+            batch_size=self.batch.value,
+            tile=self.tile.value,
+            lr=self.lr.value,
+            w0=self.w0.value,
+            sigma=self.sigma.value,
+            device=self.device.value,
+            out=str(out),
+        )
+        preview = self._preview_image(images[0])
+        self._preview_name = f"{annotations[0].image.name} preview"
+        if preview is not None:
+            # Made now, on the click, so that the first preview is a cheap data swap.
+            self._show_preview(np.zeros(preview.shape[-2:], np.float32))
+        self._job = TrainJob(images, labels, regions, model, config, fine_tune, preview)
+        self._worker = create_worker(self._job.run, _ignore_errors=True)
+        self._worker.yielded.connect(self._on_event)
+        self._worker.returned.connect(self._on_returned)
+        self._worker.errored.connect(self._on_error)
+        self._worker.finished.connect(self._on_finished)
+        self.plot.clear()
+        self.progress.value = 0
+        self.train_button.enabled = False
+        self.pause_button.enabled = self.stop_button.enabled = True
+        self.status.value = "preparing the training set..."
+        self._started = time.monotonic()
+        self._worker.start()
+
+    def _preview_image(self, image: np.ndarray) -> np.ndarray | None:
+        """The first pair's image, or its current slice for a stack."""
+        if image.ndim == 2:
+            return image
+        if image.ndim == 3 and self._viewer.dims.ndim >= 3:
+            z = min(self._viewer.dims.current_step[-3], image.shape[0] - 1)
+            return image[z]
+        return None
+
+    def toggle_pause(self) -> None:
+        trainer = self._job.trainer if self._job else None
+        if trainer is None:
+            return
+        if self.pause_button.text == "Pause":
+            trainer.pause()
+            self.pause_button.text = "Resume"
+        else:
+            trainer.resume()
+            self.pause_button.text = "Pause"
+
+    def stop(self) -> None:
+        """End training after the current step; the checkpoint and model are kept."""
+        if self._job is not None:
+            self._job.stop()
+            self.status.value = "stopping after this step..."
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, Progress):
+            elapsed = time.monotonic() - self._started
+            self.progress.value = int(1000 * elapsed / max(elapsed + event.seconds_left, 1e-9))
+            self.status.value = (
+                f"step {event.step}, loss {event.loss:.4f}, "
+                f"{event.steps_per_second:.1f} steps/s, {event.seconds_left:.0f} s left"
+            )
+            self.plot.add_loss(event.step, event.loss)
+        elif isinstance(event, Validation):
+            self.plot.add_validation(event.step, event.pixel_error, event.rand_error)
+        elif isinstance(event, Preview):
+            self._show_preview(event.probability)
+        elif isinstance(event, Paused):
+            self.status.value = f"paused at step {event.step}"
+        elif isinstance(event, Notice):
+            show_warning(event.message)
+        elif isinstance(event, Saved):
+            self._session.model_path = event.path
+        elif isinstance(event, Done):
+            self._session.set_model(self._job.trainer.model, event.path)
+            how = "stopped" if event.stopped else "finished"
+            self.status.value = f"{how} after {event.step} steps; model saved to {event.path}"
+            show_info(f"Training {how}: the model is ready in the Predict dock.")
+
+    def _show_preview(self, probability: np.ndarray) -> None:
+        if self._preview_name in self._viewer.layers:
+            self._viewer.layers[self._preview_name].data = probability
+        else:
+            self._viewer.add_image(
+                probability,
+                name=self._preview_name,
+                colormap="magma",
+                contrast_limits=(0, 1),
+                opacity=0.6,
+                blending="additive",
+            )
+
+    def _on_returned(self, message: str) -> None:
+        if message:
+            show_error(message)
+            self.status.value = "not started: see the message"
+
+    def _on_error(self, error: Exception) -> None:
+        show_error(f"Training failed: {error}")
+        self.status.value = f"failed: {error}"
+
+    def _on_finished(self) -> None:
+        self.train_button.enabled = True
+        self.pause_button.enabled = self.stop_button.enabled = False
+        self.pause_button.text = "Pause"
+        self._worker = self._job = None
+
+    def save_model(self) -> None:
+        source, target = self._session.model_path, Path(self.save_file.value)
+        if source is None or target.name in ("", "."):
+            show_error("Choose a file name to save the model as.")
+            return
+        target = target.with_suffix(".safetensors")
+        shutil.copyfile(source, target)
+        self.status.value = f"saved {target}"
+
+    def load_model(self) -> None:
+        path = Path(self.load_file.value)
+        try:
+            model, _ = load(path)
+        except (ValueError, FileNotFoundError, IsADirectoryError) as err:
+            show_error(f"Cannot load {path.name or path}: {err}")
+            return
+        self._session.set_model(model, path)
+        self.start_from.value = "current model (fine-tune)"
+        self.status.value = f"loaded {path.name}"
