@@ -83,6 +83,7 @@ def test_create_paint_region_and_add(make_napari_viewer, qtbot):
     (annotation,) = session(viewer).annotations
     assert (annotation.image, annotation.labels, annotation.region) == (image, labels, region)
     assert widget.pairs.choices == (annotation,)
+    assert widget.pairs.native.item(0).text() == "nuclei: nuclei labels + region (40x50)"
 
 
 def test_stacks_and_several_pairs(make_napari_viewer, qtbot):
@@ -108,8 +109,8 @@ def test_stacks_and_several_pairs(make_napari_viewer, qtbot):
     assert first.labels is stack_labels and second.labels is flat_labels
     rows = widget.pairs.native
     assert [rows.item(i).text() for i in range(rows.count())] == [
-        "stack / stack labels (3 slices)",
-        "flat / flat labels (16x16)",
+        "stack: stack labels (3 slices)",
+        "flat: flat labels (16x16)",
     ]
 
     widget.pairs.value = [first]

@@ -43,6 +43,7 @@ def test_weights_follow_painting_and_controls(viewer_with_sample, qtbot, monkeyp
     layer = viewer.layers["cells labels weights"]
     np.testing.assert_array_equal(layer.data, weight_map(labels.data))
     assert layer.colormap.name == "inferno" and layer.contrast_limits == [0.0, 11.0]
+    assert viewer.layers.selection.active is labels  # still the layer being painted
 
     labels.brush_size = 9
     labels.paint((128, 40), 99)  # a new cell touching others: a new ridge

@@ -25,7 +25,7 @@ from .weights import DEBOUNCE_MS, CloseWatcher
 
 NEW_CELL_KEY = "n"
 LABELS_DTYPE = np.int32  # as predicted labels, so corrections train unchanged
-HINT = "Paint a region over the cells you annotated: without one, unpainted counts as background."
+HINT = "Mark where you painted: without a region, every unpainted pixel counts as background."
 
 
 @dataclass
@@ -128,6 +128,9 @@ class AnnotateWidget(Container):
                 self.status,
             ]
         )
+        for label in (self.hint, self.counts, self.status):
+            label.native.setWordWrap(True)  # long lines would widen the dock over the canvas
+        self.pairs.native.setMaximumHeight(120)
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
@@ -391,8 +394,8 @@ class AnnotateWidget(Container):
 
 
 def describe(annotation) -> str:
-    """One line for the training-set list."""
-    names = [layer.name for layer in annotation.layers()]
+    """One line for the training-set list, e.g. "cells: cells labels + region (256x256)"."""
+    region = " + region" if annotation.region is not None else ""
     shape = annotation.labels.data.shape
     size = f"{shape[0]} slices" if len(shape) == 3 else "x".join(map(str, shape))
-    return f"{' / '.join(names)} ({size})"
+    return f"{annotation.image.name}: {annotation.labels.name}{region} ({size})"

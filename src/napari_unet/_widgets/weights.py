@@ -133,6 +133,7 @@ class WeightsWidget(Container):
         self.sigma = FloatSpinBox(label="sigma (px)", value=5.0, min=0.5, max=50.0, step=0.5)
         self.class_balance = CheckBox(text="Class balance", value=True)
         self.status = Label(label="", value="")
+        self.status.native.setWordWrap(True)
         self.extend([self.labels, self.region, self.w0, self.sigma, self.class_balance])
         self.append(self.status)
         self._timer = QTimer()
@@ -251,6 +252,7 @@ class WeightsWidget(Container):
         for z, current in enumerate(self._maps):
             if current is not None:
                 data.reshape((-1, *shape[-2:]))[z] = current.weights
+        active = self._viewer.layers.selection.active  # keep painting where the user was
         self._output = self._viewer.add_image(
             data,
             name=f"{labels.name} weights",
@@ -259,6 +261,8 @@ class WeightsWidget(Container):
             scale=labels.scale,
             translate=labels.translate,
         )
+        if active is not None:
+            self._viewer.layers.selection.active = active
 
     def _on_plane(self, update):
         z, window, values = update
