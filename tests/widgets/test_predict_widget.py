@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet._widgets.predict import PredictWidget
+from napari_unet._widgets._session import session
+from napari_unet._widgets.predict import IN_MEMORY, PredictWidget
 from napari_unet.core import checkpoint
+from napari_unet.core.instances import to_instances
 from napari_unet.core.model import UNet
 
 
@@ -102,3 +104,50 @@ def test_rgb_and_wrong_channels_are_messages(make_napari_viewer, monkeypatch, tm
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
     assert "3 channels" in shown[-1] or "expected" in shown[-1]
     assert len(viewer.layers) == 2
+
+
+def test_the_model_trained_in_the_viewer_is_used(viewer_with_sample, qtbot):
+    torch.manual_seed(0)
+    session(viewer_with_sample).set_model(UNet(width=4, depth=2))
+    widget = plugin_widget(viewer_with_sample)
+    assert widget.source.value == IN_MEMORY and not widget.model_file.visible
+    widget.tile.value = 64
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert "cells labels [1]" in viewer_with_sample.layers
+
+
+def test_predict_into_an_existing_labels_layer_is_one_undo(viewer_with_sample, model_file, qtbot):
+    viewer = viewer_with_sample
+    target = viewer.add_labels(np.zeros((256, 256), np.int32), name="mine")
+    target.data[:10, :10] = 7
+    widget = plugin_widget(viewer)
+    widget.model_file.value = model_file
+    widget.into.value = target
+    widget.tile.value = 64
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    predicted = target.data.copy()
+    assert [layer.name for layer in viewer.layers][-1] == "cells probabilities"
+    probabilities = viewer.layers["cells probabilities"].data
+    assert predicted.max() == to_instances(np.stack([1 - probabilities, probabilities])).max()
+    target.undo()
+    assert (target.data[:10, :10] == 7).all() and target.data[10:].max() == 0
+    target.redo()
+    np.testing.assert_array_equal(target.data, predicted)
+
+
+def test_no_model_in_memory_and_a_target_of_another_shape_are_messages(
+    viewer_with_sample, model_file, monkeypatch
+):
+    shown = errors_shown(monkeypatch)
+    widget = plugin_widget(viewer_with_sample)
+    widget.source.value = IN_MEMORY
+    widget.start()
+    assert "No model" in shown[-1]
+    widget.source.value = "file"
+    widget.model_file.value = model_file
+    widget.into.value = viewer_with_sample.add_labels(np.zeros((5, 5), np.int32), name="small")
+    widget.start()
+    assert "shape" in shown[-1] and widget._worker is None
+    assert len(viewer_with_sample.layers) == 3

@@ -1,12 +1,15 @@
-"""Predict dock: a model file and an image layer in, probability and Labels layers out.
+"""Predict dock: a model and an image layer in, probability and Labels layers out.
 
-The prediction runs in a napari ``thread_worker`` on a snapshot of the layer's
-data; layers are created only on the GUI thread, in the ``returned`` slot, and
-never replace an existing layer, so nothing the user painted is lost.
+The model is the one trained in this viewer (the Session's) or a file. The
+prediction runs in a napari ``thread_worker`` on a snapshot of the layer's data;
+layers are touched only on the GUI thread, in the ``returned`` slot: new layers
+are added, or the instances are written into a chosen Labels layer as one edit
+that Ctrl+Z undoes, so nothing the user painted is lost.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +28,18 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 
 from ..core.checkpoint import load
 from ..core.device import default_device
 from ..core.instances import to_instances
+from ..core.model import UNet
 from ..core.predict import check_input, iter_predict
+from ._common import device_choices, on_removed
+from ._session import session
+
+IN_MEMORY = "trained in this viewer"
+NEW_LAYER = "new layer"
 
 
 @dataclass
@@ -43,15 +52,19 @@ class PredictResult:
 
 
 def predict_job(
-    model_path: Path, image, tile: int | None, tta: bool, device: str, threshold: float
+    model: UNet | Path, image, tile: int | None, tta: bool, device: str, threshold: float
 ):
     """Worker body: yields ``(done, total)`` tiles, returns a :class:`PredictResult`.
 
-    Mistakes in the input (wrong file, wrong shape) come back as a message, not
-    an exception, so the user sees one clear line rather than a traceback.
+    ``model`` is a model (a copy the worker may move) or a file. Mistakes in the
+    input (wrong file, wrong shape) come back as a message, not an exception, so
+    the user sees one clear line rather than a traceback.
     """
     try:
-        model, _ = load(model_path, device=default_device(device))
+        if isinstance(model, Path):
+            model, _ = load(model, device=default_device(device))
+        else:
+            model = model.to(default_device(device))
         check_input(model, image)
         probabilities = yield from iter_predict(model, image, tile, tta)
     except (ValueError, FileNotFoundError) as err:
@@ -60,18 +73,22 @@ def predict_job(
 
 
 class PredictWidget(Container):
-    """Dock widget: predict the chosen image layer with a saved U-Net."""
+    """Dock widget: predict the chosen image layer with a U-Net."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self._viewer = viewer
+        self._session = session(viewer)
         self._worker = None
         self._layer_name = ""
+        self._target = None
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
-        self.model_file = FileEdit(label="Model", filter="*.safetensors", mode="r")
+        self.source = ComboBox(label="Model", choices=[IN_MEMORY, "file"], value="file")
+        self.model_file = FileEdit(label="Model file", filter="*.safetensors", mode="r")
+        self.into = ComboBox(label="Labels into", choices=self._label_targets)
         self.tile = SpinBox(label="Tile (0 = auto)", value=0, min=0, max=16384, step=16)
         self.tta = CheckBox(text="Test-time augmentation (8x slower)", value=False)
-        self.device = ComboBox(label="Device", choices=_devices(), value="auto")
+        self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
         self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.05, max=0.95, step=0.05)
         self.run_button = PushButton(text="Predict")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -80,7 +97,9 @@ class PredictWidget(Container):
         self.extend(
             [
                 self.image,
+                self.source,
                 self.model_file,
+                self.into,
                 self.tile,
                 self.tta,
                 self.device,
@@ -93,19 +112,44 @@ class PredictWidget(Container):
         )
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
-        viewer.layers.events.inserted.connect(self.image.reset_choices)
-        viewer.layers.events.removed.connect(self.image.reset_choices)
+        self.source.changed.connect(self._show_source)
+        self._session.changed.connect(self._model_arrived)
+        for chooser in (self.image, self.into):
+            viewer.layers.events.inserted.connect(chooser.reset_choices)
+            viewer.layers.events.removed.connect(chooser.reset_choices)
+        on_removed(self, self.cancel)
+        self._model_arrived()
+
+    def _label_targets(self, _widget=None) -> list:
+        labels = [
+            layer for layer in self._viewer.layers if isinstance(layer, napari.layers.Labels)
+        ]
+        return [(NEW_LAYER, None)] + [(layer.name, layer) for layer in labels]
+
+    def _model_arrived(self) -> None:
+        if self._session.model is not None:
+            self.source.value = IN_MEMORY
+        self._show_source()
+
+    def _show_source(self) -> None:
+        self.model_file.visible = self.source.value == "file"
 
     def start(self):
         """Check the choices, then predict in a worker thread."""
         layer = self.image.value
-        path = Path(self.model_file.value)
         if layer is None:
             show_error("Choose an image layer to predict.")
             return
-        if not path.is_file():
-            show_error("Choose a model file (.safetensors) to predict with.")
-            return
+        if self.source.value == IN_MEMORY:
+            if self._session.model is None:
+                show_error("No model has been trained in this viewer yet: train or load one.")
+                return
+            model = copy.deepcopy(self._session.model)  # the worker may move it
+        else:
+            model = Path(self.model_file.value)
+            if not model.is_file():
+                show_error("Choose a model file (.safetensors) to predict with.")
+                return
         if layer.rgb:
             show_error(
                 f"'{layer.name}' is an RGB image; convert it to grey "
@@ -113,12 +157,19 @@ class PredictWidget(Container):
             )
             return
         data = layer.data[0] if layer.multiscale else layer.data
+        self._target = self.into.value
+        if self._target is not None and self._target.data.shape != data.shape:
+            show_error(
+                f"'{self._target.name}' has shape {self._target.data.shape}, the image "
+                f"{data.shape}: choose a labels layer of the image's shape or a new layer."
+            )
+            return
         if isinstance(data, np.ndarray):
             data = data.copy()  # the worker reads a snapshot, whatever happens to the layer
         self._layer_name = layer.name
         tile = self.tile.value or None
         self._worker = create_worker(
-            predict_job, path, data, tile, self.tta.value, self.device.value, self.threshold.value
+            predict_job, model, data, tile, self.tta.value, self.device.value, self.threshold.value
         )
         self._worker.yielded.connect(self._on_progress)
         self._worker.returned.connect(self._on_returned)
@@ -128,7 +179,7 @@ class PredictWidget(Container):
         self._worker.start()
 
     def cancel(self):
-        """Stop after the current tile; no layer is added."""
+        """Stop after the current tile; no layer is added or changed."""
         if self._worker is not None:
             self._worker.quit()
             self.status.value = "cancelled"
@@ -142,7 +193,7 @@ class PredictWidget(Container):
             show_error(result.message)
             self.status.value = "failed: see the message"
             return
-        name = self._layer_name
+        name, labels = self._layer_name, result.labels
         self._viewer.add_image(
             result.probabilities[1],
             name=f"{name} probabilities",
@@ -150,20 +201,21 @@ class PredictWidget(Container):
             contrast_limits=(0, 1),
             visible=False,
         )
-        self._viewer.add_labels(result.labels, name=f"{name} labels")
-        self.status.value = f"{name}: {int(result.labels.max())} cells found"
+        target = self._target
+        if target is None or target not in self._viewer.layers:
+            self._viewer.add_labels(labels, name=f"{name} labels")
+        elif labels.max() > np.iinfo(target.data.dtype).max:
+            show_warning(
+                f"'{target.name}' ({target.data.dtype}) cannot hold {labels.max()} cells; "
+                "the labels went into a new layer instead."
+            )
+            self._viewer.add_labels(labels, name=f"{name} labels")
+        else:
+            changed = np.nonzero(np.asarray(target.data) != labels)
+            target.data_setitem(changed, labels[changed])  # one undoable edit
+        self.status.value = f"{name}: {int(labels.max())} cells found"
         show_info(self.status.value)
 
     def _on_finished(self):
         self.run_button.enabled, self.cancel_button.enabled = True, False
         self._worker = None
-
-
-def _devices() -> list[str]:
-    import torch
-
-    names = ["auto", "cpu"]
-    names += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        names.append("mps")
-    return names
