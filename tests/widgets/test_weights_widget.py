@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from napari_unet._widgets import weights
 from napari_unet._widgets.weights import WeightsWidget
 from napari_unet.core.weights import WeightMap, weight_map
 
@@ -69,9 +70,13 @@ def test_region_and_stack(make_napari_viewer, qtbot):
     stack = np.zeros((3, 40, 48), np.int32)
     stack[:, 5:20, 5:20], stack[:, 5:20, 20:35], stack[1, 25:35, 10:40] = 1, 2, 3
     labels = viewer.add_labels(stack, name="nuclei")
-    region = viewer.add_labels(np.zeros_like(stack, np.uint8), name="nuclei region")
     widget = WeightsWidget(viewer)
-    assert widget.region.value is region
+    settle(widget, qtbot)
+    np.testing.assert_array_equal(shown(viewer, "nuclei weights"), weight_map(stack))
+    region = viewer.add_labels(np.zeros_like(stack, np.uint8), name="nuclei region")
+    assert widget.region.value is region  # marked later, found by its name
+    settle(widget, qtbot)
+    assert not shown(viewer, "nuclei weights").any()  # nothing annotated: no weight
     region.data = (rng.random(stack.shape) > 0.3).astype(np.uint8)
     settle(widget, qtbot)
     annotated = region.data != 0
@@ -119,3 +124,23 @@ def test_closing_stops_the_worker(viewer_with_sample, qtbot):
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
     labels.paint((128, 128), 77)  # no longer followed
     assert not widget.busy
+
+
+def test_edits_during_a_run_are_coalesced(viewer_with_sample, qtbot, monkeypatch):
+    viewer = viewer_with_sample
+    labels = viewer.layers["cells labels"]
+    widget = plugin_widget(viewer)
+    settle(widget, qtbot)
+    started = []
+    create_worker = weights.create_worker
+    monkeypatch.setattr(
+        weights, "create_worker", lambda *a: started.append(a) or create_worker(*a)
+    )
+    widget._start()
+    for x in (40, 60, 80):
+        labels.paint((30, x), 50)
+        widget._start()  # as the debounce timer would, while the first run is going
+    assert len(started) == 1
+    settle(widget, qtbot)
+    assert len(started) == 2  # one more run for all three strokes
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data))

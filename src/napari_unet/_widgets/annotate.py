@@ -313,6 +313,7 @@ class AnnotateWidget(Container):
             self._pending = True
             return
         self._pending = False
+        self._timer.stop()  # this snapshot has every edit so far; later ones restart it
         if self._pair_message():
             self.counts.value = ""
             return

@@ -144,7 +144,7 @@ class WeightsWidget(Container):
         self.region.changed.connect(self._watch_layers)
         for control in (self.w0, self.sigma, self.class_balance):
             control.changed.connect(self._schedule)
-        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self.reset_choices)
         self._close_watcher = CloseWatcher(self.native, self.stop)
         self._on_labels_chosen()
@@ -162,8 +162,8 @@ class WeightsWidget(Container):
         self._timer.stop()
         self._pending = False
         self._unwatch()
-        for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
-            event.disconnect(self.reset_choices)
+        self._viewer.layers.events.inserted.disconnect(self._on_inserted)
+        self._viewer.layers.events.removed.disconnect(self.reset_choices)
         if self._worker is not None:
             self._worker.quit()
 
@@ -171,6 +171,14 @@ class WeightsWidget(Container):
         self._shape = None
         self.region.value = self._region_of(self.labels.value)
         self._watch_layers()
+
+    def _on_inserted(self, event):
+        self.reset_choices()
+        labels = self.labels.value
+        # A region marked after the labels were chosen (the Annotate dock names it so).
+        if labels is not None and self.region.value is None:
+            if event.value.name == f"{labels.name} region":
+                self.region.value = event.value
 
     def _region_of(self, labels):
         """The region paired with ``labels`` in the training set, or named after it."""
@@ -219,6 +227,7 @@ class WeightsWidget(Container):
             self._pending = True
             return
         self._pending = False
+        self._timer.stop()  # this snapshot has every edit so far; later ones restart it
         message = self._check()
         if self.labels.value is None or message:
             self._report(message or "Choose a Labels layer to see its weights.", message)
