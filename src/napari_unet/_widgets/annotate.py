@@ -169,8 +169,6 @@ class AnnotateWidget(Container):
         if self._worker is not None:
             self._worker.quit()
 
-    # Buttons
-
     def create_labels(self):
         """Create the image's Labels layer (or attach the one named after it)."""
         shape, message = spatial_shape(self.image.value)
@@ -214,7 +212,7 @@ class AnnotateWidget(Container):
             return self._fail(message)
         if layer is None:
             layer = self._add_layer(
-                np.zeros(labels.data.shape, np.uint8),
+                np.zeros(shape, np.uint8),
                 name,
                 colormap={None: "transparent", 1: "cyan"},
                 opacity=0.3,
@@ -228,6 +226,7 @@ class AnnotateWidget(Container):
         return layer
 
     def add_to_training_set(self):
+        """Put the pair into the viewer's training set (or update its region)."""
         message = self._pair_message()
         if message:
             return self._fail(message)
@@ -246,8 +245,6 @@ class AnnotateWidget(Container):
     def remove_selected(self):
         for annotation in self.pairs.value:
             self._session.remove(annotation)
-
-    # Choosers
 
     def _on_image(self):
         image = self.image.value
@@ -281,10 +278,8 @@ class AnnotateWidget(Container):
 
     def _on_region(self):
         labels, region = self.labels.value, self.region.value
-        if (
-            labels is not None
-            and region is not None
-            and not (region is not labels and region.data.shape == labels.data.shape)
+        if (labels is not None and region is not None) and (
+            region is labels or region.data.shape != labels.data.shape
         ):
             self._fail(f"'{region.name}' cannot be the annotated region of '{labels.name}'.")
         self._unwatch()
@@ -302,8 +297,6 @@ class AnnotateWidget(Container):
 
     def _show_training_set(self):
         self.pairs.choices = [(describe(a), a) for a in self._session.annotations]
-
-    # Counts and gaps
 
     def _schedule(self, *_):
         self._timer.start()
@@ -326,6 +319,8 @@ class AnnotateWidget(Container):
         self._worker.start()
 
     def _on_summary(self, summary: Summary):
+        if self._stopped:  # the viewer may be gone
+            return None
         if summary.message:
             self.counts.value = ""
             return self._fail(summary.message)
@@ -352,8 +347,6 @@ class AnnotateWidget(Container):
         self._worker = None
         if self._pending:
             self._start()
-
-    # Helpers
 
     def _pair_message(self, need_region: bool = True) -> str:
         """Why the chosen image, labels and region do not make a pair ("" if they do)."""

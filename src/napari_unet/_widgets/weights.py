@@ -274,6 +274,8 @@ class WeightsWidget(Container):
             self._viewer.layers.selection.active = active
 
     def _on_plane(self, update):
+        if self._stopped:  # the viewer may be gone
+            return
         z, window, values = update
         data = self._output.data
         plane = data if data.ndim == 2 else data[z]
