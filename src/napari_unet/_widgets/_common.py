@@ -20,20 +20,29 @@ def device_choices() -> list[tuple[str, str]]:
     return choices + [(describe(torch.device(name)), name) for name in names]
 
 
-class _Removal(QObject):
-    def __init__(self, callback: Callable[[], None]):
-        super().__init__()
+class CloseWatcher(QObject):
+    """Calls ``callback`` when ``widget`` closes, leaves its dock or is deleted.
+
+    napari sends dock widgets no close event: its close button only takes the
+    widget out of the window (``setParent(None)``), and closing the viewer
+    deletes it. ``callback`` may be called more than once.
+    """
+
+    def __init__(self, widget, callback: Callable[[], None]):
+        super().__init__(widget)  # a child: lives and dies with the widget
         self._callback = callback
+        widget.installEventFilter(self)
+        widget.destroyed.connect(callback)
 
     def eventFilter(self, watched, event) -> bool:
-        # napari detaches a dock's widget (setParent(None)) when the dock is closed.
-        if event.type() == QEvent.Type.ParentChange and watched.parent() is None:
+        kind = event.type()
+        if kind == QEvent.Type.Close or (
+            kind == QEvent.Type.ParentChange and watched.parent() is None
+        ):
             self._callback()
         return False
 
 
-def on_removed(widget, callback: Callable[[], None]) -> None:
-    """Call ``callback`` when ``widget`` (a magicgui widget) is taken out of its dock."""
-    watcher = _Removal(callback)
-    widget.native.installEventFilter(watcher)
-    widget.native._removal_watcher = watcher  # lives as long as the widget
+def on_removed(widget, callback: Callable[[], None]) -> CloseWatcher:
+    """Call ``callback`` when ``widget`` (a magicgui widget) closes or leaves the viewer."""
+    return CloseWatcher(widget.native, callback)

@@ -20,8 +20,9 @@ from qtpy.QtCore import QTimer
 
 from ..core.instances import cell_count, touching_pairs
 from ..core.weights import separation_borders
+from ._common import on_removed
 from ._session import session
-from .weights import DEBOUNCE_MS, CloseWatcher
+from .weights import DEBOUNCE_MS
 
 NEW_CELL_KEY = "n"
 LABELS_DTYPE = np.int32  # as predicted labels, so corrections train unchanged
@@ -146,7 +147,7 @@ class AnnotateWidget(Container):
         self._session.changed.connect(self._show_training_set)
         viewer.layers.events.inserted.connect(self.reset_choices)
         viewer.layers.events.removed.connect(self.reset_choices)
-        self._close_watcher = CloseWatcher(self.native, self.stop)
+        on_removed(self, self.stop)
         self._on_image()
         self._show_training_set()
 

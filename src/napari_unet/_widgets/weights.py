@@ -19,9 +19,10 @@ import numpy as np
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtCore import QTimer
 
 from ..core.weights import WeightMap
+from ._common import on_removed
 from ._session import session
 
 # The label value that marks unannotated pixels for WeightMap: ids this large are
@@ -85,29 +86,6 @@ def weights_job(maps: list, labels: np.ndarray, annotated: np.ndarray | None, se
     return ""
 
 
-class CloseWatcher(QObject):
-    """Calls ``callback`` when ``widget`` closes, leaves its dock or is deleted.
-
-    napari sends dock widgets no close event: its close button only takes the
-    widget out of the window (``setParent(None)``), and closing the viewer
-    deletes it. ``callback`` may be called more than once.
-    """
-
-    def __init__(self, widget, callback):
-        super().__init__(widget)
-        self._callback = callback
-        widget.installEventFilter(self)
-        widget.destroyed.connect(callback)
-
-    def eventFilter(self, obj, event):
-        kind = event.type()
-        if kind == QEvent.Type.Close or (
-            kind == QEvent.Type.ParentChange and obj.parent() is None
-        ):
-            self._callback()
-        return False
-
-
 class WeightsWidget(Container):
     """Dock widget: preview the loss weights of a Labels layer while painting it."""
 
@@ -146,7 +124,7 @@ class WeightsWidget(Container):
             control.changed.connect(self._schedule)
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self.reset_choices)
-        self._close_watcher = CloseWatcher(self.native, self.stop)
+        on_removed(self, self.stop)
         self._on_labels_chosen()
 
     @property
