@@ -7,14 +7,16 @@ the two nearest *distinct* labels instead of one:
 
 1. down each column, the two nearest distinct labels and their vertical
    distances (a forward and a backward scan, merged);
-2. along each row, the two nearest distinct labels over the column results of
-   nearby columns, scanning outwards and stopping as soon as no column can
-   beat the second-best distance.
+2. along each row, lower envelopes of the columns' parabolas
+   ``x -> (x - j)**2 + dist(j)**2`` (Felzenszwalb and Huttenlocher's 1D
+   distance transform) give d1 and d2 in time linear in the row; see
+   :func:`border_term` for how the second label is kept distinct.
 
 Keeping two distinct labels per column is enough: whichever label is nearest
 overall, one of a column's two labels differs from it and is nearer than any
 third label of that column. Distances beyond ``cutoff`` are never needed (the
-term is below tolerance there), which bounds every scan.
+term is below tolerance there): the column scans stop there, and the row pass
+visits no run of columns beyond it.
 """
 
 from __future__ import annotations
@@ -112,72 +114,114 @@ def column_pass(labels, cutoff, dist_dtype):
     return lab1, dst1, lab2, dst2
 
 
-@numba.njit(cache=True, nogil=True)
-def _nearest(flags):
-    """Distance from each position to the nearest True one (large if none)."""
-    n = flags.size
-    out = np.empty(n, np.int64)
-    last = -np.int64(NONE)
-    for x in range(n):
-        if flags[x]:
-            last = x
-        out[x] = x - last
-    last = np.int64(NONE) + n
-    for x in range(n - 1, -1, -1):
-        if flags[x]:
-            last = x
-        out[x] = min(out[x], last - x)
-    return out
+@numba.njit(cache=True, nogil=True, inline="always")
+def _push(v, f, base, n, q, fq):
+    """Add the parabola ``x -> (x - q)**2 + fq - q**2`` to the lower envelope held in
+    ``v[base:base + n]``, ``f[base:base + n]`` (Felzenszwalb and Huttenlocher);
+    returns the new length. Breakpoints are compared as integer cross products,
+    so ties are decided exactly, never by rounding."""
+    while n >= 2:
+        t = base + n - 1
+        if (fq - f[t]) * (v[t] - v[t - 1]) > (f[t] - f[t - 1]) * (q - v[t]):
+            break
+        n -= 1
+    v[base + n] = q
+    f[base + n] = fq
+    return n + 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lowest(v, f, base, n, k, x):
+    """The envelope's parabola at ``x``, searched from ``k`` on (queries only move right)."""
+    while k + 1 < n and f[base + k + 1] - f[base + k] < 2 * x * (v[base + k + 1] - v[base + k]):
+        k += 1
+    return k
+
+
+# Rows are handed to threads in chunks so that each allocates its scratch once.
+ROWS = 16
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def border_term(labels, lab1, dst1, lab2, dst2, w0, sigma, cutoff, out):
-    """``w0 * exp(-(d1 + d2)**2 / (2 sigma**2))`` at background pixels, into ``out``."""
+    """``w0 * exp(-(d1 + d2)**2 / (2 sigma**2))`` at background pixels, into ``out``.
+
+    Per row, from the column results: d1 and its label L are the lower envelope of
+    the columns' nearest labels. The nearest label other than L is, in a column,
+    its first label unless that is L, then its second; so d2 is the lower of the
+    envelope of all second labels (never L where the first is L, and never nearer
+    than the first elsewhere) and of the columns whose first label is not L. Those
+    come in runs of one label: each run keeps its own envelope, and the runs are
+    visited outwards from the pixel until none can be nearer.
+    """
     h, w = labels.shape
-    reach = math.ceil(cutoff)
     scale = 1.0 / (2.0 * sigma * sigma)
-    zero = labels.dtype.type(0)
-    for i in numba.prange(h):
-        # gap: horizontal distance to the nearest column with any instance within
-        # reach, a lower bound of d1 where the scan can start. second: distance to
-        # the nearest column that shows two labels (its own two, or a change of
-        # label from the previous such column), a lower bound of d2.
-        gap = _nearest(lab1[i] != 0)
-        evidence = lab2[i] != 0
-        previous = -1
-        for x in range(w):
-            if lab1[i, x] != 0:
-                if previous >= 0 and lab1[i, x] != lab1[i, previous]:
-                    evidence[x] = True
-                    evidence[previous] = True
-                previous = x
-        second = _nearest(evidence)
-        for x in range(w):
-            if labels[i, x] != 0 or gap[x] + second[x] > cutoff:
-                out[i, x] = 0.0
-                continue
-            l1, d1, l2, d2 = zero, np.int64(NONE) ** 2, zero, np.int64(NONE) ** 2
-            for k in range(gap[x], reach + 1):
-                # Every column from here on is at least k away: stop once none can
-                # change the second-nearest label or bring d1 + d2 under the cutoff.
-                if k * k >= d2:
-                    break
-                if (math.sqrt(d1) + k if d1 < k * k else 2.0 * k) > cutoff:
-                    break
-                for side in range(2 if k else 1):
-                    j = x + k if side else x - k
-                    if j < 0 or j >= w or lab1[i, j] == 0:
-                        continue
-                    v = np.int64(dst1[i, j])
-                    l1, d1, l2, d2 = _insert(lab1[i, j], k * k + v * v, l1, d1, l2, d2)
-                    if lab2[i, j] != 0:
-                        v = np.int64(dst2[i, j])
-                        l1, d1, l2, d2 = _insert(lab2[i, j], k * k + v * v, l1, d1, l2, d2)
-            if l2 == 0:
-                out[i, x] = 0.0
-                continue
-            s = math.sqrt(d1) + math.sqrt(d2)
-            out[i, x] = w0 * math.exp(-s * s * scale) if s <= cutoff else 0.0
+    far = np.int64(2**62)
+    for chunk in numba.prange((h + ROWS - 1) // ROWS):
+        ev, ef = np.empty(w, np.int64), np.empty(w, np.int64)  # first labels
+        sv, sf = np.empty(w, np.int64), np.empty(w, np.int64)  # second labels
+        rv, rf = np.empty(w, np.int64), np.empty(w, np.int64)  # runs, one after another
+        run_label = np.empty(w, labels.dtype)
+        first, last = np.empty(w, np.int64), np.empty(w, np.int64)
+        base, size, at = np.empty(w, np.int64), np.empty(w, np.int64), np.empty(w, np.int64)
+        left_run = np.empty(w, np.int64)  # run of the nearest labelled column <= x
+        for i in range(chunk * ROWS, min(h, chunk * ROWS + ROWS)):
+            l1, l2 = lab1[i], lab2[i]
+            n1, n2, runs = 0, 0, 0
+            for q in range(w):
+                if l1[q] != 0:
+                    g = np.int64(dst1[i, q])
+                    fq = g * g + q * q
+                    n1 = _push(ev, ef, 0, n1, q, fq)
+                    if runs == 0 or l1[q] != run_label[runs - 1]:
+                        run_label[runs], first[runs], size[runs], at[runs] = l1[q], q, 0, 0
+                        base[runs] = 0 if runs == 0 else base[runs - 1] + size[runs - 1]
+                        runs += 1
+                    size[runs - 1] = _push(rv, rf, base[runs - 1], size[runs - 1], q, fq)
+                    last[runs - 1] = q
+                    if l2[q] != 0:
+                        g = np.int64(dst2[i, q])
+                        n2 = _push(sv, sf, 0, n2, q, g * g + q * q)
+                left_run[q] = runs - 1
+            k1, k2 = 0, 0
+            for x in range(w):
+                if n1 == 0 or labels[i, x] != 0:
+                    out[i, x] = 0.0
+                    continue
+                k1 = _lowest(ev, ef, 0, n1, k1, x)
+                d1 = ef[k1] + x * (x - 2 * ev[k1])
+                if 4.0 * d1 > cutoff * cutoff:  # d2 >= d1
+                    out[i, x] = 0.0
+                    continue
+                r1 = math.sqrt(d1)
+                nearest = l1[ev[k1]]
+                best = far
+                if n2 > 0:
+                    k2 = _lowest(sv, sf, 0, n2, k2, x)
+                    best = sf[k2] + x * (x - 2 * sv[k2])
+                # Runs at and left of x (the first may reach past x), then right of x.
+                r = left_run[x]
+                while r >= 0:
+                    k = max(x - last[r], 0)
+                    if k * k >= best or r1 + k > cutoff:
+                        break
+                    if run_label[r] != nearest:
+                        at[r] = _lowest(rv, rf, base[r], size[r], at[r], x)
+                        j = base[r] + at[r]
+                        best = min(best, rf[j] + x * (x - 2 * rv[j]))
+                    r -= 1
+                r = left_run[x] + 1
+                while r < runs:
+                    k = first[r] - x
+                    if k * k >= best or r1 + k > cutoff:
+                        break
+                    if run_label[r] != nearest:
+                        at[r] = _lowest(rv, rf, base[r], size[r], at[r], x)
+                        j = base[r] + at[r]
+                        best = min(best, rf[j] + x * (x - 2 * rv[j]))
+                    r += 1
+                s = r1 + math.sqrt(best)
+                out[i, x] = w0 * math.exp(-s * s * scale) if best < far and s <= cutoff else 0.0
 
 
 @numba.njit(cache=True, nogil=True)
