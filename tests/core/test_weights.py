@@ -41,6 +41,35 @@ def test_border_weight_equals_the_textbook(reference, seed, w0, sigma):
     np.testing.assert_allclose(ours, expected, atol=1e-5, rtol=0)
 
 
+def rings_and_bars(shape, n, seed):
+    """Rings, U shapes and thin bars: one instance crosses a row several times, with
+    other instances between its crossings, and ids are large and unordered."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.int64)
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    for _ in range(n):
+        cy, cx = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+        r = rng.uniform(3, 15)
+        dist = np.hypot(yy - cy, xx - cx)
+        kind = rng.integers(3)
+        if kind == 0:
+            shape_mask = (dist <= r) & (dist >= r - rng.uniform(1, 3))
+        elif kind == 1:
+            shape_mask = (dist <= r) & (dist >= r / 2) & (yy >= cy)
+        else:
+            shape_mask = (abs(yy - cy) <= rng.integers(0, 2)) & (abs(xx - cx) <= r)
+        labels[shape_mask] = rng.integers(1, 2**33)
+    return labels
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_border_weight_equals_the_textbook_on_rings_and_bars(reference, seed):
+    labels = rings_and_bars((60 + 5 * seed, 75), 6 + 3 * seed, seed)
+    w0, sigma = [(10.0, 5.0), (5.0, 3.0), (20.0, 8.0)][seed % 3]
+    expected = reference.naive_border_term(labels, w0, sigma)
+    np.testing.assert_allclose(border_weight(labels, w0, sigma), expected, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.uint32, np.int64, np.uint64])
 def test_any_integer_ids(reference, dtype):
     labels = disks(n=8)
