@@ -42,7 +42,7 @@ def test_sample_counts_and_gaps(viewer_with_sample, qtbot):
     viewer = viewer_with_sample
     widget = plugin_widget(viewer)
     labels = viewer.layers["cells labels"]
-    assert widget.image.value is viewer.layers["cells"] and widget.labels.value is labels
+    assert widget.image.value is viewer.layers["cells"] and widget.labels_layer.value is labels
     settle(widget, qtbot)
     truth = labels.data.copy()
     assert widget.counts.value.startswith(f"{truth.max()} cells, {touching_pairs(truth)} touching")
@@ -61,7 +61,7 @@ def test_create_paint_region_and_add(make_napari_viewer, qtbot):
     widget = AnnotateWidget(viewer)
     labels = widget.create_labels()
     assert labels.name == "nuclei labels" and labels.data.shape == (40, 50)
-    assert labels.data.dtype == np.int32 and widget.labels.value is labels
+    assert labels.data.dtype == np.int32 and widget.labels_layer.value is labels
     assert "N while the labels layer is selected" in widget.new_cell_button.tooltip
 
     square_cells(labels, (5, 15, 5, 15), (5, 15, 15, 25), (30, 38, 40, 48))
@@ -101,7 +101,7 @@ def test_stacks_and_several_pairs(make_napari_viewer, qtbot):
     widget.add_to_training_set()
 
     widget.image.value = flat
-    assert widget.labels.value is None  # the stack's labels do not fit
+    assert widget.labels_layer.value is None  # the stack's labels do not fit
     flat_labels = widget.create_labels()
     square_cells(flat_labels, (2, 6, 2, 6))
     widget.add_to_training_set()
@@ -117,7 +117,7 @@ def test_stacks_and_several_pairs(make_napari_viewer, qtbot):
     widget.remove_selected()
     assert session(viewer).annotations == [second] and widget.pairs.choices == (second,)
     widget.image.value = viewer.layers["stack"]
-    assert widget.labels.value is stack_labels  # found again by its name
+    assert widget.labels_layer.value is stack_labels  # found again by its name
 
 
 def test_bad_inputs_are_messages(make_napari_viewer, monkeypatch, qtbot):
@@ -138,7 +138,7 @@ def test_bad_inputs_are_messages(make_napari_viewer, monkeypatch, qtbot):
     viewer.add_image(np.zeros((20, 20)), name="grey")
     other = viewer.add_labels(np.zeros((10, 10), np.int32), name="other")
     widget.image.value = viewer.layers["grey"]
-    widget.labels.value = other
+    widget.labels_layer.value = other
     assert "shape (10, 10)" in errors[-1]
     widget.add_to_training_set()
     assert "choose matching layers" in errors[-1]

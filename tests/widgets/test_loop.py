@@ -51,7 +51,7 @@ def test_paint_preview_train_predict_correct_fine_tune(viewer, qtbot):
     assert "cells labels gaps" in viewer.layers
 
     weights = dock(viewer, "Weight map")
-    weights.labels.value = labels
+    weights.labels_layer.value = labels
     qtbot.waitUntil(lambda: "cells labels weights" in viewer.layers, timeout=60_000)
     qtbot.waitUntil(lambda: not weights.busy, timeout=60_000)
     expected = weight_map(labels.data, 10.0, 5.0, True, ignore=region.data == 0)
@@ -62,7 +62,7 @@ def test_paint_preview_train_predict_correct_fine_tune(viewer, qtbot):
 
     train = dock(viewer, "Train")
     train.device.value = "cpu"
-    train.depth.value, train.width_.value = 2, 8
+    train.net_depth.value, train.net_width.value = 2, 8
     train.tile.value, train.batch.value, train.lr.value = 36, 2, 3e-3
     train_for(train, qtbot, 120)
     first_model = session(viewer).model
@@ -80,7 +80,7 @@ def test_paint_preview_train_predict_correct_fine_tune(viewer, qtbot):
     wrong = np.nonzero(predicted.data == predicted.data.max())
     predicted.data_setitem(wrong, 0)
     annotate.image.value = viewer.layers["cells"]
-    annotate.labels.value = predicted
+    annotate.labels_layer.value = predicted
     annotate.region.value = None
     annotate.add_to_training_set()
     assert len(session(viewer).annotations) == 2

@@ -27,14 +27,14 @@ def errors(monkeypatch):
 def dock(viewer) -> TrainWidget:
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
     widget.device.value = "cpu"
-    widget.depth.value, widget.width_.value = 2, 4
+    widget.net_depth.value, widget.net_width.value = 2, 4
     widget.tile.value, widget.batch.value = 36, 2
     return widget
 
 
 def add_sample_pair(widget, viewer) -> None:
     widget.image.value = viewer.layers["cells"]
-    widget.labels.value = viewer.layers["cells labels"]
+    widget.labels_layer.value = viewer.layers["cells labels"]
     widget.add_pair()
 
 
@@ -138,11 +138,11 @@ def test_bad_input_is_a_notification(viewer, errors, tmp_path, case):
         widget.start()
     elif case == "no labels":
         widget.image.value = viewer.layers["cells"]
-        widget.labels.value = viewer.add_labels(np.zeros((10, 10), np.int32))
+        widget.labels_layer.value = viewer.add_labels(np.zeros((10, 10), np.int32))
         widget.add_pair()
     elif case == "rgb":
         widget.image.value = viewer.add_image(np.zeros((256, 256, 3), np.uint8), rgb=True)
-        widget.labels.value = viewer.layers["cells labels"]
+        widget.labels_layer.value = viewer.layers["cells labels"]
         widget.add_pair()
     elif case == "fine-tune nothing":
         add_sample_pair(widget, viewer)

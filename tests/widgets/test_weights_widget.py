@@ -39,7 +39,7 @@ def test_weights_follow_painting_and_controls(viewer_with_sample, qtbot, monkeyp
     viewer = viewer_with_sample
     labels = viewer.layers["cells labels"]
     widget = plugin_widget(viewer)
-    assert isinstance(widget, WeightsWidget) and widget.labels.value is labels
+    assert isinstance(widget, WeightsWidget) and widget.labels_layer.value is labels
     settle(widget, qtbot)
     layer = viewer.layers["cells labels weights"]
     np.testing.assert_array_equal(layer.data, weight_map(labels.data))
@@ -100,7 +100,7 @@ def test_bad_region_is_a_message(make_napari_viewer, monkeypatch, qtbot):
     settle(widget, qtbot)
     assert "shape" in errors[-1] and "shape" in widget.status.value
     assert "cells weights" not in viewer.layers
-    widget.region.value = widget.labels.value
+    widget.region.value = widget.labels_layer.value
     settle(widget, qtbot)
     assert "other than the labels" in errors[-1]
 

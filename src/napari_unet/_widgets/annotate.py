@@ -94,7 +94,7 @@ class AnnotateWidget(Container):
         self._summarised = None
         self._watched: list = []
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
-        self.labels = create_widget(
+        self.labels_layer = create_widget(
             annotation=napari.layers.Labels, label="Labels", options={"nullable": True}
         )
         self.create_button = PushButton(text="Create labels")
@@ -116,7 +116,7 @@ class AnnotateWidget(Container):
         self.extend(
             [
                 self.image,
-                self.labels,
+                self.labels_layer,
                 self.create_button,
                 self.new_cell_button,
                 self.region,
@@ -137,7 +137,7 @@ class AnnotateWidget(Container):
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self._start)
         self.image.changed.connect(self._on_image)
-        self.labels.changed.connect(self._on_labels)
+        self.labels_layer.changed.connect(self._on_labels)
         self.region.changed.connect(self._on_region)
         self.create_button.changed.connect(self.create_labels)
         self.new_cell_button.changed.connect(self.new_cell)
@@ -184,7 +184,7 @@ class AnnotateWidget(Container):
             layer = self._add_layer(
                 np.zeros(shape, LABELS_DTYPE), name, scale=image.scale, translate=image.translate
             )
-        self.labels.value = layer
+        self.labels_layer.value = layer
         layer.selected_label, layer.mode = 1, "paint"
         self._viewer.layers.selection.active = layer
         self.status.value = f"paint cells on '{name}'; {NEW_CELL_KEY.upper()} for the next cell"
@@ -195,9 +195,9 @@ class AnnotateWidget(Container):
         message = self._pair_message(need_region=False)
         if message:
             return self._fail(message)
-        select_new_cell(self.labels.value)
-        self._viewer.layers.selection.active = self.labels.value
-        self.status.value = f"painting cell {self.labels.value.selected_label}"
+        select_new_cell(self.labels_layer.value)
+        self._viewer.layers.selection.active = self.labels_layer.value
+        self.status.value = f"painting cell {self.labels_layer.value.selected_label}"
         return None
 
     def mark_region(self):
@@ -205,7 +205,7 @@ class AnnotateWidget(Container):
         message = self._pair_message(need_region=False)
         if message:
             return self._fail(message)
-        labels = self.labels.value
+        labels = self.labels_layer.value
         name = f"{labels.name} region"
         shape = labels.data.shape
         layer, message = self._named(name, shape)
@@ -231,7 +231,7 @@ class AnnotateWidget(Container):
         message = self._pair_message()
         if message:
             return self._fail(message)
-        labels, region = self.labels.value, self.region.value
+        labels, region = self.labels_layer.value, self.region.value
         painted = np.asarray(labels.data) != 0
         if region is not None:
             painted &= np.asarray(region.data) != 0
@@ -251,17 +251,17 @@ class AnnotateWidget(Container):
         image = self.image.value
         for annotation in self._session.annotations:
             if annotation.image is image:
-                self.labels.value = annotation.labels
+                self.labels_layer.value = annotation.labels
                 return
         name = "" if image is None else f"{image.name} labels"
         shape = spatial_shape(image)[0]
         if name in self._viewer.layers and self._viewer.layers[name].data.shape == shape:
-            self.labels.value = self._viewer.layers[name]
-        elif self.labels.value is not None and self.labels.value.data.shape != shape:
-            self.labels.value = None
+            self.labels_layer.value = self._viewer.layers[name]
+        elif self.labels_layer.value is not None and self.labels_layer.value.data.shape != shape:
+            self.labels_layer.value = None
 
     def _on_labels(self):
-        labels = self.labels.value
+        labels = self.labels_layer.value
         region = None
         if labels is not None:
             labels.bind_key(NEW_CELL_KEY, select_new_cell, overwrite=True)
@@ -278,13 +278,13 @@ class AnnotateWidget(Container):
         self._on_region()
 
     def _on_region(self):
-        labels, region = self.labels.value, self.region.value
+        labels, region = self.labels_layer.value, self.region.value
         if (labels is not None and region is not None) and (
             region is labels or region.data.shape != labels.data.shape
         ):
             self._fail(f"'{region.name}' cannot be the annotated region of '{labels.name}'.")
         self._unwatch()
-        for layer in (self.labels.value, self.region.value):
+        for layer in (self.labels_layer.value, self.region.value):
             if layer is not None:
                 for event in (layer.events.paint, layer.events.data, layer.events.set_data):
                     event.connect(self._schedule)
@@ -311,7 +311,7 @@ class AnnotateWidget(Container):
         if self._pair_message():
             self.counts.value = ""
             return
-        labels, region = self.labels.value, self.region.value
+        labels, region = self.labels_layer.value, self.region.value
         annotated = None if region is None else np.asarray(region.data) != 0
         self._summarised = labels
         self._worker = create_worker(summary_job, np.array(labels.data), annotated)
@@ -352,7 +352,7 @@ class AnnotateWidget(Container):
     def _pair_message(self, need_region: bool = True) -> str:
         """Why the chosen image, labels and region do not make a pair ("" if they do)."""
         shape, message = spatial_shape(self.image.value)
-        labels, region = self.labels.value, self.region.value
+        labels, region = self.labels_layer.value, self.region.value
         if shape is None:
             return message
         if labels is None:

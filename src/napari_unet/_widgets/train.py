@@ -55,6 +55,13 @@ from ._plot import TrainingPlot
 from ._session import session
 
 
+def _row(*widgets, labels: bool = True) -> Container:
+    """Widgets side by side, to keep the dock short enough for a laptop screen."""
+    row = Container(widgets=widgets, layout="horizontal", labels=labels)
+    row.margins = (0, 0, 0, 0)
+    return row
+
+
 def models_dir() -> Path:
     """Where runs keep their checkpoints until the user saves one elsewhere."""
     return Path(platformdirs.user_data_dir("napari-unet")) / "models"
@@ -116,14 +123,14 @@ class TrainWidget(Container):
         self._preview_name = ""
         self.pairs = Label(label="Training set", value="")
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
-        self.labels = create_widget(annotation=napari.layers.Labels, label="Labels")
+        self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
         self.add_button = PushButton(text="Add image + labels to the training set")
         self.start_from = ComboBox(
             label="Start from", choices=["new model", "current model (fine-tune)"]
         )
         self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
-        self.depth = SpinBox(label="Depth", value=4, min=1, max=6)
-        self.width_ = SpinBox(label="Width", value=16, min=2, max=128)
+        self.net_depth = SpinBox(label="Depth", value=4, min=1, max=6)
+        self.net_width = SpinBox(label="Width", value=16, min=2, max=128)
         self.minutes = FloatSpinBox(label="Minutes", value=2.0, min=0.1, max=10000, step=0.5)
         self.tile = SpinBox(label="Tile (output px)", value=196, min=4, max=4096, step=4)
         self.batch = SpinBox(label="Batch", value=4, min=1, max=64)
@@ -136,35 +143,36 @@ class TrainWidget(Container):
         self.progress = ProgressBar(label="Progress", value=0, min=0, max=1000)
         self.status = Label(label="", value="")
         self.plot = TrainingPlot()
-        self.save_file = FileEdit(label="Save model as", filter="*.safetensors", mode="w")
-        self.save_button = PushButton(text="Save model", enabled=False)
-        self.load_file = FileEdit(label="Load model", filter="*.safetensors", mode="r")
-        self.load_button = PushButton(text="Load")
+        self.save_file = FileEdit(filter="*.safetensors", mode="w")
+        self.save_button = PushButton(text="Save model as", enabled=False)
+        self.load_file = FileEdit(filter="*.safetensors", mode="r")
+        self.load_button = PushButton(text="Load model")
         self.extend(
             [
                 self.pairs,
                 self.image,
-                self.labels,
+                self.labels_layer,
                 self.add_button,
                 self.start_from,
                 self.device,
-                self.depth,
-                self.width_,
-                self.minutes,
-                self.tile,
-                self.batch,
-                self.lr,
-                self.w0,
-                self.sigma,
-                self.train_button,
-                self.pause_button,
-                self.stop_button,
+                _row(self.net_depth, self.net_width),
+                _row(self.minutes, self.tile),
+                _row(self.batch, self.lr),
+                _row(self.w0, self.sigma),
+                _row(self.train_button, self.pause_button, self.stop_button, labels=False),
                 self.progress,
                 self.status,
             ]
         )
+        for label in (self.pairs, self.status):
+            label.native.setWordWrap(True)  # a long path must not widen the dock
         self.native.layout().addWidget(self.plot)
-        self.extend([self.save_file, self.save_button, self.load_file, self.load_button])
+        self.extend(
+            [
+                _row(self.save_file, self.save_button, labels=False),
+                _row(self.load_file, self.load_button, labels=False),
+            ]
+        )
         self.add_button.changed.connect(self.add_pair)
         self.device.changed.connect(self._device_defaults)
         self.train_button.changed.connect(self.start)
@@ -173,7 +181,7 @@ class TrainWidget(Container):
         self.save_button.changed.connect(self.save_model)
         self.load_button.changed.connect(self.load_model)
         self._session.changed.connect(self._show_session)
-        for chooser in (self.image, self.labels):
+        for chooser in (self.image, self.labels_layer):
             viewer.layers.events.inserted.connect(chooser.reset_choices)
             viewer.layers.events.removed.connect(chooser.reset_choices)
         on_removed(self, self.stop)
@@ -184,7 +192,7 @@ class TrainWidget(Container):
     def _device_defaults(self) -> None:
         """The paper's network on a GPU, a small one on the CPU."""
         on_gpu = default_device(self.device.value).type != "cpu"
-        self.width_.value = 64 if on_gpu else 16
+        self.net_width.value = 64 if on_gpu else 16
         self.tile.value = 388 if on_gpu else 196
         self.batch.value = 1 if on_gpu else 4
 
@@ -197,7 +205,7 @@ class TrainWidget(Container):
             self.start_from.value = "new model"
 
     def add_pair(self) -> None:
-        image, labels = self.image.value, self.labels.value
+        image, labels = self.image.value, self.labels_layer.value
         if image is None or labels is None:
             show_error("Choose an image layer and a labels layer to add.")
             return
@@ -229,7 +237,7 @@ class TrainWidget(Container):
         if fine_tune:
             model = copy.deepcopy(self._session.model)
         else:
-            model = UNet(depth=self.depth.value, width=self.width_.value)
+            model = UNet(depth=self.net_depth.value, width=self.net_width.value)
         models_dir().mkdir(parents=True, exist_ok=True)
         out = models_dir() / f"{annotations[0].image.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         config = TrainConfig(

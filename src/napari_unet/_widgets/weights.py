@@ -101,7 +101,7 @@ class WeightsWidget(Container):
         self._settings = None
         self._watched: list = []
         self._last_error = ""
-        self.labels = create_widget(annotation=napari.layers.Labels, label="Labels")
+        self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
         self.region = create_widget(
             annotation=napari.layers.Labels,
             label="Annotated region",
@@ -112,13 +112,13 @@ class WeightsWidget(Container):
         self.class_balance = CheckBox(text="Class balance", value=True)
         self.status = Label(label="", value="")
         self.status.native.setWordWrap(True)
-        self.extend([self.labels, self.region, self.w0, self.sigma, self.class_balance])
+        self.extend([self.labels_layer, self.region, self.w0, self.sigma, self.class_balance])
         self.append(self.status)
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self._start)
-        self.labels.changed.connect(self._on_labels_chosen)
+        self.labels_layer.changed.connect(self._on_labels_chosen)
         self.region.changed.connect(self._watch_layers)
         for control in (self.w0, self.sigma, self.class_balance):
             control.changed.connect(self._schedule)
@@ -147,12 +147,12 @@ class WeightsWidget(Container):
 
     def _on_labels_chosen(self):
         self._shape = None
-        self.region.value = self._region_of(self.labels.value)
+        self.region.value = self._region_of(self.labels_layer.value)
         self._watch_layers()
 
     def _on_inserted(self, event):
         self.reset_choices()
-        labels = self.labels.value
+        labels = self.labels_layer.value
         # A region marked after the labels were chosen (the Annotate dock names it so).
         if labels is not None and self.region.value is None:
             if event.value.name == f"{labels.name} region":
@@ -170,7 +170,7 @@ class WeightsWidget(Container):
 
     def _watch_layers(self):
         self._unwatch()
-        for layer in (self.labels.value, self.region.value):
+        for layer in (self.labels_layer.value, self.region.value):
             if layer is not None:
                 for event in (layer.events.paint, layer.events.data, layer.events.set_data):
                     event.connect(self._schedule)
@@ -186,7 +186,7 @@ class WeightsWidget(Container):
         self._timer.start()
 
     def _check(self) -> str:
-        labels, region = self.labels.value, self.region.value
+        labels, region = self.labels_layer.value, self.region.value
         if labels is None:
             return ""
         if labels.multiscale or labels.ndim not in (2, 3):
@@ -207,10 +207,10 @@ class WeightsWidget(Container):
         self._pending = False
         self._timer.stop()  # this snapshot has every edit so far; later ones restart it
         message = self._check()
-        if self.labels.value is None or message:
+        if self.labels_layer.value is None or message:
             self._report(message or "Choose a Labels layer to see its weights.", message)
             return
-        labels = np.array(self.labels.value.data)
+        labels = np.array(self.labels_layer.value.data)
         region = self.region.value
         annotated = None if region is None else np.asarray(region.data) != 0
         if labels.shape != self._shape:
@@ -229,7 +229,7 @@ class WeightsWidget(Container):
 
     def _show_output(self, shape, settings: Settings):
         """Find the weights layer, or create it (again, if the user deleted it)."""
-        labels = self.labels.value
+        labels = self.labels_layer.value
         name = f"{labels.name} weights"
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
         if isinstance(layer, napari.layers.Image) and layer.data.shape == shape:
