@@ -151,3 +151,13 @@ def test_no_model_in_memory_and_a_target_of_another_shape_are_messages(
     widget.start()
     assert "shape" in shown[-1] and widget._worker is None
     assert len(viewer_with_sample.layers) == 3
+
+
+def test_closing_the_viewer_while_predicting_is_quiet(viewer_with_sample, model_file, qtbot):
+    widget = plugin_widget(viewer_with_sample)
+    widget.model_file.value = model_file
+    widget.tile.value = 16
+    widget.start()
+    worker = widget._worker
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        viewer_with_sample.close()

@@ -188,3 +188,15 @@ def test_training_does_not_stall_the_viewer(viewer, qtbot):
     gaps = np.diff(ticks) * 1000
     print(f"{len(ticks)} ticks, longest stall {gaps.max():.1f} ms")
     assert gaps.max() < 50
+
+
+def test_closing_the_viewer_stops_training_and_keeps_the_checkpoint(viewer, qtbot, tmp_path):
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    widget.start()
+    qtbot.waitUntil(lambda: steps_seen(widget) >= 2, timeout=60_000)
+    worker = widget._worker
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        viewer.close()
+    saved = list((tmp_path / "models").glob("*.safetensors"))
+    assert len(saved) == 1 and checkpoint.load(saved[0])[1]["step"] >= 2

@@ -9,6 +9,7 @@ that Ctrl+Z undoes, so nothing the user painted is lost.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,7 +118,7 @@ class PredictWidget(Container):
         for chooser in (self.image, self.into):
             viewer.layers.events.inserted.connect(chooser.reset_choices)
             viewer.layers.events.removed.connect(chooser.reset_choices)
-        on_removed(self, self.cancel)
+        on_removed(self, self._closed)
         self._model_arrived()
 
     def _label_targets(self, _widget=None) -> list:
@@ -171,12 +172,28 @@ class PredictWidget(Container):
         self._worker = create_worker(
             predict_job, model, data, tile, self.tta.value, self.device.value, self.threshold.value
         )
-        self._worker.yielded.connect(self._on_progress)
-        self._worker.returned.connect(self._on_returned)
-        self._worker.finished.connect(self._on_finished)
+        for signal, slot in self._slots():
+            signal.connect(slot)
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"predicting {layer.name}..."
         self._worker.start()
+
+    def _slots(self) -> list:
+        worker = self._worker
+        return [
+            (worker.yielded, self._on_progress),
+            (worker.returned, self._on_returned),
+            (worker.finished, self._on_finished),
+        ]
+
+    def _closed(self) -> None:
+        """The dock or its viewer closed: cancel, and touch no control (they may be
+        deleted already) nor layer from then on."""
+        if self._worker is not None:
+            for signal, slot in self._slots():
+                with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
+                    signal.disconnect(slot)
+            self._worker.quit()
 
     def cancel(self):
         """Stop after the current tile; no layer is added or changed."""

@@ -10,10 +10,12 @@ the trained model is published to the Session for the Predict dock.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import threading
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from magicgui.widgets import (
 )
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import Qt
 
 from ..core.checkpoint import load
 from ..core.data import make_pairs, split_validation
@@ -80,6 +83,7 @@ class TrainJob:
     preview: np.ndarray | None = None
     trainer: Trainer | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _events: Generator | None = None
 
     def run(self):
         """Worker body: yields the Trainer's events; a bad training set returns a message."""
@@ -101,8 +105,16 @@ class TrainJob:
         self.trainer = trainer
         if self._stop.is_set():
             trainer.stop()
-        yield from trainer.run()
+        self._events = trainer.run()
+        yield from self._events
         return ""
+
+    def abandon(self) -> None:
+        """For a cancelled worker, which never resumes its generator (napari cancels
+        the workers of a closing viewer): close the run, which saves its checkpoint.
+        Runs in the worker's thread, so never during a step."""
+        if self._events is not None:
+            self._events.close()
 
     def stop(self) -> None:
         self._stop.set()
@@ -184,7 +196,7 @@ class TrainWidget(Container):
         for chooser in (self.image, self.labels_layer):
             viewer.layers.events.inserted.connect(chooser.reset_choices)
             viewer.layers.events.removed.connect(chooser.reset_choices)
-        on_removed(self, self.stop)
+        on_removed(self, self._closed)
         threading.Thread(target=warm_up, name="napari-unet-warm-up", daemon=True).start()
         self._device_defaults()
         self._show_session()
@@ -258,10 +270,10 @@ class TrainWidget(Container):
             self._show_preview(np.zeros(preview.shape[-2:], np.float32))
         self._job = TrainJob(images, labels, regions, model, config, fine_tune, preview)
         self._worker = create_worker(self._job.run, _ignore_errors=True)
-        self._worker.yielded.connect(self._on_event)
-        self._worker.returned.connect(self._on_returned)
-        self._worker.errored.connect(self._on_error)
-        self._worker.finished.connect(self._on_finished)
+        self._worker.yielded.connect(self._publish)
+        self._worker.aborted.connect(self._job.abandon, Qt.ConnectionType.DirectConnection)
+        for signal, slot in self._slots():
+            signal.connect(slot)
         self.plot.clear()
         self.progress.value = 0
         self.train_button.enabled = False
@@ -290,6 +302,29 @@ class TrainWidget(Container):
             trainer.resume()
             self.pause_button.text = "Pause"
 
+    def _slots(self) -> list:
+        """The worker's connections to this dock's controls."""
+        worker = self._worker
+        return [
+            (worker.yielded, self._on_event),
+            (worker.returned, self._on_returned),
+            (worker.errored, self._on_error),
+            (worker.finished, self._on_finished),
+        ]
+
+    def _closed(self) -> None:
+        """The dock closed or its viewer did: stop, and keep the controls, which may be
+        deleted already, out of the rest of the run; the model still reaches the Session."""
+        if self._worker is not None:
+            for signal, slot in self._slots():
+                with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
+                    signal.disconnect(slot)
+        self.stop()
+
+    def _publish(self, event) -> None:
+        if isinstance(event, Done):
+            self._session.set_model(self._job.trainer.model, event.path)
+
     def stop(self) -> None:
         """End training after the current step; the checkpoint and model are kept."""
         if self._job is not None:
@@ -316,7 +351,6 @@ class TrainWidget(Container):
         elif isinstance(event, Saved):
             self._session.model_path = event.path
         elif isinstance(event, Done):
-            self._session.set_model(self._job.trainer.model, event.path)
             how = "stopped" if event.stopped else "finished"
             self.status.value = f"{how} after {event.step} steps; model saved to {event.path}"
             show_info(f"Training {how}: the model is ready in the Predict dock.")
