@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from skimage import io
 
+from napari_unet.core.augment import AugmentSettings
 from napari_unet.core.data import make_pairs
 from napari_unet.core.metrics import THRESHOLD_SWEEP, best_threshold, score_stack
 from napari_unet.core.model import UNet
@@ -35,16 +36,25 @@ def load(indices) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return images, labels
 
 
-def ours(
-    images, labels, minutes: float, seed: int, norm: str = "none", class_balance: bool = True
-):
+def ours(images, labels, minutes: float, seed: int, norm: str = "none", settings=None):
     torch.manual_seed(seed)
     model = UNet(width=16, norm=norm)
-    config = TrainConfig(steps=10**9, minutes=minutes, seed=seed, class_balance=class_balance)
+    config = TrainConfig(steps=10**9, minutes=minutes, seed=seed, **(settings or {}))
     trainer = Trainer(model, make_pairs(images, labels), config)
     for _ in trainer.run():
         pass
     return lambda image: predict_tiled(trainer.model, image)[1], trainer.step
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """``name=value`` for a TrainConfig field, typed like the field's default."""
+    name, _, value = text.partition("=")
+    default = getattr(TrainConfig(), name, None)
+    if default is None or isinstance(default, AugmentSettings):
+        raise argparse.ArgumentTypeError(f"not a TrainConfig setting: {name}")
+    if isinstance(default, bool):
+        return name, value.lower() in ("1", "true", "yes")
+    return name, type(default)(value)
 
 
 def anchor(images, labels, minutes: float, seed: int, **_):
@@ -97,9 +107,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--skip-anchor", action="store_true")
     parser.add_argument("--norm", choices=["none", "batch"], default="none", help="ours only")
-    parser.add_argument("--no-class-balance", action="store_true", help="ours only")
+    parser.add_argument(
+        "--set",
+        type=_setting,
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="ours only: TrainConfig settings other than the defaults, e.g. tile=388 w0=5",
+    )
     args = parser.parse_args()
-    options = {"norm": args.norm, "class_balance": not args.no_class_balance}
+    options = {"norm": args.norm, "settings": dict(args.set)}
     if not DATA.exists():
         raise SystemExit(f"no ISBI data at {DATA}")
     train, test = load(range(25)), load(range(25, 30))

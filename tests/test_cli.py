@@ -175,3 +175,28 @@ def test_train_with_mismatched_labels_is_a_clear_error(tmp_path, capsys):
             ]
         )
     assert "do not match" in capsys.readouterr().err
+
+
+def test_train_defaults_are_the_trainer_defaults():
+    """The command line repeats TrainConfig's defaults (it does not import torch to
+    build --help); this keeps the two from drifting apart."""
+    from napari_unet.cli import build_parser
+    from napari_unet.core.train import TrainConfig
+
+    args = build_parser().parse_args(["train", "--images", "i", "--labels", "l", "--out", "o"])
+    config = TrainConfig()
+    pairs = {
+        "tile": "tile",
+        "batch": "batch_size",
+        "lr": "lr",
+        "optimizer": "optimizer",
+        "schedule": "schedule",
+        "w0": "w0",
+        "sigma": "sigma",
+        "class_balance": "class_balance",
+        "seed": "seed",
+        "device": "device",
+        "validate_every": "validate_every",
+    }
+    for option, setting in pairs.items():
+        assert getattr(args, option) == getattr(config, setting), option

@@ -109,7 +109,7 @@ def train_command(args: argparse.Namespace) -> None:
     if args.init is not None:
         model, _ = load(args.init)
     else:
-        model = UNet(depth=args.depth, width=args.width, padding=args.padding)
+        model = UNet(depth=args.depth, width=args.width, padding=args.padding, norm=args.norm)
     channels = model.in_channels
     pairs = make_pairs(_read_all(args.images), _read_all(args.labels), in_channels=channels)
     if args.val_images or args.val_labels:
@@ -130,6 +130,7 @@ def train_command(args: argparse.Namespace) -> None:
         schedule=args.schedule,
         w0=args.w0,
         sigma=args.sigma,
+        class_balance=args.class_balance,
         seed=args.seed,
         device=args.device,
         validate_every=args.validate_every,
@@ -271,6 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--width", type=int, default=16, help="channels of the first level")
     train.add_argument("--depth", type=int, default=4, help="number of poolings")
     train.add_argument("--padding", choices=["valid", "same"], default="valid")
+    train.add_argument(
+        "--norm",
+        choices=["none", "batch"],
+        default="none",
+        help="batch norm keeps tiled prediction exact; instance norm would not",
+    )
+    train.add_argument(
+        "--class-balance",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="weigh cells and background equally in the loss (Eq. 2's w_c)",
+    )
     train.add_argument("--device", default="auto")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(run=train_command)
