@@ -36,9 +36,11 @@ def load(indices) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return images, labels
 
 
-def ours(images, labels, minutes: float, seed: int, norm: str = "none", settings=None):
+def ours(
+    images, labels, minutes: float, seed: int, norm: str = "none", width: int = 16, settings=None
+):
     torch.manual_seed(seed)
-    model = UNet(width=16, norm=norm)
+    model = UNet(width=width, norm=norm)
     config = TrainConfig(steps=10**9, minutes=minutes, seed=seed, **(settings or {}))
     trainer = Trainer(model, make_pairs(images, labels), config)
     for _ in trainer.run():
@@ -115,8 +117,9 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="ours only: TrainConfig settings other than the defaults, e.g. tile=388 w0=5",
     )
+    parser.add_argument("--width", type=int, default=16, help="ours only; the paper's is 64")
     args = parser.parse_args()
-    options = {"norm": args.norm, "settings": dict(args.set)}
+    options = {"norm": args.norm, "width": args.width, "settings": dict(args.set)}
     if not DATA.exists():
         raise SystemExit(f"no ISBI data at {DATA}")
     train, test = load(range(25)), load(range(25, 30))
