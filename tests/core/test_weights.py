@@ -188,3 +188,41 @@ def test_incremental_update_equals_recomputation(edit):
     region = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
     live.update(new, region)
     np.testing.assert_array_equal(live.weights, weight_map(new, ignore=99))
+
+
+@pytest.mark.parametrize("class_balance", [True, False])
+def test_a_sequence_of_random_strokes_equals_recomputation(class_balance):
+    rng = np.random.default_rng(7)
+    labels = disks((110, 140), n=40, seed=6).astype(np.int32)
+    labels[:8, :50] = 99  # unannotated
+    live = WeightMap(labels, class_balance=class_balance, ignore=99)
+    weights = live.weights
+    yy, xx = np.ogrid[:110, :140]
+    moved = 0
+    for _ in range(12):
+        cy, cx, r = rng.integers(0, 110), rng.integers(0, 140), rng.integers(1, 9)
+        stroke = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+        labels = labels.copy()
+        labels[stroke] = rng.choice([0, 99, labels.max() + 1, labels[cy, cx]])
+        rows, cols = np.nonzero(stroke)
+        classes = live.classes
+        window = live.update(
+            labels, (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        )
+        moved += live.classes != classes
+        if live.classes != classes:
+            assert window == (slice(0, 110), slice(0, 140))
+        np.testing.assert_array_equal(
+            live.weights, weight_map(labels, class_balance=class_balance, ignore=99)
+        )
+    assert live.weights is weights  # updated in place: a viewer may hold on to it
+    assert moved > 0 if class_balance else moved == 0
+
+
+def test_update_refuses_negative_labels_in_the_region():
+    labels = disks(n=10).astype(np.int32)
+    live = WeightMap(labels)
+    labels = labels.copy()
+    labels[5, 5] = -3
+    with pytest.raises(ValueError, match="negative"):
+        live.update(labels, (slice(5, 6), slice(5, 6)))

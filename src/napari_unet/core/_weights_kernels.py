@@ -224,6 +224,17 @@ def border_term(labels, lab1, dst1, lab2, dst2, w0, sigma, cutoff, out):
                 out[i, x] = w0 * math.exp(-s * s * scale) if best < far and s <= cutoff else 0.0
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def compose(terms, background, foreground, out):
+    """Eq. 2 from coded terms (see ``WeightMap.terms``): the border term plus
+    ``background`` where it is >= 0, ``foreground`` at -1 and 0 at -2, into ``out``."""
+    h, w = terms.shape
+    for i in numba.prange(h):
+        for j in range(w):
+            t = terms[i, j]
+            out[i, j] = t + background if t >= 0 else (foreground if t == -1 else 0)
+
+
 @numba.njit(cache=True, nogil=True)
 def _in_sorted(values, v):
     k = np.searchsorted(values, v)

@@ -35,7 +35,9 @@ def cutoff(w0: float, sigma: float) -> float:
     return sigma * math.sqrt(2.0 * math.log(w0 / TOLERANCE))
 
 
-def _check_labels(labels, name: str = "labels") -> np.ndarray:
+def _check_labels(labels, name: str = "labels", window=None) -> np.ndarray:
+    """Validated labels; ``window``, if given, is the only part that can hold new
+    values (the rest was checked before), so only it is searched for negatives."""
     labels = np.asarray(labels)
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise ValueError(f"{name} must be integer instance labels; got dtype {labels.dtype}")
@@ -45,7 +47,8 @@ def _check_labels(labels, name: str = "labels") -> np.ndarray:
         )
     if labels.dtype == bool:
         labels = labels.astype(np.uint8)
-    if np.issubdtype(labels.dtype, np.signedinteger) and labels.size and labels.min() < 0:
+    searched = labels if window is None else labels[window]
+    if np.issubdtype(labels.dtype, np.signedinteger) and searched.size and searched.min() < 0:
         raise ValueError(
             f"{name} must not be negative (0 is background); mark unannotated "
             "pixels with the ignore argument instead"
@@ -219,13 +222,18 @@ def _weight_map_2d(labels, ignored, w0, sigma, class_balance) -> np.ndarray:
     return out
 
 
+# Codes in ``WeightMap.terms`` where the border term does not apply.
+_FOREGROUND, _UNANNOTATED = np.float32(-1.0), np.float32(-2.0)
+
+
 class WeightMap:
     """A 2D weight map kept equal to ``weight_map(labels, ...)`` while labels are edited.
 
     After an edit, :meth:`update` recomputes the gaps and the border term only in
     the window the edit can influence (the edited box grown by the border term's
-    reach); the class-balance weights are global, so when they change the whole
-    map is refreshed from the stored border term (one pass, no distances).
+    reach). The class-balance weights are global: when an edit moves them, every
+    pixel's weight changes, so the whole map is composed again from the stored
+    terms, in place, in one compiled pass with no distances.
 
     Parameters
     ----------
@@ -238,6 +246,12 @@ class WeightMap:
     Attributes
     ----------
     weights : ndarray, float32, shape ``(Y, X)``
+        The map. It is updated in place: the same array for the object's lifetime.
+    terms : ndarray, float32, shape ``(Y, X)``
+        What the map is composed from: the border term on background pixels, -1
+        on foreground (gapped) pixels and -2 on unannotated ones.
+    classes : tuple of float
+        The current ``(background, foreground)`` class-balance weights.
     """
 
     def __init__(
@@ -254,15 +268,17 @@ class WeightMap:
         _check_parameters(w0, sigma)
         self.w0, self.sigma, self.class_balance, self.ignore = w0, sigma, class_balance, ignore
         self.reach = math.ceil(cutoff(w0, sigma)) + 1
+        self.weights = np.empty(labels.shape, np.float32)
         self._full(labels)
 
     def _full(self, labels: np.ndarray) -> None:
         self.labels = labels.copy()
         self.gapped, self.protected = _separation_2d(self._annotated_only(labels))
-        self.border = _border_2d(self.gapped, self.w0, self.sigma)
+        border = _border_2d(self.gapped, self.w0, self.sigma)
+        self.terms = self._terms(self.gapped, border, self.labels)
         self.counts = self._counts(self.gapped, self.labels)
         self.classes = self._class_weights()
-        self.weights = self._compose(self.gapped, self.border, self.labels)
+        self._compose(self.terms, self.weights)
 
     def _counts(self, gapped: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Foreground and annotated pixels (the class-balance statistics)."""
@@ -277,21 +293,26 @@ class WeightMap:
     def _class_weights(self) -> tuple[float, float]:
         return _balance(*self.counts) if self.class_balance else (1.0, 1.0)
 
-    def _compose(self, gapped, border, labels) -> np.ndarray:
-        wb, wf = self.classes
-        out = border + np.where(gapped > 0, np.float32(wf), np.float32(wb))
+    def _terms(self, gapped, border, labels) -> np.ndarray:
+        terms = np.where(gapped > 0, _FOREGROUND, border)
         if self.ignore is not None:
-            out[labels == self.ignore] = 0.0
-        return out
+            terms[labels == self.ignore] = _UNANNOTATED
+        return terms
+
+    def _compose(self, terms: np.ndarray, out: np.ndarray) -> None:
+        # float32 sums, as weight_map's, so that both agree bit for bit
+        wb, wf = self.classes
+        kernels.compose(terms, np.float32(wb), np.float32(wf), out)
 
     def update(self, labels: np.ndarray, region: tuple[slice, slice]) -> tuple[slice, slice]:
         """Bring the map up to date with ``labels``, which differ from the previous
         labels only inside ``region`` (a ``(rows, columns)`` pair of slices).
 
-        Returns the window of :attr:`weights` that changed (the whole map when the
-        class-balance weights moved).
+        Only ``region`` of ``labels`` is validated: the rest must equal the labels
+        the map already holds. Returns the window of :attr:`weights` that changed
+        (the whole map when the class-balance weights moved).
         """
-        labels = _check_labels(labels)
+        labels = _check_labels(labels, window=region)
         if labels.shape != self.labels.shape:
             raise ValueError(f"labels changed shape from {self.labels.shape} to {labels.shape}")
         edit = _grow(region, 1, labels.shape)  # where the gaps can change
@@ -307,13 +328,15 @@ class WeightMap:
         self.gapped[edit] = gapped[_within(edit, crop)]
         self.counts += self._counts(self.gapped[edit], self.labels[edit])
         border = _border_2d(self.gapped[crop], self.w0, self.sigma)
-        self.border[out] = border[_within(out, crop)]
+        self.terms[out] = self._terms(
+            self.gapped[out], border[_within(out, crop)], self.labels[out]
+        )
         classes = self._class_weights()
         if classes != self.classes:
             self.classes = classes
-            self.weights = self._compose(self.gapped, self.border, self.labels)
+            self._compose(self.terms, self.weights)
             return (slice(0, labels.shape[0]), slice(0, labels.shape[1]))
-        self.weights[out] = self._compose(self.gapped[out], self.border[out], self.labels[out])
+        self._compose(self.terms[out], self.weights[out])
         return out
 
 
