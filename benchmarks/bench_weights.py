@@ -1,15 +1,15 @@
 """Speed and exactness of the Eq. 2 weight map against the textbook, in one run.
 
-    python benchmarks/bench_weights.py [--skip-textbook]
+    python benchmarks/bench_weights.py [--skip-textbook] [--threads N]
 
 Prints, for 1024x1024 with ~400 touching disks and 4096x4096 with ~6,400
 (``touching_disks`` of ../shared/reference/weights.py): the time of
 ``border_weight`` as a ratio to the textbook ``naive_border_term`` (1024 only;
 it takes minutes at 4096) and to one ``scipy.ndimage.distance_transform_edt`` of
 the same image, with the largest difference to the textbook; how the time grows
-with the number of instances; and the time of ``WeightMap.update`` after one
-brush stroke (a disk of radius 10 painted, erased or relabelled) at 4096x4096,
-checked against a full recomputation.
+with the number of instances; and the time of ``WeightMap.update`` after each of
+a few brush strokes (disks of radius 10 painted, erased or relabelled) at
+4096x4096, checked against a full recomputation.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -67,46 +68,59 @@ def growth() -> None:
         print(f"  {labels.max():5d} instances: {t * 1000:.0f} ms")
 
 
-def brush(size: int = 4096) -> None:
-    print(f"## one brush stroke (disk of radius 10) at {size}x{size}, WeightMap.update")
+def brush(size: int = 4096, strokes: int = 5) -> None:
+    print(
+        f"## brush strokes (disks of radius 10) at {size}x{size}, WeightMap.update: "
+        f"median (min-max) of {strokes} strokes in a row, then checked against weight_map"
+    )
     labels = touching_disks((size, size), 6400, seed=2)
     yy, xx = np.ogrid[:size, :size]
-    cy, cx = size // 2, size // 2
-    disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= 10**2
-    region = (slice(cy - 10, cy + 11), slice(cx - 10, cx + 11))
-    target = labels[np.nonzero(disk)][0] or 1
-    for name, value, balance in (
-        ("relabel", None, True),
-        ("paint", labels.max() + 1, True),
-        ("erase", 0, True),
-        ("paint", labels.max() + 1, False),
-        ("erase", 0, False),
+    rng = np.random.default_rng(0)
+    centres = rng.integers(size // 4, 3 * size // 4, (strokes, 2))
+    for name, balance in (
+        ("relabel", True),
+        ("paint", True),
+        ("erase", True),
+        ("paint", False),
+        ("erase", False),
     ):
         live = WeightMap(labels, class_balance=balance)
-        live.update(labels, region)  # warm-up: compiles the kernels for cropped windows
-        edited = labels.copy()
-        if value is None:
-            edited[edited == target] = labels.max() + 7
-            rows, cols = np.nonzero(edited != labels)
-            region_used = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-        else:
-            edited[disk] = value
-            region_used = region
-        start = time.perf_counter()
-        window = live.update(edited, region_used)
-        t = time.perf_counter() - start
-        whole = window == (slice(0, size), slice(0, size))
+        live.update(labels, (slice(0, 1), slice(0, 1)))  # compiles the kernels for windows
+        edited, times, whole = labels, [], 0
+        for cy, cx in centres:
+            edited = edited.copy()
+            disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= 10**2
+            if name == "relabel":
+                target = rng.choice(np.unique(edited[cy - 30 : cy + 30, cx - 30 : cx + 30])[1:])
+                edited[edited == target] = edited.max() + 1
+                rows, cols = np.nonzero(edited != live.labels)
+            else:
+                edited[disk] = edited.max() + 1 if name == "paint" else 0
+                rows, cols = np.nonzero(disk)
+            region = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+            start = time.perf_counter()
+            window = live.update(edited, region)
+            times.append(time.perf_counter() - start)
+            whole += window == (slice(0, size), slice(0, size))
         exact = np.array_equal(live.weights, weight_map(edited, class_balance=balance))
+        ms = np.array(times) * 1000
         print(
-            f"  {name:8s} class_balance={balance!s:5s}: {t * 1000:.1f} ms, exact {exact}, "
-            f"{'whole map refreshed (class weights moved)' if whole else 'window only'}"
+            f"  {name:8s} class_balance={balance!s:5s}: {np.median(ms):.1f} ms "
+            f"({ms.min():.1f}-{ms.max():.1f}), exact {exact}, "
+            f"whole map composed again (class weights moved) in {whole} of {strokes}"
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-textbook", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, help="numba threads (default: numba's, one per core)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    print(f"numba threads: {numba.get_num_threads()}")
     full_maps(not args.skip_textbook)
     growth()
     brush()
