@@ -49,14 +49,25 @@ def ours(
 
 
 def _setting(text: str) -> tuple[str, object]:
-    """``name=value`` for a TrainConfig field, typed like the field's default."""
+    """``name=value`` for a TrainConfig field, or ``augment.name=value`` for one of its
+    AugmentSettings, typed like the field's default."""
     name, _, value = text.partition("=")
-    default = getattr(TrainConfig(), name, None)
-    if default is None or isinstance(default, AugmentSettings):
-        raise argparse.ArgumentTypeError(f"not a TrainConfig setting: {name}")
+    group, _, field = name.rpartition(".")
+    defaults = AugmentSettings() if group == "augment" else TrainConfig()
+    default = getattr(defaults, field, None)
+    if group not in ("", "augment") or default is None or isinstance(default, AugmentSettings):
+        raise argparse.ArgumentTypeError(f"not a setting: {name}")
     if isinstance(default, bool):
         return name, value.lower() in ("1", "true", "yes")
+    if isinstance(default, tuple):
+        return name, tuple(float(v) for v in value.split(","))
     return name, type(default)(value)
+
+
+def _config(settings: list[tuple[str, object]]) -> dict:
+    augment = {k.removeprefix("augment."): v for k, v in settings if k.startswith("augment.")}
+    config = {k: v for k, v in settings if not k.startswith("augment.")}
+    return {**config, "augment": AugmentSettings(**augment)} if augment else config
 
 
 def anchor(images, labels, minutes: float, seed: int, **_):
@@ -115,11 +126,12 @@ def main() -> None:
         nargs="+",
         default=[],
         metavar="NAME=VALUE",
-        help="ours only: TrainConfig settings other than the defaults, e.g. tile=388 w0=5",
+        help="ours only: TrainConfig settings other than the defaults, e.g. tile=388 w0=5 "
+        "augment.elastic=false augment.gamma=1,1",
     )
     parser.add_argument("--width", type=int, default=16, help="ours only; the paper's is 64")
     args = parser.parse_args()
-    options = {"norm": args.norm, "width": args.width, "settings": dict(args.set)}
+    options = {"norm": args.norm, "width": args.width, "settings": _config(args.set)}
     if not DATA.exists():
         raise SystemExit(f"no ISBI data at {DATA}")
     train, test = load(range(25)), load(range(25, 30))
