@@ -261,8 +261,9 @@ class Trainer:
     def run(self):
         """Train; yields the events of the module docstring, :class:`Done` last.
 
-        A consumer that abandons the generator (closes it, as a cancelled napari
-        worker does) still gets the checkpoint of the last finished step.
+        A consumer that abandons the generator by closing it (the train dock does so
+        when napari cancels its worker) still gets the checkpoint of the last
+        finished step.
         """
         try:
             yield from self._steps()
