@@ -275,13 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--norm",
         choices=["none", "batch"],
-        default="none",
+        default="batch",
         help="batch norm keeps tiled prediction exact; instance norm would not",
     )
     train.add_argument(
         "--class-balance",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=False,
         help="weigh cells and background equally in the loss (Eq. 2's w_c)",
     )
     train.add_argument("--device", default="auto")

@@ -42,7 +42,7 @@ def test_weights_follow_painting_and_controls(viewer_with_sample, qtbot, monkeyp
     assert isinstance(widget, WeightsWidget) and widget.labels_layer.value is labels
     settle(widget, qtbot)
     layer = viewer.layers["cells labels weights"]
-    np.testing.assert_array_equal(layer.data, weight_map(labels.data))
+    np.testing.assert_array_equal(layer.data, weight_map(labels.data, class_balance=False))
     assert layer.colormap.name == "inferno" and layer.contrast_limits == [0.0, 11.0]
     assert viewer.layers.selection.active is labels  # still the layer being painted
 
@@ -50,18 +50,18 @@ def test_weights_follow_painting_and_controls(viewer_with_sample, qtbot, monkeyp
     labels.paint((128, 40), 99)  # a new cell touching others: a new ridge
     settle(widget, qtbot)
     assert updates == [(slice(124, 133), slice(36, 45))]  # only the stroke's box
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data))
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, class_balance=False))
 
     widget.w0.value, widget.sigma.value = 4.0, 3.0
-    widget.class_balance.value = False
+    widget.class_balance.value = True
     settle(widget, qtbot)
-    expected = weight_map(labels.data, 4.0, 3.0, class_balance=False)
+    expected = weight_map(labels.data, 4.0, 3.0, class_balance=True)
     np.testing.assert_array_equal(shown(viewer), expected)
     assert layer.contrast_limits == [0.0, 5.0]
 
     labels.undo()  # emits no paint event, still followed
     settle(widget, qtbot)
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, 4.0, 3.0, False))
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, 4.0, 3.0, True))
 
 
 def test_region_and_stack(make_napari_viewer, qtbot):
@@ -72,7 +72,9 @@ def test_region_and_stack(make_napari_viewer, qtbot):
     labels = viewer.add_labels(stack, name="nuclei")
     widget = WeightsWidget(viewer)
     settle(widget, qtbot)
-    np.testing.assert_array_equal(shown(viewer, "nuclei weights"), weight_map(stack))
+    np.testing.assert_array_equal(
+        shown(viewer, "nuclei weights"), weight_map(stack, class_balance=False)
+    )
     region = viewer.add_labels(np.zeros_like(stack, np.uint8), name="nuclei region")
     assert widget.region.value is region  # marked later, found by its name
     settle(widget, qtbot)
@@ -81,12 +83,12 @@ def test_region_and_stack(make_napari_viewer, qtbot):
     settle(widget, qtbot)
     annotated = region.data != 0
     np.testing.assert_array_equal(
-        shown(viewer, "nuclei weights"), weight_map(stack, ignore=~annotated)
+        shown(viewer, "nuclei weights"), weight_map(stack, class_balance=False, ignore=~annotated)
     )
 
     labels.data_setitem((np.array([2]), np.array([30]), np.array([30])), 4)
     settle(widget, qtbot)
-    expected = weight_map(labels.data, ignore=~annotated)
+    expected = weight_map(labels.data, class_balance=False, ignore=~annotated)
     np.testing.assert_array_equal(shown(viewer, "nuclei weights"), expected)
 
 
@@ -143,4 +145,4 @@ def test_edits_during_a_run_are_coalesced(viewer_with_sample, qtbot, monkeypatch
     assert len(started) == 1
     settle(widget, qtbot)
     assert len(started) == 2  # one more run for all three strokes
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data))
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, class_balance=False))

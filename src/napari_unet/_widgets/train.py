@@ -23,6 +23,7 @@ import napari
 import numpy as np
 import platformdirs
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -149,6 +150,7 @@ class TrainWidget(Container):
         self.lr = FloatSpinBox(label="Learning rate", value=1e-3, min=1e-6, max=1, step=1e-4)
         self.w0 = FloatSpinBox(label="w0", value=10.0, min=0, max=100)
         self.sigma = FloatSpinBox(label="sigma", value=5.0, min=0.5, max=50)
+        self.class_balance = CheckBox(text="Class balance", value=TrainConfig.class_balance)
         self.train_button = PushButton(text="Train")
         self.pause_button = PushButton(text="Pause", enabled=False)
         self.stop_button = PushButton(text="Stop", enabled=False)
@@ -171,6 +173,7 @@ class TrainWidget(Container):
                 _row(self.minutes, self.tile),
                 _row(self.batch, self.lr),
                 _row(self.w0, self.sigma),
+                self.class_balance,
                 _row(self.train_button, self.pause_button, self.stop_button, labels=False),
                 self.progress,
                 self.status,
@@ -249,7 +252,8 @@ class TrainWidget(Container):
         if fine_tune:
             model = copy.deepcopy(self._session.model)
         else:
-            model = UNet(depth=self.net_depth.value, width=self.net_width.value)
+            # Batch norm trains faster here and keeps tiling exact (benchmarks/README.md).
+            model = UNet(depth=self.net_depth.value, width=self.net_width.value, norm="batch")
         models_dir().mkdir(parents=True, exist_ok=True)
         out = models_dir() / f"{annotations[0].image.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         config = TrainConfig(
@@ -260,6 +264,7 @@ class TrainWidget(Container):
             lr=self.lr.value,
             w0=self.w0.value,
             sigma=self.sigma.value,
+            class_balance=self.class_balance.value,
             device=self.device.value,
             out=str(out),
         )

@@ -21,6 +21,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
 
+from ..core.train import TrainConfig
 from ..core.weights import WeightMap
 from ._common import on_removed
 from ._session import session
@@ -109,7 +110,7 @@ class WeightsWidget(Container):
         )
         self.w0 = FloatSpinBox(label="w0", value=10.0, min=0.0, max=100.0, step=1.0)
         self.sigma = FloatSpinBox(label="sigma (px)", value=5.0, min=0.5, max=50.0, step=0.5)
-        self.class_balance = CheckBox(text="Class balance", value=True)
+        self.class_balance = CheckBox(text="Class balance", value=TrainConfig.class_balance)
         self.status = Label(label="", value="")
         self.status.native.setWordWrap(True)
         self.extend([self.labels_layer, self.region, self.w0, self.sigma, self.class_balance])

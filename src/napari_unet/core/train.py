@@ -58,7 +58,7 @@ class TrainConfig:
     schedule: str = "constant"
     w0: float = 10.0
     sigma: float = 5.0
-    class_balance: bool = True
+    class_balance: bool = False  # see benchmarks/README.md, ISBI
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     seed: int = 0
     device: str = "auto"
