@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--skip-anchor", action="store_true")
-    parser.add_argument("--norm", choices=["none", "batch"], default="none", help="ours only")
+    parser.add_argument("--norm", choices=["none", "batch"], default="batch", help="ours only")
     parser.add_argument(
         "--set",
         type=_setting,
