@@ -1,18 +1,10 @@
 import numpy as np
-import pytest
 from app_model.types import KeyBinding
 
 from napari_unet._widgets._session import session
 from napari_unet._widgets.annotate import AnnotateWidget
 from napari_unet.core.instances import touching_pairs
 from napari_unet.core.weights import separation_borders
-
-
-@pytest.fixture
-def viewer_with_sample(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-unet", "touching_cells")
-    return viewer
 
 
 def plugin_widget(viewer) -> AnnotateWidget:

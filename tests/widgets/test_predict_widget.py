@@ -15,13 +15,6 @@ def model_file(tmp_path):
     return checkpoint.save(tmp_path / "tiny.safetensors", UNet(width=4, depth=2))
 
 
-@pytest.fixture
-def viewer_with_sample(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-unet", "touching_cells")
-    return viewer
-
-
 def plugin_widget(viewer) -> PredictWidget:
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Predict")
     return widget

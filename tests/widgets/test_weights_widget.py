@@ -1,16 +1,8 @@
 import numpy as np
-import pytest
 
 from napari_unet._widgets import weights
 from napari_unet._widgets.weights import WeightsWidget
 from napari_unet.core.weights import WeightMap, weight_map
-
-
-@pytest.fixture
-def viewer_with_sample(make_napari_viewer):
-    viewer = make_napari_viewer()
-    viewer.open_sample("napari-unet", "touching_cells")
-    return viewer
 
 
 def plugin_widget(viewer) -> WeightsWidget:
