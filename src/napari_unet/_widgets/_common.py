@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QEvent, QObject, QTimer
+
+DEBOUNCE_MS = 200  # quiet time after the last edit before recomputing
 
 
 def device_choices() -> list[tuple[str, str]]:
@@ -46,3 +48,33 @@ class CloseWatcher(QObject):
 def on_removed(widget, callback: Callable[[], None]) -> CloseWatcher:
     """Call ``callback`` when ``widget`` (a magicgui widget) closes or leaves the viewer."""
     return CloseWatcher(widget.native, callback)
+
+
+class EditWatcher(QTimer):
+    """A debounce timer on the edits of some layers: calls ``callback`` DEBOUNCE_MS
+    after the last paint, data change or undo of any of them, or :meth:`schedule`."""
+
+    def __init__(self, callback: Callable[[], None]):
+        super().__init__()
+        self.setSingleShot(True)
+        self.setInterval(DEBOUNCE_MS)
+        self.timeout.connect(callback)
+        self._events: list = []
+
+    def watch(self, layers) -> None:
+        """Follow ``layers`` (None entries skipped) instead of the previous ones."""
+        self.unwatch()
+        for layer in layers:
+            if layer is not None:
+                for event in (layer.events.paint, layer.events.data, layer.events.set_data):
+                    event.connect(self.schedule)
+                    self._events.append(event)
+        self.schedule()
+
+    def unwatch(self) -> None:
+        for event in self._events:
+            event.disconnect(self.schedule)
+        self._events = []
+
+    def schedule(self, *_) -> None:
+        self.start()

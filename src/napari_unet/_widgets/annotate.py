@@ -16,13 +16,11 @@ import numpy as np
 from magicgui.widgets import Container, Label, PushButton, Select, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
 
 from ..core.instances import cell_count, touching_pairs
 from ..core.weights import separation_borders
-from ._common import on_removed
+from ._common import EditWatcher, on_removed
 from ._session import session
-from .weights import DEBOUNCE_MS
 
 NEW_CELL_KEY = "n"
 LABELS_DTYPE = np.int32  # as predicted labels, so corrections train unchanged
@@ -92,7 +90,6 @@ class AnnotateWidget(Container):
         self._pending = False
         self._stopped = False
         self._summarised = None
-        self._watched: list = []
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(
             annotation=napari.layers.Labels, label="Labels", options={"nullable": True}
@@ -132,10 +129,7 @@ class AnnotateWidget(Container):
         for label in (self.hint, self.counts, self.status):
             label.native.setWordWrap(True)  # long lines would widen the dock over the canvas
         self.pairs.native.setMaximumHeight(120)
-        self._timer = QTimer()
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(DEBOUNCE_MS)
-        self._timer.timeout.connect(self._start)
+        self._timer = EditWatcher(self._start)
         self.image.changed.connect(self._on_image)
         self.labels_layer.changed.connect(self._on_labels)
         self.region.changed.connect(self._on_region)
@@ -163,7 +157,7 @@ class AnnotateWidget(Container):
         self._stopped = True
         self._timer.stop()
         self._pending = False
-        self._unwatch()
+        self._timer.unwatch()
         self._session.changed.disconnect(self._show_training_set)
         for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
             event.disconnect(self.reset_choices)
@@ -283,24 +277,10 @@ class AnnotateWidget(Container):
             region is labels or region.data.shape != labels.data.shape
         ):
             self._fail(f"'{region.name}' cannot be the annotated region of '{labels.name}'.")
-        self._unwatch()
-        for layer in (self.labels_layer.value, self.region.value):
-            if layer is not None:
-                for event in (layer.events.paint, layer.events.data, layer.events.set_data):
-                    event.connect(self._schedule)
-                    self._watched.append(event)
-        self._schedule()
-
-    def _unwatch(self):
-        for event in self._watched:
-            event.disconnect(self._schedule)
-        self._watched = []
+        self._timer.watch((self.labels_layer.value, self.region.value))
 
     def _show_training_set(self):
         self.pairs.choices = [(describe(a), a) for a in self._session.annotations]
-
-    def _schedule(self, *_):
-        self._timer.start()
 
     def _start(self):
         if self._worker is not None:

@@ -19,17 +19,15 @@ import numpy as np
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QTimer
 
 from ..core.train import TrainConfig
 from ..core.weights import WeightMap
-from ._common import on_removed
+from ._common import EditWatcher, on_removed
 from ._session import session
 
 # The label value that marks unannotated pixels for WeightMap: ids this large are
 # never painted, and int64 holds every id a Labels layer can.
 IGNORE = np.iinfo(np.int64).max
-DEBOUNCE_MS = 200
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,6 @@ class WeightsWidget(Container):
         self._shape = None
         self._output = None
         self._settings = None
-        self._watched: list = []
         self._last_error = ""
         self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
         self.region = create_widget(
@@ -115,14 +112,11 @@ class WeightsWidget(Container):
         self.status.native.setWordWrap(True)
         self.extend([self.labels_layer, self.region, self.w0, self.sigma, self.class_balance])
         self.append(self.status)
-        self._timer = QTimer()
-        self._timer.setSingleShot(True)
-        self._timer.setInterval(DEBOUNCE_MS)
-        self._timer.timeout.connect(self._start)
+        self._timer = EditWatcher(self._start)
         self.labels_layer.changed.connect(self._on_labels_chosen)
         self.region.changed.connect(self._watch_layers)
         for control in (self.w0, self.sigma, self.class_balance):
-            control.changed.connect(self._schedule)
+            control.changed.connect(self._timer.schedule)
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self.reset_choices)
         on_removed(self, self.stop)
@@ -140,7 +134,7 @@ class WeightsWidget(Container):
         self._stopped = True
         self._timer.stop()
         self._pending = False
-        self._unwatch()
+        self._timer.unwatch()
         self._viewer.layers.events.inserted.disconnect(self._on_inserted)
         self._viewer.layers.events.removed.disconnect(self.reset_choices)
         if self._worker is not None:
@@ -170,21 +164,7 @@ class WeightsWidget(Container):
         return self._viewer.layers[name] if name in self._viewer.layers else None
 
     def _watch_layers(self):
-        self._unwatch()
-        for layer in (self.labels_layer.value, self.region.value):
-            if layer is not None:
-                for event in (layer.events.paint, layer.events.data, layer.events.set_data):
-                    event.connect(self._schedule)
-                    self._watched.append(event)
-        self._schedule()
-
-    def _unwatch(self):
-        for event in self._watched:
-            event.disconnect(self._schedule)
-        self._watched = []
-
-    def _schedule(self, *_):
-        self._timer.start()
+        self._timer.watch((self.labels_layer.value, self.region.value))
 
     def _check(self) -> str:
         labels, region = self.labels_layer.value, self.region.value
