@@ -45,11 +45,12 @@ def ours(
     seed: int,
     norm: str = "batch",
     width: int = 16,
-    padding: str = "valid",
+    padding: str = "same",
+    dropout: float = 0.5,
     settings=None,
 ):
     torch.manual_seed(seed)
-    model = UNet(width=width, norm=norm, padding=padding)
+    model = UNet(width=width, norm=norm, padding=padding, dropout=dropout)
     config = TrainConfig(steps=10**9, minutes=minutes, seed=seed, **(settings or {}))
     trainer = Trainer(model, make_pairs(images, labels), config)
     for _ in trainer.run():
@@ -148,9 +149,11 @@ def main() -> None:
         "augment.elastic=false augment.gamma=1,1",
     )
     parser.add_argument("--width", type=int, default=16, help="ours only; the paper's is 64")
-    parser.add_argument("--padding", choices=["valid", "same"], default="valid", help="ours only")
+    parser.add_argument("--padding", choices=["valid", "same"], default="same", help="ours only")
+    parser.add_argument("--dropout", type=float, default=0.5, help="ours only")
     args = parser.parse_args()
     options = {
+        "dropout": args.dropout,
         "norm": args.norm,
         "width": args.width,
         "padding": args.padding,

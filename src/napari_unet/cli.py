@@ -259,19 +259,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--w0", type=float, default=10.0, help="border weight height (Eq. 2)")
     train.add_argument("--sigma", type=float, default=5.0, help="border weight width, pixels")
-    train.add_argument("--tile", type=int, default=196, help="output pixels per tile side")
+    train.add_argument("--tile", type=int, default=256, help="output pixels per tile side")
     train.add_argument("--batch", type=int, default=4)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     train.add_argument(
         "--schedule",
         choices=["constant", "cosine"],
-        default="constant",
+        default="cosine",
         help="learning rate over the budget",
     )
     train.add_argument("--width", type=int, default=16, help="channels of the first level")
     train.add_argument("--depth", type=int, default=4, help="number of poolings")
-    train.add_argument("--padding", choices=["valid", "same"], default="valid")
+    train.add_argument(
+        "--padding",
+        choices=["valid", "same"],
+        default="same",
+        help="valid is the paper's; same trains faster on the CPU; both predict exactly",
+    )
     train.add_argument(
         "--norm",
         choices=["none", "batch"],
@@ -281,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--class-balance",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="weigh cells and background equally in the loss (Eq. 2's w_c)",
+        default=True,
+        help="give cells and background the same total loss weight, border term "
+        "included (Eq. 2's w_c)",
     )
     train.add_argument("--device", default="auto")
     train.add_argument("--seed", type=int, default=0)

@@ -118,11 +118,18 @@ def test_a_sliver_is_kept():
 
 def test_weight_map_class_balance_and_ignore():
     labels = disks(n=20, seed=2)
-    gapped = separation_borders(labels)
-    wb, wf = class_weights(gapped > 0)
-    fg = np.count_nonzero(gapped)
-    assert wb * (gapped.size - fg) == pytest.approx(wf * fg)
-    assert min(wb, wf) < max(wb, wf) == 1.0
+    halves = np.ones((30, 30), np.int32)
+    halves[:, 15:] = 2  # two cells filling the image: the background is one gap column
+    for case, heavier in ((labels, "background"), (halves, "cells")):
+        gapped = separation_borders(case)
+        border = border_weight(gapped)
+        background = gapped == 0
+        wb, wf = class_weights(~background, border)
+        totals = wb * background.sum() + border[background].sum(), wf * (~background).sum()
+        assert totals[0] == pytest.approx(totals[1], rel=1e-6)
+        assert (wb == 1.0 < wf) if heavier == "background" else (wf == 1.0 < wb)
+        w = weight_map(case)
+        assert w[background].sum(dtype=float) == pytest.approx(w[~background].sum(dtype=float))
     ignore = np.zeros(labels.shape, bool)
     ignore[:, :30] = True
     w = weight_map(labels, ignore=ignore)

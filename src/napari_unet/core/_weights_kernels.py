@@ -235,6 +235,20 @@ def compose(terms, background, foreground, out):
             out[i, j] = t + background if t >= 0 else (foreground if t == -1 else 0)
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def border_sums(terms, out):
+    """Per row of coded terms, the float64 sum of the border term (values >= 0), into
+    ``out``; each row is summed in order on its own, so a row's sum is the same
+    whichever other rows are summed with it."""
+    h, w = terms.shape
+    for i in numba.prange(h):
+        total = 0.0
+        for j in range(w):
+            if terms[i, j] >= 0:
+                total += terms[i, j]
+        out[i] = total
+
+
 @numba.njit(cache=True, nogil=True)
 def _in_sorted(values, v):
     k = np.searchsorted(values, v)

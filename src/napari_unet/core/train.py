@@ -51,14 +51,14 @@ class TrainConfig:
     steps: int = 1000
     minutes: float | None = None
     batch_size: int = 4
-    tile: int = 196
+    tile: int = 256
     optimizer: str = "adam"
     lr: float = 1e-3
     momentum: float = 0.99  # for "sgd", the paper's
-    schedule: str = "constant"
+    schedule: str = "cosine"
     w0: float = 10.0
     sigma: float = 5.0
-    class_balance: bool = False  # see benchmarks/README.md, ISBI
+    class_balance: bool = True  # border term included: see weights.class_weights
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     seed: int = 0
     device: str = "auto"
