@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from napari_unet._widgets import weights
 from napari_unet._widgets.weights import WeightsWidget
@@ -34,26 +35,29 @@ def test_weights_follow_painting_and_controls(viewer_with_sample, qtbot, monkeyp
     assert isinstance(widget, WeightsWidget) and widget.labels_layer.value is labels
     settle(widget, qtbot)
     layer = viewer.layers["cells labels weights"]
-    np.testing.assert_array_equal(layer.data, weight_map(labels.data, class_balance=False))
-    assert layer.colormap.name == "inferno" and layer.contrast_limits == [0.0, 11.0]
+    np.testing.assert_array_equal(layer.data, weight_map(labels.data))
+    wb, wf = WeightMap(labels.data).classes  # the balance raises the cells here
+    assert wb == 1.0 < wf
+    assert layer.colormap.name == "inferno"
+    assert layer.contrast_limits == pytest.approx([0.0, max(10.0 + wb, wf)])
     assert viewer.layers.selection.active is labels  # still the layer being painted
 
     labels.brush_size = 9
     labels.paint((128, 40), 99)  # a new cell touching others: a new ridge
     settle(widget, qtbot)
     assert updates == [(slice(124, 133), slice(36, 45))]  # only the stroke's box
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, class_balance=False))
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data))
 
     widget.w0.value, widget.sigma.value = 4.0, 3.0
-    widget.class_balance.value = True
+    widget.class_balance.value = False
     settle(widget, qtbot)
-    expected = weight_map(labels.data, 4.0, 3.0, class_balance=True)
+    expected = weight_map(labels.data, 4.0, 3.0, class_balance=False)
     np.testing.assert_array_equal(shown(viewer), expected)
     assert layer.contrast_limits == [0.0, 5.0]
 
     labels.undo()  # emits no paint event, still followed
     settle(widget, qtbot)
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, 4.0, 3.0, True))
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, 4.0, 3.0, False))
 
 
 def test_region_and_stack(make_napari_viewer, qtbot):
@@ -64,9 +68,7 @@ def test_region_and_stack(make_napari_viewer, qtbot):
     labels = viewer.add_labels(stack, name="nuclei")
     widget = WeightsWidget(viewer)
     settle(widget, qtbot)
-    np.testing.assert_array_equal(
-        shown(viewer, "nuclei weights"), weight_map(stack, class_balance=False)
-    )
+    np.testing.assert_array_equal(shown(viewer, "nuclei weights"), weight_map(stack))
     region = viewer.add_labels(np.zeros_like(stack, np.uint8), name="nuclei region")
     assert widget.region.value is region  # marked later, found by its name
     settle(widget, qtbot)
@@ -75,12 +77,12 @@ def test_region_and_stack(make_napari_viewer, qtbot):
     settle(widget, qtbot)
     annotated = region.data != 0
     np.testing.assert_array_equal(
-        shown(viewer, "nuclei weights"), weight_map(stack, class_balance=False, ignore=~annotated)
+        shown(viewer, "nuclei weights"), weight_map(stack, ignore=~annotated)
     )
 
     labels.data_setitem((np.array([2]), np.array([30]), np.array([30])), 4)
     settle(widget, qtbot)
-    expected = weight_map(labels.data, class_balance=False, ignore=~annotated)
+    expected = weight_map(labels.data, ignore=~annotated)
     np.testing.assert_array_equal(shown(viewer, "nuclei weights"), expected)
 
 
@@ -137,4 +139,24 @@ def test_edits_during_a_run_are_coalesced(viewer_with_sample, qtbot, monkeypatch
     assert len(started) == 1
     settle(widget, qtbot)
     assert len(started) == 2  # one more run for all three strokes
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, class_balance=False))
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data))
+
+
+def test_the_train_dock_and_this_one_share_the_weight_settings(viewer_with_sample, qtbot):
+    viewer = viewer_with_sample
+    widget = plugin_widget(viewer)
+    _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
+    settle(widget, qtbot)
+    train.w0.value, train.sigma.value = 6.0, 2.5
+    train.class_balance.value = False
+    assert (widget.w0.value, widget.sigma.value, widget.class_balance.value) == (6.0, 2.5, False)
+    settle(widget, qtbot)
+    labels = viewer.layers["cells labels"].data
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels, 6.0, 2.5, class_balance=False))
+
+    widget.w0.value = 3.0  # and back the other way
+    assert train.w0.value == 3.0
+    viewer.window.remove_dock_widget(widget.native)
+    train.w0.value = 8.0  # a closed dock no longer follows
+    assert widget.w0.value == 3.0
+    settle(widget, qtbot)

@@ -1,4 +1,5 @@
-"""Small pieces the dock widgets share: device choices and knowing when a dock closes."""
+"""Small pieces the dock widgets share: device choices, knowing when a dock closes,
+debounced edits and the weight-map controls kept equal across docks."""
 
 from __future__ import annotations
 
@@ -78,3 +79,29 @@ class EditWatcher(QTimer):
 
     def schedule(self, *_) -> None:
         self.start()
+
+
+class WeightControls:
+    """Keeps a dock's w0, sigma and class-balance controls equal to ``session.weights``,
+    both ways. Signals hold bound methods weakly, so the dock that keeps this object
+    is never kept alive by the Session; :meth:`unlink` when the dock closes."""
+
+    def __init__(self, session, w0, sigma, class_balance):
+        self._session = session
+        self._controls = {"w0": w0, "sigma": sigma, "class_balance": class_balance}
+        self.pull()
+        for control in self._controls.values():
+            control.changed.connect(self.push)
+        session.weights_changed.connect(self.pull)
+
+    def pull(self) -> None:
+        # Setting a control to its own value emits nothing, so this settles at once.
+        for name, control in self._controls.items():
+            control.value = getattr(self._session.weights, name)
+
+    def push(self, *_) -> None:
+        values = {name: control.value for name, control in self._controls.items()}
+        self._session.set_weights(**values)
+
+    def unlink(self) -> None:
+        self._session.weights_changed.disconnect(self.pull)

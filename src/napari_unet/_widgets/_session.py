@@ -1,4 +1,5 @@
-"""What the dock widgets of one viewer share: the training set and the model in memory.
+"""What the dock widgets of one viewer share: the training set, the model in memory
+and the weight-map settings.
 
 Each widget is created separately by napari; they meet here. The training set
 holds layers, not arrays, so labels corrected after a prediction are what the
@@ -9,7 +10,7 @@ thread before a worker starts.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from weakref import WeakKeyDictionary
 
 import napari
@@ -17,6 +18,7 @@ import numpy as np
 from psygnal import Signal
 
 from ..core.model import UNet
+from ..core.train import TrainConfig
 
 
 @dataclass(eq=False)
@@ -37,15 +39,28 @@ class Annotation:
         return [layer for layer in (self.image, self.labels, self.region) if layer is not None]
 
 
+@dataclass(frozen=True)
+class WeightSettings:
+    """The parameters of Eq. 2 as the loss uses them."""
+
+    w0: float = TrainConfig.w0
+    sigma: float = TrainConfig.sigma
+    class_balance: bool = TrainConfig.class_balance
+
+
 class Session:
-    """Training set and current model of one viewer; ``changed`` fires on any edit."""
+    """Training set, current model and weight settings of one viewer; ``changed`` fires
+    on any edit of the first two, ``weights_changed`` on the third."""
 
     changed = Signal()
+    weights_changed = Signal()
 
     def __init__(self, viewer: napari.viewer.Viewer):
         self.annotations: list[Annotation] = []
         self.model: UNet | None = None
         self.model_path = None
+        # One set for the viewer, so the Weight map dock previews what Train uses.
+        self.weights = WeightSettings()
         viewer.layers.events.removed.connect(self._forget_removed)
 
     def add(self, image, labels, region=None) -> Annotation:
@@ -69,6 +84,12 @@ class Session:
         self.model = copy.deepcopy(model).cpu().eval()
         self.model_path = path
         self.changed.emit()
+
+    def set_weights(self, **changes) -> None:
+        weights = replace(self.weights, **changes)
+        if weights != self.weights:
+            self.weights = weights
+            self.weights_changed.emit()
 
     def _forget_removed(self, event) -> None:
         kept = [a for a in self.annotations if event.value not in a.layers()]

@@ -15,8 +15,6 @@ import copy
 import shutil
 import threading
 import time
-from collections.abc import Generator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import napari
@@ -39,7 +37,6 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 
 from ..core.checkpoint import load
-from ..core.data import make_pairs, split_validation
 from ..core.device import default_device
 from ..core.model import UNet
 from ..core.train import (
@@ -50,13 +47,13 @@ from ..core.train import (
     Progress,
     Saved,
     TrainConfig,
-    Trainer,
     Validation,
     warm_up,
 )
-from ._common import device_choices, on_removed
+from ._common import WeightControls, device_choices, on_removed
 from ._plot import TrainingPlot
 from ._session import session
+from ._train_job import TrainJob
 
 
 def _row(*widgets, labels: bool = True) -> Container:
@@ -69,58 +66,6 @@ def _row(*widgets, labels: bool = True) -> Container:
 def models_dir() -> Path:
     """Where runs keep their checkpoints until the user saves one elsewhere."""
     return Path(platformdirs.user_data_dir("napari-unet")) / "models"
-
-
-@dataclass
-class TrainJob:
-    """Everything a run needs, as arrays; controls that work before the Trainer exists."""
-
-    images: list[np.ndarray]
-    labels: list[np.ndarray]
-    regions: list[np.ndarray | None]
-    model: UNet
-    config: TrainConfig
-    fine_tune: bool
-    preview: np.ndarray | None = None
-    trainer: Trainer | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _events: Generator | None = None
-
-    def run(self):
-        """Worker body: yields the Trainer's events; a bad training set returns a message."""
-        try:
-            pairs = make_pairs(
-                self.images, self.labels, self.regions, in_channels=self.model.in_channels
-            )
-            pairs, validation = split_validation(pairs)
-            trainer = Trainer(
-                self.model,
-                pairs,
-                self.config,
-                normalize=not self.fine_tune,
-                validation=validation,
-                preview=self.preview,
-            )
-        except ValueError as err:
-            return str(err)
-        self.trainer = trainer
-        if self._stop.is_set():
-            trainer.stop()
-        self._events = trainer.run()
-        yield from self._events
-        return ""
-
-    def abandon(self) -> None:
-        """For a cancelled worker, which never resumes its generator (napari cancels
-        the workers of a closing viewer): close the run, which saves its checkpoint.
-        Runs in the worker's thread, so never during a step."""
-        if self._events is not None:
-            self._events.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self.trainer is not None:
-            self.trainer.stop()
 
 
 class TrainWidget(Container):
@@ -144,13 +89,19 @@ class TrainWidget(Container):
         self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
         self.net_depth = SpinBox(label="Depth", value=4, min=1, max=6)
         self.net_width = SpinBox(label="Width", value=16, min=2, max=128)
+        self.padding = ComboBox(
+            label="Padding",
+            choices=["valid", "same"],
+            tooltip="valid: the paper's; same: faster on the CPU; both predict exactly",
+        )
         self.minutes = FloatSpinBox(label="Minutes", value=2.0, min=0.1, max=10000, step=0.5)
-        self.tile = SpinBox(label="Tile (output px)", value=196, min=4, max=4096, step=4)
+        self.tile = SpinBox(label="Tile (output px)", value=256, min=4, max=4096, step=4)
         self.batch = SpinBox(label="Batch", value=4, min=1, max=64)
         self.lr = FloatSpinBox(label="Learning rate", value=1e-3, min=1e-6, max=1, step=1e-4)
-        self.w0 = FloatSpinBox(label="w0", value=10.0, min=0, max=100)
-        self.sigma = FloatSpinBox(label="sigma", value=5.0, min=0.5, max=50)
-        self.class_balance = CheckBox(text="Class balance", value=TrainConfig.class_balance)
+        self.w0 = FloatSpinBox(label="w0", min=0, max=100)
+        self.sigma = FloatSpinBox(label="sigma", min=0.5, max=50)
+        self.class_balance = CheckBox(text="Class balance")
+        self._weights = WeightControls(self._session, self.w0, self.sigma, self.class_balance)
         self.train_button = PushButton(text="Train")
         self.pause_button = PushButton(text="Pause", enabled=False)
         self.stop_button = PushButton(text="Stop", enabled=False)
@@ -173,7 +124,7 @@ class TrainWidget(Container):
                 _row(self.minutes, self.tile),
                 _row(self.batch, self.lr),
                 _row(self.w0, self.sigma),
-                self.class_balance,
+                _row(self.padding, self.class_balance),
                 _row(self.train_button, self.pause_button, self.stop_button, labels=False),
                 self.progress,
                 self.status,
@@ -205,10 +156,12 @@ class TrainWidget(Container):
         self._show_session()
 
     def _device_defaults(self) -> None:
-        """The paper's network on a GPU, a small one on the CPU."""
+        """The paper's network on a GPU; on the CPU a small same-padded one, which learns
+        more per minute there (benchmarks/README.md, ISBI)."""
         on_gpu = default_device(self.device.value).type != "cpu"
         self.net_width.value = 64 if on_gpu else 16
-        self.tile.value = 388 if on_gpu else 196
+        self.padding.value = "valid" if on_gpu else "same"
+        self.tile.value = 388 if on_gpu else 256
         self.batch.value = 1 if on_gpu else 4
 
     def _show_session(self) -> None:
@@ -253,7 +206,12 @@ class TrainWidget(Container):
             model = copy.deepcopy(self._session.model)
         else:
             # Batch norm trains faster here and keeps tiling exact (benchmarks/README.md).
-            model = UNet(depth=self.net_depth.value, width=self.net_width.value, norm="batch")
+            model = UNet(
+                depth=self.net_depth.value,
+                width=self.net_width.value,
+                padding=self.padding.value,
+                norm="batch",
+            )
         models_dir().mkdir(parents=True, exist_ok=True)
         out = models_dir() / f"{annotations[0].image.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         config = TrainConfig(
@@ -320,6 +278,7 @@ class TrainWidget(Container):
     def _closed(self) -> None:
         """The dock closed or its viewer did: stop, and keep the controls, which may be
         deleted already, out of the rest of the run; the model still reaches the Session."""
+        self._weights.unlink()
         if self._worker is not None:
             for signal, slot in self._slots():
                 with contextlib.suppress(TypeError, RuntimeError):  # already disconnected

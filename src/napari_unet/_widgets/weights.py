@@ -12,7 +12,7 @@ on the GUI thread; edits made meanwhile are picked up when it finishes.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import astuple
 
 import napari
 import numpy as np
@@ -20,23 +20,13 @@ from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, create_wi
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
-from ..core.train import TrainConfig
 from ..core.weights import WeightMap
-from ._common import EditWatcher, on_removed
-from ._session import session
+from ._common import EditWatcher, WeightControls, on_removed
+from ._session import WeightSettings, session
 
 # The label value that marks unannotated pixels for WeightMap: ids this large are
 # never painted, and int64 holds every id a Labels layer can.
 IGNORE = np.iinfo(np.int64).max
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The parameters of Eq. 2 as the loss uses them."""
-
-    w0: float
-    sigma: float
-    class_balance: bool
 
 
 def with_region(labels: np.ndarray, annotated: np.ndarray | None) -> np.ndarray:
@@ -107,7 +97,8 @@ class WeightsWidget(Container):
         )
         self.w0 = FloatSpinBox(label="w0", value=10.0, min=0.0, max=100.0, step=1.0)
         self.sigma = FloatSpinBox(label="sigma (px)", value=5.0, min=0.5, max=50.0, step=0.5)
-        self.class_balance = CheckBox(text="Class balance", value=TrainConfig.class_balance)
+        self.class_balance = CheckBox(text="Class balance")
+        self._weights = WeightControls(session(viewer), self.w0, self.sigma, self.class_balance)
         self.status = Label(label="", value="")
         self.status.native.setWordWrap(True)
         self.extend([self.labels_layer, self.region, self.w0, self.sigma, self.class_balance])
@@ -135,6 +126,7 @@ class WeightsWidget(Container):
         self._timer.stop()
         self._pending = False
         self._timer.unwatch()
+        self._weights.unlink()
         self._viewer.layers.events.inserted.disconnect(self._on_inserted)
         self._viewer.layers.events.removed.disconnect(self.reset_choices)
         if self._worker is not None:
@@ -197,7 +189,7 @@ class WeightsWidget(Container):
         if labels.shape != self._shape:
             self._maps = [None] * (1 if labels.ndim == 2 else labels.shape[0])
             self._shape = labels.shape
-        settings = Settings(self.w0.value, self.sigma.value, self.class_balance.value)
+        settings = WeightSettings(self.w0.value, self.sigma.value, self.class_balance.value)
         self._settings = settings
         self._show_output(labels.shape, settings)
         self._worker = create_worker(weights_job, self._maps, labels, annotated, settings)
@@ -208,7 +200,7 @@ class WeightsWidget(Container):
         self.status.value = "computing" if first else "updating"
         self._worker.start()
 
-    def _show_output(self, shape, settings: Settings):
+    def _show_output(self, shape, settings: WeightSettings):
         """Find the weights layer, or create it (again, if the user deleted it)."""
         labels = self.labels_layer.value
         name = f"{labels.name} weights"
@@ -245,12 +237,17 @@ class WeightsWidget(Container):
         if message:
             self._report(message, message)
             return
-        # w0 plus the heavier class weight (1) is the largest weight a pixel can get.
-        self._output.contrast_limits = (0.0, self._settings.w0 + 1.0)
+        self._output.contrast_limits = (0.0, self._largest_weight())
         self._last_error = ""
         self.status.value = (
             f"'{self._output.name}': w0 {self._settings.w0:g}, sigma {self._settings.sigma:g}"
         )
+
+    def _largest_weight(self) -> float:
+        """The most a pixel can weigh: w0 on the background's class weight, or the
+        cells' class weight (which the balance can raise above that)."""
+        w0 = self._settings.w0
+        return max(max(m.classes[0] + w0, m.classes[1]) for m in self._maps if m is not None)
 
     def _on_finished(self):
         self._worker = None

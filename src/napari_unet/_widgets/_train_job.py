@@ -1,0 +1,69 @@
+"""The worker side of a training run: arrays in, the core Trainer's events out.
+
+Kept apart from the dock so that what runs in the worker thread touches no
+layer and no control.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.data import make_pairs, split_validation
+from ..core.model import UNet
+from ..core.train import TrainConfig, Trainer
+
+
+@dataclass
+class TrainJob:
+    """Everything a run needs, as arrays; controls that work before the Trainer exists."""
+
+    images: list[np.ndarray]
+    labels: list[np.ndarray]
+    regions: list[np.ndarray | None]
+    model: UNet
+    config: TrainConfig
+    fine_tune: bool
+    preview: np.ndarray | None = None
+    trainer: Trainer | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _events: Generator | None = None
+
+    def run(self):
+        """Worker body: yields the Trainer's events; a bad training set returns a message."""
+        try:
+            pairs = make_pairs(
+                self.images, self.labels, self.regions, in_channels=self.model.in_channels
+            )
+            pairs, validation = split_validation(pairs)
+            trainer = Trainer(
+                self.model,
+                pairs,
+                self.config,
+                normalize=not self.fine_tune,
+                validation=validation,
+                preview=self.preview,
+            )
+        except ValueError as err:
+            return str(err)
+        self.trainer = trainer
+        if self._stop.is_set():
+            trainer.stop()
+        self._events = trainer.run()
+        yield from self._events
+        return ""
+
+    def abandon(self) -> None:
+        """For a cancelled worker, which never resumes its generator (napari cancels
+        the workers of a closing viewer): close the run, which saves its checkpoint.
+        Runs in the worker's thread, so never during a step."""
+        if self._events is not None:
+            self._events.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.trainer is not None:
+            self.trainer.stop()
