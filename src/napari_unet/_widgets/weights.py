@@ -95,8 +95,8 @@ class WeightsWidget(Container):
             label="Annotated region",
             options={"nullable": True, "tooltip": "Painted = annotated; none = everywhere"},
         )
-        self.w0 = FloatSpinBox(label="w0", value=10.0, min=0.0, max=100.0, step=1.0)
-        self.sigma = FloatSpinBox(label="sigma (px)", value=5.0, min=0.5, max=50.0, step=0.5)
+        self.w0 = FloatSpinBox(label="w0", min=0.0, max=100.0, step=1.0)
+        self.sigma = FloatSpinBox(label="sigma (px)", min=0.5, max=50.0, step=0.5)
         self.class_balance = CheckBox(text="Class balance")
         self._weights = WeightControls(session(viewer), self.w0, self.sigma, self.class_balance)
         self.status = Label(label="", value="")
