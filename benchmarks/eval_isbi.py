@@ -26,7 +26,7 @@ from napari_unet.core.augment import AugmentSettings
 from napari_unet.core.data import make_pairs
 from napari_unet.core.metrics import THRESHOLD_SWEEP, best_threshold, score_stack
 from napari_unet.core.model import UNet
-from napari_unet.core.predict import predict_tiled
+from napari_unet.core.predict import predict_tiled, symmetry_mean
 from napari_unet.core.train import TrainConfig, Trainer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012-em"
@@ -109,19 +109,15 @@ def anchor(images, labels, minutes: float, seed: int, **_):
         steps += 1
     net.eval()
 
+    def probabilities(x):
+        return torch.softmax(net(x), 1)
+
     @torch.inference_mode()
     def predict(image, tta):
         x = torch.from_numpy((image - mean) / std)[None, None]
-        if not tta:
-            return torch.softmax(net(x), 1)[0, 1].numpy()
-        # The 8 symmetries of the square, as predict_tiled(tta=True) averages them.
-        total = 0
-        for flip in (False, True):
-            xf = x.flip(-1) if flip else x
-            for k in range(4):
-                p = torch.rot90(torch.softmax(net(torch.rot90(xf, k, (-2, -1))), 1), -k, (-2, -1))
-                total = total + (p.flip(-1) if flip else p)
-        return (total / 8)[0, 1].numpy()
+        # The same test-time augmentation as predict_tiled(tta=True).
+        p = symmetry_mean(probabilities, x) if tta else probabilities(x)
+        return p[0, 1].numpy()
 
     return predict, steps
 

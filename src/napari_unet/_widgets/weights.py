@@ -189,7 +189,7 @@ class WeightsWidget(Container):
         if labels.shape != self._shape:
             self._maps = [None] * (1 if labels.ndim == 2 else labels.shape[0])
             self._shape = labels.shape
-        settings = WeightSettings(self.w0.value, self.sigma.value, self.class_balance.value)
+        settings = session(self._viewer).weights  # what the controls show
         self._settings = settings
         self._show_output(labels.shape, settings)
         self._worker = create_worker(weights_job, self._maps, labels, annotated, settings)

@@ -145,18 +145,29 @@ class TileRunner:
     def __call__(self, tile: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(tile, dtype=np.float32))[None].to(self.device)
         x = x.contiguous(memory_format=torch.channels_last)
-        if not self.tta:
-            return torch.softmax(self.network(x), 1)[0].cpu().numpy()
-        # The 8 symmetries of the square; every valid tile has the same size modulo
-        # the pooling grid, so the result does not depend on the tile size.
-        total = 0
-        for flip in (False, True):
-            xf = x.flip(-1) if flip else x
-            for k in range(4):
-                p = torch.softmax(self.network(torch.rot90(xf, k, (-2, -1))), 1)
-                p = torch.rot90(p, -k, (-2, -1))
-                total = total + (p.flip(-1) if flip else p)
-        return (total / 8)[0].cpu().numpy()
+
+        def probabilities(t: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.network(t), 1)
+
+        # Every valid tile has the same size modulo the pooling grid, so the mean over
+        # the symmetries does not depend on the tile size.
+        p = symmetry_mean(probabilities, x) if self.tta else probabilities(x)
+        return p[0].cpu().numpy()
+
+
+def symmetry_mean(
+    probabilities: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    """Test-time augmentation: the mean of ``probabilities`` over the 8 symmetries of
+    the square (flips and 90-degree rotations of ``x``'s last two axes), each
+    turned back before averaging."""
+    total = 0
+    for flip in (False, True):
+        xf = x.flip(-1) if flip else x
+        for k in range(4):
+            p = torch.rot90(probabilities(torch.rot90(xf, k, (-2, -1))), -k, (-2, -1))
+            total = total + (p.flip(-1) if flip else p)
+    return total / 8
 
 
 def predict_region(

@@ -178,10 +178,17 @@ def class_weights(
     annotated : bool ndarray, optional
         The pixels that count; all by default.
     """
-    terms = np.where(foreground, _FOREGROUND, border.astype(np.float32))
-    if annotated is not None:
-        terms[~annotated] = _UNANNOTATED
-    return _classes_of(terms)
+    unannotated = None if annotated is None else ~annotated
+    return _classes_of(_coded_terms(foreground, border.astype(np.float32), unannotated))
+
+
+def _coded_terms(foreground, border, unannotated=None) -> np.ndarray:
+    """What a map is composed from: ``border`` on background pixels, ``_FOREGROUND``
+    on cell pixels and ``_UNANNOTATED`` where ``unannotated`` (a mask) is set."""
+    terms = np.where(foreground, _FOREGROUND, border)
+    if unannotated is not None:
+        terms[unannotated] = _UNANNOTATED
+    return terms
 
 
 def _classes_of(terms: np.ndarray) -> tuple[float, float]:
@@ -249,9 +256,7 @@ def weight_map(
 
 def _weight_map_2d(labels, ignored, w0, sigma, class_balance) -> np.ndarray:
     gapped = _separation_2d(labels)[0]
-    terms = np.where(gapped > 0, _FOREGROUND, _border_2d(gapped, w0, sigma))
-    if ignored is not None:
-        terms[ignored] = _UNANNOTATED
+    terms = _coded_terms(gapped > 0, _border_2d(gapped, w0, sigma), ignored)
     wb, wf = _classes_of(terms) if class_balance else (1.0, 1.0)
     out = np.empty(terms.shape, np.float32)
     kernels.compose(terms, np.float32(wb), np.float32(wf), out)
@@ -325,10 +330,8 @@ class WeightMap:
         return _balance(self.counts, self.border_rows) if self.class_balance else (1.0, 1.0)
 
     def _terms(self, gapped, border, labels) -> np.ndarray:
-        terms = np.where(gapped > 0, _FOREGROUND, border)
-        if self.ignore is not None:
-            terms[labels == self.ignore] = _UNANNOTATED
-        return terms
+        unannotated = None if self.ignore is None else labels == self.ignore
+        return _coded_terms(gapped > 0, border, unannotated)
 
     def _compose(self, terms: np.ndarray, out: np.ndarray) -> None:
         # float32 sums, as weight_map's, so that both agree bit for bit
