@@ -22,6 +22,13 @@ def test_missing_cuda_is_a_clear_error():
         devices.default_device("cuda")
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_only_where_the_cpu_computes_it(native, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    assert devices.computes_bfloat16(torch.device("cpu")) is native
+    assert not devices.computes_bfloat16(torch.device("meta"))
+
+
 def test_memory_report():
     free, total = devices.free_memory(torch.device("cpu"))
     assert 0 < free <= total

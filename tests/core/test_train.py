@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_unet.core import checkpoint
-from napari_unet.core.data import make_pairs, split_validation
+from napari_unet.core.data import TileSampler, make_pairs, split_validation
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import touching_cells
 from napari_unet.core.train import (
@@ -109,6 +109,28 @@ def test_stacks_give_one_pair_per_slice(sample):
 def test_bad_input_before_training(images, labels, match):
     with pytest.raises(ValueError, match=match):
         make_pairs(images, labels)
+
+
+@pytest.mark.parametrize(("in_size", "out_size"), [(40, 40), (64, 40)])
+def test_output_windows_lie_inside_images_that_hold_them(in_size, out_size):
+    labels = np.ones((60, 80), int)
+    annotated = np.zeros(labels.shape, bool)
+    annotated[0, 0] = annotated[-1, -1] = annotated[0, -1] = True  # corners only
+    image = np.arange(labels.size, dtype=float).reshape(labels.shape)
+    sampler = TileSampler(
+        make_pairs([image], [labels], [annotated]),
+        in_size,
+        out_size,
+        torch.Generator().manual_seed(0),
+    )
+    images, _, weights = sampler.sample(12)
+    margin = (in_size - out_size) // 2
+    inner = slice(margin, margin + out_size)
+    for tile, weight in zip(images[:, 0, inner, inner], weights[:, inner, inner], strict=True):
+        y, x = np.unravel_index(int(tile[0, 0]), labels.shape)
+        assert np.array_equal(tile, image[y : y + out_size, x : x + out_size])
+        assert (y, x) in [(0, 0), (0, 40), (20, 40)]
+        assert np.count_nonzero(weight) == 1  # the one annotated corner in the window
 
 
 def test_tile_larger_than_every_image():

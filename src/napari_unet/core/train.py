@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from . import checkpoint
 from .augment import AugmentSettings, augment
 from .data import Pair, TileSampler, normalization, target_and_weights
-from .device import default_device, is_out_of_memory
+from .device import computes_bfloat16, default_device, is_out_of_memory
 from .metrics import score_segmentation
 from .model import UNet
 from .predict import check_input, predict_tiled
@@ -41,9 +41,10 @@ class TrainConfig:
 
     ``steps`` and ``minutes`` are budgets: training ends at whichever comes first.
     ``tile`` is in output pixels per side. ``schedule`` "cosine" lowers the learning
-    rate to 0 over the budget. ``amp``: bfloat16 mixed precision on CUDA devices that
-    support it (ignored elsewhere). ``validate_every``, ``preview_every`` and
-    ``checkpoint_every`` are in steps, 0 for never; validation also runs at the end
+    rate to 0 over the budget. ``amp``: bfloat16 mixed precision where the device
+    computes it natively (``device.computes_bfloat16``; ignored elsewhere).
+    ``validate_every``, ``preview_every`` and ``checkpoint_every`` are in steps, 0 for
+    never; validation also runs at the end
     when there is a validation set, and a checkpoint is always written at the end
     when ``out`` is set.
     """
@@ -195,15 +196,22 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.sampler = TileSampler(
-            pairs, self.in_size, self.generator, cfg.w0, cfg.sigma, cfg.class_balance
+            pairs,
+            self.in_size,
+            self.out_size,
+            self.generator,
+            cfg.w0,
+            cfg.sigma,
+            cfg.class_balance,
         )
         self._targets = [
             target_and_weights(p, cfg.w0, cfg.sigma, cfg.class_balance) for p in self.validation
         ]
         if normalize:
             model.set_input_normalization(*normalization(pairs))
-        self.model.to(self.device)
-        self._amp = cfg.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        # Channels-last convolutions are 1.2-2.5x faster on the CPU (more with bfloat16).
+        self.model.to(self.device, memory_format=torch.channels_last)
+        self._amp = cfg.amp and computes_bfloat16(self.device)
         params = self.model.parameters()
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
@@ -253,6 +261,7 @@ class Trainer:
         crop = (self.in_size - self.out_size) // 2
         inner = slice(crop, crop + self.out_size)
         target, weights = target[:, inner, inner], weights[:, inner, inner]
+        image = image.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self._amp):
             logits = self.model(image)
         per_pixel = F.cross_entropy(logits.float(), target, reduction="none")
@@ -343,7 +352,7 @@ class Trainer:
                 f"out of memory even at batch 1 and a {self.out_size}-pixel tile on {self.device}"
             )
         self._set_tile(smaller)
-        self.sampler.in_size = self.in_size
+        self.sampler.in_size, self.sampler.out_size = self.in_size, self.out_size
         self.config = dataclasses.replace(cfg, tile=self.out_size)
         return f"out of memory: tile halved to {self.out_size} output pixels"
 
