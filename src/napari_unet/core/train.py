@@ -44,9 +44,8 @@ class TrainConfig:
     rate to 0 over the budget. ``amp``: bfloat16 mixed precision where the device
     computes it natively (``device.computes_bfloat16``; ignored elsewhere).
     ``validate_every``, ``preview_every`` and ``checkpoint_every`` are in steps, 0 for
-    never; validation also runs at the end
-    when there is a validation set, and a checkpoint is always written at the end
-    when ``out`` is set.
+    never; validation also runs at the end when there is a validation set, and a
+    checkpoint is always written at the end when ``out`` is set.
     """
 
     steps: int = 1000
@@ -209,7 +208,7 @@ class Trainer:
         ]
         if normalize:
             model.set_input_normalization(*normalization(pairs))
-        # Channels-last convolutions are 1.2-2.5x faster on the CPU (more with bfloat16).
+        # Channels-last steps: 1.15x faster on the CPU in float32, 1.8x in bfloat16.
         self.model.to(self.device, memory_format=torch.channels_last)
         self._amp = cfg.amp and computes_bfloat16(self.device)
         params = self.model.parameters()
