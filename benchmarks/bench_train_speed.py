@@ -77,7 +77,8 @@ def main() -> None:
             device, model_args, args.tile, args.batch, amp, args.steps, args.warm_up
         )
         label = "bfloat16 autocast" if amp else "float32"
-        print(f"{label}: {rate:.2f} steps/s, peak memory {peak:.2f} GiB")
+        memory = f", peak memory {peak:.2f} GiB" if device.type == "cuda" else ""
+        print(f"{label}: {rate:.2f} steps/s{memory}")
 
 
 if __name__ == "__main__":
