@@ -1,6 +1,8 @@
 """The whole loop a biologist runs, through the manifest's docks: paint part of an
 image, preview the weights, train, predict into Labels, correct, fine-tune."""
 
+from dataclasses import astuple
+
 import numpy as np
 import pytest
 
@@ -54,7 +56,8 @@ def test_paint_preview_train_predict_correct_fine_tune(viewer, qtbot):
     weights.labels_layer.value = labels
     qtbot.waitUntil(lambda: "cells labels weights" in viewer.layers, timeout=60_000)
     qtbot.waitUntil(lambda: not weights.busy, timeout=60_000)
-    expected = weight_map(labels.data, 10.0, 5.0, ignore=region.data == 0)
+    settings = astuple(session(viewer).weights)  # the Trainer's defaults
+    expected = weight_map(labels.data, *settings, ignore=region.data == 0)
     np.testing.assert_array_equal(viewer.layers["cells labels weights"].data, expected)
 
     annotate.add_to_training_set()

@@ -1,8 +1,11 @@
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
 from napari_unet._widgets import weights
 from napari_unet._widgets.weights import WeightsWidget
+from napari_unet._widgets._session import WeightSettings
 from napari_unet.core.weights import WeightMap, weight_map
 
 
@@ -13,6 +16,11 @@ def plugin_widget(viewer) -> WeightsWidget:
 
 def settle(widget, qtbot):
     qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
+
+
+def defaults(labels, **settings):
+    """The map with the docks' default settings (the Trainer's)."""
+    return weight_map(labels, **{**asdict(WeightSettings()), **settings})
 
 
 def shown(viewer, name="cells labels weights"):
@@ -35,29 +43,28 @@ def test_weights_follow_painting_and_controls(viewer_with_sample, qtbot, monkeyp
     assert isinstance(widget, WeightsWidget) and widget.labels_layer.value is labels
     settle(widget, qtbot)
     layer = viewer.layers["cells labels weights"]
-    np.testing.assert_array_equal(layer.data, weight_map(labels.data))
-    wb, wf = WeightMap(labels.data).classes  # the balance raises the cells here
-    assert wb == 1.0 < wf
+    np.testing.assert_array_equal(layer.data, defaults(labels.data))
     assert layer.colormap.name == "inferno"
-    assert layer.contrast_limits == pytest.approx([0.0, max(10.0 + wb, wf)])
+    assert layer.contrast_limits == pytest.approx([0.0, WeightSettings().w0 + 1.0])
     assert viewer.layers.selection.active is labels  # still the layer being painted
 
     labels.brush_size = 9
     labels.paint((128, 40), 99)  # a new cell touching others: a new ridge
     settle(widget, qtbot)
     assert updates == [(slice(124, 133), slice(36, 45))]  # only the stroke's box
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data))
+    np.testing.assert_array_equal(shown(viewer), defaults(labels.data))
 
-    widget.w0.value, widget.sigma.value = 4.0, 3.0
-    widget.class_balance.value = False
+    widget.w0.value, widget.sigma.value = 10.0, 3.0
+    widget.class_balance.value = True
     settle(widget, qtbot)
-    expected = weight_map(labels.data, 4.0, 3.0, class_balance=False)
-    np.testing.assert_array_equal(shown(viewer), expected)
-    assert layer.contrast_limits == [0.0, 5.0]
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, 10.0, 3.0, True))
+    wb, wf = WeightMap(labels.data, 10.0, 3.0).classes  # the balance raises the cells here
+    assert wb == 1.0 < wf
+    assert layer.contrast_limits == pytest.approx([0.0, max(10.0 + wb, wf)])
 
     labels.undo()  # emits no paint event, still followed
     settle(widget, qtbot)
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, 4.0, 3.0, False))
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, 10.0, 3.0, True))
 
 
 def test_region_and_stack(make_napari_viewer, qtbot):
@@ -68,7 +75,7 @@ def test_region_and_stack(make_napari_viewer, qtbot):
     labels = viewer.add_labels(stack, name="nuclei")
     widget = WeightsWidget(viewer)
     settle(widget, qtbot)
-    np.testing.assert_array_equal(shown(viewer, "nuclei weights"), weight_map(stack))
+    np.testing.assert_array_equal(shown(viewer, "nuclei weights"), defaults(stack))
     region = viewer.add_labels(np.zeros_like(stack, np.uint8), name="nuclei region")
     assert widget.region.value is region  # marked later, found by its name
     settle(widget, qtbot)
@@ -77,12 +84,12 @@ def test_region_and_stack(make_napari_viewer, qtbot):
     settle(widget, qtbot)
     annotated = region.data != 0
     np.testing.assert_array_equal(
-        shown(viewer, "nuclei weights"), weight_map(stack, ignore=~annotated)
+        shown(viewer, "nuclei weights"), defaults(stack, ignore=~annotated)
     )
 
     labels.data_setitem((np.array([2]), np.array([30]), np.array([30])), 4)
     settle(widget, qtbot)
-    expected = weight_map(labels.data, ignore=~annotated)
+    expected = defaults(labels.data, ignore=~annotated)
     np.testing.assert_array_equal(shown(viewer, "nuclei weights"), expected)
 
 
@@ -139,7 +146,7 @@ def test_edits_during_a_run_are_coalesced(viewer_with_sample, qtbot, monkeypatch
     assert len(started) == 1
     settle(widget, qtbot)
     assert len(started) == 2  # one more run for all three strokes
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data))
+    np.testing.assert_array_equal(shown(viewer), defaults(labels.data))
 
 
 def test_the_train_dock_and_this_one_share_the_weight_settings(viewer_with_sample, qtbot):
@@ -148,11 +155,12 @@ def test_the_train_dock_and_this_one_share_the_weight_settings(viewer_with_sampl
     _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
     settle(widget, qtbot)
     train.w0.value, train.sigma.value = 6.0, 2.5
-    train.class_balance.value = False
-    assert (widget.w0.value, widget.sigma.value, widget.class_balance.value) == (6.0, 2.5, False)
+    train.class_balance.value = not train.class_balance.value
+    balance = train.class_balance.value
+    assert (widget.w0.value, widget.sigma.value, widget.class_balance.value) == (6.0, 2.5, balance)
     settle(widget, qtbot)
     labels = viewer.layers["cells labels"].data
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels, 6.0, 2.5, class_balance=False))
+    np.testing.assert_array_equal(shown(viewer), weight_map(labels, 6.0, 2.5, balance))
 
     widget.w0.value = 3.0  # and back the other way
     assert train.w0.value == 3.0
