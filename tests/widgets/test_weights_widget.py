@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from napari_unet._widgets import weights
-from napari_unet._widgets.weights import WeightsWidget
 from napari_unet._widgets._session import WeightSettings
+from napari_unet._widgets.weights import WeightsWidget
 from napari_unet.core.weights import WeightMap, weight_map
 
 

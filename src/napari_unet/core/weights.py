@@ -164,12 +164,13 @@ def class_weights(
 
     Both classes carry the same total weight over the annotated pixels *in the
     final map*, border term included: the class that would weigh less in total
-    is raised, the other weighs 1. The raised weight is rounded to a step of
-    1/64 octave (totals equal within 0.6 %), so that a brush stroke seldom moves
-    it and a live map (:class:`WeightMap`) is recomposed only around the stroke. Balancing the class counts alone would ignore
+    is raised, the other weighs 1. Balancing the class counts alone would ignore
     that the border term already weighs the background up (by ~7 per membrane
-    pixel on ISBI 2012), and push the network further towards background: thicker
-    predicted gaps, eroded cells (benchmarks/README.md, ISBI).
+    pixel on ISBI 2012 with w0 10), and push the network further towards
+    background: thicker predicted gaps, eroded cells (benchmarks/README.md, ISBI).
+    The raised weight is rounded to a step of 1/64 octave (totals equal within
+    0.6 %), so that a brush stroke seldom moves it and a live map
+    (:class:`WeightMap`) is recomposed only around the stroke.
 
     Parameters
     ----------
