@@ -27,6 +27,10 @@ from . import _weights_kernels as kernels
 # Border-term values below this are written as 0 (the contract is 1e-5).
 TOLERANCE = 1e-6
 
+# Class-balance weights are rounded to powers of 2 ** (1 / STEPS_PER_OCTAVE) (1.1 %):
+# a brush stroke seldom moves them, so a live map is recomposed only near the stroke.
+STEPS_PER_OCTAVE = 64
+
 
 def cutoff(w0: float, sigma: float) -> float:
     """The distance d1 + d2 beyond which the border term is below ``TOLERANCE``."""
@@ -215,9 +219,6 @@ def _balance(counts: np.ndarray, border_rows: np.ndarray) -> tuple[float, float]
     if bg + border >= fg:
         return 1.0, _stepped((bg + border) / fg)
     return _stepped((fg - border) / bg), 1.0
-
-
-STEPS_PER_OCTAVE = 64
 
 
 def _stepped(weight: float) -> float:
