@@ -1,6 +1,6 @@
 """ISBI 2012 held-out benchmark: train on slices 00-24 for a CPU budget, score 25-29.
 
-    python benchmarks/eval_isbi.py [--minutes 5] [--seeds 0 1 2] [--skip-anchor]
+    python benchmarks/eval_isbi.py [--minutes 5] [--seeds 0 1 2] [--skip-anchor | --skip-ours]
 
 Ours: the command line's defaults (``napari-unet train``). The anchor, in the same
 run and budget: MONAI's BasicUNet (instance norm; Adam 1e-3, flips, 4 x 256^2
@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--skip-anchor", action="store_true")
+    parser.add_argument("--skip-ours", action="store_true", help="the anchor alone")
     parser.add_argument("--norm", choices=["none", "batch"], default="batch", help="ours only")
     parser.add_argument(
         "--set",
@@ -158,7 +159,11 @@ def main() -> None:
     if not DATA.exists():
         raise SystemExit(f"no ISBI data at {DATA}")
     train, test = load(range(25)), load(range(25, 30))
-    methods = {"ours": ours} if args.skip_anchor else {"ours": ours, "monai": anchor}
+    methods = {"ours": ours, "monai": anchor}
+    if args.skip_anchor:
+        del methods["monai"]
+    if args.skip_ours:
+        del methods["ours"]
     print(
         f"## ISBI 2012, train 00-24, test 25-29, {args.minutes:g} CPU minutes, "
         f"{torch.get_num_threads()} threads, seeds {args.seeds}, ours with {options}"

@@ -122,6 +122,9 @@ def test_output_windows_lie_inside_images_that_hold_them(in_size, out_size):
         in_size,
         out_size,
         torch.Generator().manual_seed(0),
+        w0=3.0,
+        sigma=5.0,
+        class_balance=False,
     )
     images, _, weights = sampler.sample(12)
     margin = (in_size - out_size) // 2

@@ -7,6 +7,7 @@ from napari_unet._widgets import train as train_module
 from napari_unet._widgets._session import session
 from napari_unet._widgets.train import TrainWidget
 from napari_unet.core import checkpoint
+from napari_unet.core.train import TrainConfig
 
 
 @pytest.fixture
@@ -44,6 +45,21 @@ def previewed(viewer) -> bool:
 
 def steps_seen(widget) -> int:
     return widget.plot.steps[-1] if widget.plot.steps else 0
+
+
+def test_the_dock_starts_from_the_trainers_defaults_on_the_cpu(viewer):
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
+    widget.device.value = "cpu"
+    config = TrainConfig()
+    shown = (widget.tile, widget.batch, widget.lr, widget.w0, widget.sigma)
+    assert [w.value for w in shown] == [
+        config.tile,
+        config.batch_size,
+        config.lr,
+        config.w0,
+        config.sigma,
+    ]
+    assert widget.class_balance.value == config.class_balance
 
 
 def test_train_stop_publishes_the_model_and_checkpoint(viewer, qtbot, tmp_path):

@@ -95,9 +95,13 @@ class TrainWidget(Container):
             tooltip="valid: the paper's; same: faster on the CPU; both predict exactly",
         )
         self.minutes = FloatSpinBox(label="Minutes", value=2.0, min=0.1, max=10000, step=0.5)
-        self.tile = SpinBox(label="Tile (output px)", value=256, min=4, max=4096, step=4)
-        self.batch = SpinBox(label="Batch", value=4, min=1, max=64)
-        self.lr = FloatSpinBox(label="Learning rate", value=1e-3, min=1e-6, max=1, step=1e-4)
+        self.tile = SpinBox(
+            label="Tile (output px)", value=TrainConfig.tile, min=4, max=4096, step=4
+        )
+        self.batch = SpinBox(label="Batch", value=TrainConfig.batch_size, min=1, max=64)
+        self.lr = FloatSpinBox(
+            label="Learning rate", value=TrainConfig.lr, min=1e-6, max=1, step=1e-4
+        )
         self.w0 = FloatSpinBox(label="w0", min=0, max=100)
         self.sigma = FloatSpinBox(label="sigma", min=0.5, max=50)
         self.class_balance = CheckBox(text="Class balance")
@@ -161,8 +165,8 @@ class TrainWidget(Container):
         on_gpu = default_device(self.device.value).type != "cpu"
         self.net_width.value = 64 if on_gpu else 16
         self.padding.value = "valid" if on_gpu else "same"
-        self.tile.value = 388 if on_gpu else 256
-        self.batch.value = 1 if on_gpu else 4
+        self.tile.value = 388 if on_gpu else TrainConfig.tile
+        self.batch.value = 1 if on_gpu else TrainConfig.batch_size
 
     def _show_session(self) -> None:
         names = [f"{a.image.name} / {a.labels.name}" for a in self._session.annotations]

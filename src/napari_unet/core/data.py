@@ -135,6 +135,8 @@ class TileSampler:
     the border would supervise fewer pixels (about a quarter fewer for 256-pixel
     windows on 512-pixel images). The input reaches ``(in_size - out_size) / 2``
     pixels further, mirrored at the image border like the prediction's tiles.
+    ``w0``, ``sigma`` and ``class_balance`` are the weight map's settings, given by
+    the training's ``TrainConfig`` (no defaults here, so there is one place for them).
     """
 
     def __init__(
@@ -143,9 +145,9 @@ class TileSampler:
         in_size: int,
         out_size: int,
         generator: torch.Generator,
-        w0: float = 10.0,
-        sigma: float = 5.0,
-        class_balance: bool = True,
+        w0: float,
+        sigma: float,
+        class_balance: bool,
     ):
         self.pairs, self.generator = pairs, generator
         self.in_size, self.out_size = in_size, out_size
