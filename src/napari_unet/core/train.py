@@ -57,8 +57,9 @@ class TrainConfig:
     momentum: float = 0.99  # for "sgd", the paper's
     schedule: str = "cosine"
     # Lower than the paper's w0 10 with class balance, which on ISBI 2012 pushed the
-    # network to membranes too thick at 0.5 (benchmarks/README.md, fifth session).
-    w0: float = 3.0
+    # network to membranes too thick at 0.5; w0 3 did so after 30 minutes
+    # (benchmarks/README.md, fifth and sixth sessions).
+    w0: float = 1.5
     sigma: float = 5.0
     class_balance: bool = False  # border term included: see weights.class_weights
     augment: AugmentSettings = field(default_factory=AugmentSettings)
