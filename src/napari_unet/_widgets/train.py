@@ -88,17 +88,16 @@ class TrainWidget(Container):
         )
         self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
         self.net_depth = SpinBox(label="Depth", value=4, min=1, max=6)
-        self.net_width = SpinBox(label="Width", value=16, min=2, max=128)
+        self.net_width = SpinBox(label="Width", min=2, max=128)
         self.padding = ComboBox(
             label="Padding",
             choices=["valid", "same"],
             tooltip="valid: the paper's; same: faster on the CPU; both predict exactly",
         )
         self.minutes = FloatSpinBox(label="Minutes", value=2.0, min=0.1, max=10000, step=0.5)
-        self.tile = SpinBox(
-            label="Tile (output px)", value=TrainConfig.tile, min=4, max=4096, step=4
-        )
-        self.batch = SpinBox(label="Batch", value=TrainConfig.batch_size, min=1, max=64)
+        # Width, padding, tile and batch are set by _device_defaults.
+        self.tile = SpinBox(label="Tile (output px)", min=4, max=4096, step=4)
+        self.batch = SpinBox(label="Batch", min=1, max=64)
         self.lr = FloatSpinBox(
             label="Learning rate", value=TrainConfig.lr, min=1e-6, max=1, step=1e-4
         )
