@@ -24,9 +24,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .intensity import NO_INTENSITY, adjust_intensity, work_dtype
+
 LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 MASK_DTYPES = (torch.bool, torch.uint8)
-NO_INTENSITY = {"brightness": (0.0, 0.0), "contrast": (1.0, 1.0), "gamma": (1.0, 1.0)}
 
 # Flips and rotations as integer affine maps from an output pixel (i, j) to its source
 # pixel: y = a*i + b*j + c*(H-1), x = d*i + e*j + f*(W-1). Rows are (a, b, c, d, e, f).
@@ -146,7 +147,7 @@ def augment(
         table = torch.tensor([_LATTICE_MAPS[n] for n in names], device=image.device)
         choice = (uniform[:, 0] * len(names)).long().clamp_(max=len(names) - 1)
         if deform:
-            dtype = _exact_dtype(image.device, _work_dtype(image))
+            dtype = _exact_dtype(image.device, work_dtype(image))
             coarse = coarse.to(image.device, dtype) * settings.sigma
             grid = _sampling_grid(table[choice], coarse, height, width)
             image, labels, weights, mask = _resample(image, labels, weights, mask, grid)
@@ -156,7 +157,9 @@ def augment(
             image, labels, weights, mask = (
                 _take(t, index) for t in (image, labels, weights, mask)
             )
-    image = _adjust_intensity(image, uniform[:, 1:], settings)
+    image = adjust_intensity(
+        image, uniform[:, 1:], settings.brightness, settings.contrast, settings.gamma
+    )
     return image, labels, weights, mask
 
 
@@ -238,7 +241,7 @@ def warp(
         )
     if not field.dtype.is_floating_point or field.device != image.device:
         raise ValueError(f"field must hold floats on the image's device ({image.device})")
-    work = _work_dtype(image)
+    work = work_dtype(image)
     rows = torch.arange(height, device=image.device, dtype=work).view(1, height, 1)
     cols = torch.arange(width, device=image.device, dtype=work)
     y = (rows + field[:, 0].to(work)) * (2 / (height - 1)) - 1
@@ -320,7 +323,7 @@ def _bicubic_weights(grid: int, size: int, like: torch.Tensor) -> torch.Tensor:
 def _resample(image, labels, weights, mask, grid: torch.Tensor):
     """Sample every tensor at the normalised positions ``grid`` (B, H, W, 2)."""
     batch, _, height, width = image.shape
-    grid = grid.to(_work_dtype(image))
+    grid = grid.to(work_dtype(image))
     # With align_corners=True, -1 and 1 are the centres of the edge pixels, and the
     # "reflection" padding mirrors about them: numpy's "reflect", edge pixel not repeated.
     image = _grid_sample(image, grid, "bicubic")
@@ -350,44 +353,6 @@ def _take(values: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | No
     if values.dim() == 4:
         index = index[:, None].expand(-1, values.shape[1], -1)
     return torch.gather(values.flatten(-2), -1, index).view(values.shape)
-
-
-def _adjust_intensity(
-    image: torch.Tensor, uniform: torch.Tensor, settings: AugmentSettings
-) -> torch.Tensor:
-    """Gamma, then contrast, then brightness; ``uniform`` (B, 3) holds the draws in [0, 1)."""
-    brightness, contrast, gamma = settings.brightness, settings.contrast, settings.gamma
-    if (brightness, contrast, gamma) == tuple(NO_INTENSITY.values()):
-        return image
-    work = _work_dtype(image)
-    out = image.to(work)
-    uniform = uniform.to(work).view(-1, 3, 1, 1, 1)
-    low, high = out.flatten(-2).aminmax(dim=-1)
-    low, span = low[..., None, None], (high - low)[..., None, None]
-    if gamma != (1.0, 1.0):
-        exponent = _log_uniform(gamma, uniform[:, 2])
-        # Rescaled per channel to [0, 1] so that gamma bends the intensities the same way
-        # whatever their range; a constant channel (span 0) stays as it is.
-        unit = ((out - low) / span.clamp(min=torch.finfo(work).tiny)).clamp_(0, 1)
-        out = low + span * unit.pow(exponent)
-    if contrast != (1.0, 1.0):
-        mean = out.mean(dim=(-2, -1), keepdim=True)
-        out = mean + _log_uniform(contrast, uniform[:, 1]) * (out - mean)
-    if brightness != (0.0, 0.0):
-        shift = brightness[0] + (brightness[1] - brightness[0]) * uniform[:, 0]
-        out = out + shift * span
-    return out.to(image.dtype)
-
-
-def _log_uniform(bounds: tuple[float, float], uniform: torch.Tensor) -> torch.Tensor:
-    low, high = math.log(bounds[0]), math.log(bounds[1])
-    return torch.exp(low + (high - low) * uniform)
-
-
-def _work_dtype(image: torch.Tensor) -> torch.dtype:
-    # Positions up to thousands of pixels need float32 at least: half precision would
-    # put samples up to a pixel off.
-    return torch.float64 if image.dtype == torch.float64 else torch.float32
 
 
 def _exact_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
