@@ -47,6 +47,15 @@ def steps_seen(widget) -> int:
     return widget.plot.steps[-1] if widget.plot.steps else 0
 
 
+def train_until(widget, qtbot, steps: int, timeout: int = 60_000) -> None:
+    qtbot.waitUntil(lambda: steps_seen(widget) >= steps, timeout=timeout)
+
+
+def stop_and_wait(widget, qtbot) -> None:
+    widget.stop()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+
+
 def test_the_dock_starts_from_the_trainers_defaults_on_the_cpu(viewer):
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
     widget.device.value = "cpu"
@@ -72,8 +81,7 @@ def test_train_stop_publishes_the_model_and_checkpoint(viewer, qtbot, tmp_path):
     qtbot.waitUntil(lambda: previewed(viewer), timeout=120_000)
     preview = viewer.layers["cells preview"].data
     assert preview.shape == (256, 256) and 0 <= preview.min() <= preview.max() <= 1
-    widget.stop()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    stop_and_wait(widget, qtbot)
     current = session(viewer)
     assert current.model is not None and not current.model.training
     _, config = checkpoint.load(current.model_path)
@@ -90,7 +98,7 @@ def test_pause_holds_and_resume_continues(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
     widget.start()
-    qtbot.waitUntil(lambda: steps_seen(widget) >= 2, timeout=60_000)
+    train_until(widget, qtbot, 2)
     widget.toggle_pause()
     assert widget.pause_button.text == "Resume"
     qtbot.waitUntil(lambda: widget.status.value.startswith("paused at step"), timeout=30_000)
@@ -99,15 +107,14 @@ def test_pause_holds_and_resume_continues(viewer, qtbot):
     assert steps_seen(widget) == held
     widget.toggle_pause()
     qtbot.waitUntil(lambda: steps_seen(widget) > held, timeout=30_000)
-    widget.stop()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    stop_and_wait(widget, qtbot)
 
 
 def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(viewer, qtbot, tmp_path):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
     widget.start()
-    qtbot.waitUntil(lambda: steps_seen(widget) >= 2, timeout=60_000)
+    train_until(widget, qtbot, 2)
     worker = widget._worker
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer.window.remove_dock_widget(widget.native)
@@ -118,11 +125,10 @@ def test_stop_while_paused_ends_training(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
     widget.start()
-    qtbot.waitUntil(lambda: steps_seen(widget) >= 1, timeout=60_000)
+    train_until(widget, qtbot, 1)
     widget.toggle_pause()
     qtbot.waitUntil(lambda: widget.status.value.startswith("paused"), timeout=30_000)
-    widget.stop()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    stop_and_wait(widget, qtbot)
     assert session(viewer).model is not None
 
 
@@ -130,17 +136,15 @@ def test_fine_tune_continues_from_the_current_model(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
     widget.start()
-    qtbot.waitUntil(lambda: steps_seen(widget) >= 2, timeout=60_000)
-    widget.stop()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    train_until(widget, qtbot, 2)
+    stop_and_wait(widget, qtbot)
     first = session(viewer).model
     labels = viewer.layers["cells labels"]
     labels.data = np.where(labels.data == 3, 0, labels.data)  # a correction
     widget.start_from.value = "current model (fine-tune)"
     widget.start()
-    qtbot.waitUntil(lambda: steps_seen(widget) >= 2, timeout=60_000)
-    widget.stop()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    train_until(widget, qtbot, 2)
+    stop_and_wait(widget, qtbot)
     tuned = session(viewer).model
     assert tuned is not first
     assert tuned.config["input_mean"] == first.config["input_mean"]  # kept, not refit
@@ -191,15 +195,14 @@ def test_training_does_not_stall_the_viewer(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
     widget.start()
-    qtbot.waitUntil(lambda: steps_seen(widget) >= 1, timeout=120_000)
+    train_until(widget, qtbot, 1, timeout=120_000)
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start(5)
-    qtbot.waitUntil(lambda: steps_seen(widget) >= 100, timeout=120_000)
+    train_until(widget, qtbot, 100, timeout=120_000)
     timer.stop()
-    widget.stop()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    stop_and_wait(widget, qtbot)
     assert previewed(viewer)
     gaps = np.diff(ticks) * 1000
     print(f"{len(ticks)} ticks, longest stall {gaps.max():.1f} ms")
@@ -210,7 +213,7 @@ def test_closing_the_viewer_stops_training_and_keeps_the_checkpoint(viewer, qtbo
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
     widget.start()
-    qtbot.waitUntil(lambda: steps_seen(widget) >= 2, timeout=60_000)
+    train_until(widget, qtbot, 2)
     worker = widget._worker
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer.close()
