@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--init", type=Path, default=None, help="fine-tune this model instead of starting afresh"
     )
-    train.add_argument("--w0", type=float, default=1.5, help="border weight height (Eq. 2)")
+    train.add_argument("--w0", type=float, default=3.0, help="border weight height (Eq. 2)")
     train.add_argument("--sigma", type=float, default=5.0, help="border weight width, pixels")
     train.add_argument("--tile", type=int, default=256, help="output pixels per tile side")
     train.add_argument("--batch", type=int, default=4)
