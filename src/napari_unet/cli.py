@@ -103,8 +103,9 @@ def train_command(args: argparse.Namespace) -> None:
 
     from .core.checkpoint import load
     from .core.data import make_pairs, split_validation
+    from .core.events import Done, Notice, Progress, Validation
     from .core.model import UNet
-    from .core.train import Done, Notice, Progress, TrainConfig, Trainer, Validation
+    from .core.train import TrainConfig, Trainer
 
     if args.init is not None:
         model, _ = load(args.init)

@@ -7,19 +7,10 @@ import torch
 
 from napari_unet.core import checkpoint
 from napari_unet.core.data import TileSampler, make_pairs, split_validation
+from napari_unet.core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import touching_cells
-from napari_unet.core.train import (
-    Done,
-    Notice,
-    Paused,
-    Preview,
-    Progress,
-    Saved,
-    TrainConfig,
-    Trainer,
-    Validation,
-)
+from napari_unet.core.train import TrainConfig, Trainer
 
 
 @pytest.fixture

@@ -38,18 +38,9 @@ from qtpy.QtCore import Qt
 
 from ..core.checkpoint import load
 from ..core.device import default_device
+from ..core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from ..core.model import UNet
-from ..core.train import (
-    Done,
-    Notice,
-    Paused,
-    Preview,
-    Progress,
-    Saved,
-    TrainConfig,
-    Validation,
-    warm_up,
-)
+from ..core.train import TrainConfig, warm_up
 from ._common import WeightControls, device_choices, on_removed
 from ._plot import TrainingPlot
 from ._session import session

@@ -27,6 +27,7 @@ from . import checkpoint
 from .augment import AugmentSettings, augment
 from .data import Pair, TileSampler, normalization, target_and_weights
 from .device import computes_bfloat16, default_device, is_out_of_memory
+from .events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from .metrics import score_segmentation
 from .model import UNet
 from .predict import check_input, predict_tiled
@@ -97,58 +98,6 @@ class TrainConfig:
             for k, v in settings.pop("augment", {}).items()
         }
         return cls(**settings, augment=AugmentSettings(**augment_settings))
-
-
-@dataclass(frozen=True)
-class Progress:
-    step: int
-    total: int
-    loss: float
-    steps_per_second: float
-    seconds_left: float
-
-
-@dataclass(frozen=True)
-class Validation:
-    """Means over the validation pairs; Rand error and VI only count fully
-    annotated pairs (NaN when there is none)."""
-
-    step: int
-    loss: float
-    pixel_error: float
-    rand_error: float
-    vi: float
-
-
-@dataclass(frozen=True)
-class Preview:
-    """Cell probability of the preview image, ``(Y, X)`` float32."""
-
-    step: int
-    probability: np.ndarray
-
-
-@dataclass(frozen=True)
-class Saved:
-    step: int
-    path: Path
-
-
-@dataclass(frozen=True)
-class Notice:
-    message: str
-
-
-@dataclass(frozen=True)
-class Paused:
-    step: int
-
-
-@dataclass(frozen=True)
-class Done:
-    step: int
-    stopped: bool
-    path: Path | None
 
 
 class Trainer:

@@ -1,0 +1,60 @@
+"""The events :meth:`train.Trainer.run` yields, for a GUI or a command line to show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total: int
+    loss: float
+    steps_per_second: float
+    seconds_left: float
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Means over the validation pairs; Rand error and VI only count fully
+    annotated pairs (NaN when there is none)."""
+
+    step: int
+    loss: float
+    pixel_error: float
+    rand_error: float
+    vi: float
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Cell probability of the preview image, ``(Y, X)`` float32."""
+
+    step: int
+    probability: np.ndarray
+
+
+@dataclass(frozen=True)
+class Saved:
+    step: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class Notice:
+    message: str
+
+
+@dataclass(frozen=True)
+class Paused:
+    step: int
+
+
+@dataclass(frozen=True)
+class Done:
+    step: int
+    stopped: bool
+    path: Path | None
