@@ -80,6 +80,34 @@ def _config(settings: list[tuple[str, object]]) -> dict:
     return {**config, "augment": AugmentSettings(**augment)} if augment else config
 
 
+def add_ours_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :func:`ours`: the model and TrainConfig settings to train."""
+    parser.add_argument("--norm", choices=["none", "batch"], default="batch", help="ours only")
+    parser.add_argument(
+        "--set",
+        type=_setting,
+        nargs="+",
+        default=[],
+        metavar="NAME=VALUE",
+        help="ours only: TrainConfig settings other than the defaults, e.g. tile=388 w0=5 "
+        "augment.elastic=false augment.gamma=1,1",
+    )
+    parser.add_argument("--width", type=int, default=16, help="ours only; the paper's is 64")
+    parser.add_argument("--padding", choices=["valid", "same"], default="same", help="ours only")
+    parser.add_argument("--dropout", type=float, default=0.5, help="ours only")
+
+
+def ours_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`ours` from :func:`add_ours_arguments`' options."""
+    return {
+        "dropout": args.dropout,
+        "norm": args.norm,
+        "width": args.width,
+        "padding": args.padding,
+        "settings": _config(args.set),
+    }
+
+
 def anchor(images, labels, minutes: float, seed: int, **_):
     from monai.networks.nets import BasicUNet
 
@@ -135,27 +163,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--skip-anchor", action="store_true")
     parser.add_argument("--skip-ours", action="store_true", help="the anchor alone")
-    parser.add_argument("--norm", choices=["none", "batch"], default="batch", help="ours only")
-    parser.add_argument(
-        "--set",
-        type=_setting,
-        nargs="+",
-        default=[],
-        metavar="NAME=VALUE",
-        help="ours only: TrainConfig settings other than the defaults, e.g. tile=388 w0=5 "
-        "augment.elastic=false augment.gamma=1,1",
-    )
-    parser.add_argument("--width", type=int, default=16, help="ours only; the paper's is 64")
-    parser.add_argument("--padding", choices=["valid", "same"], default="same", help="ours only")
-    parser.add_argument("--dropout", type=float, default=0.5, help="ours only")
+    add_ours_arguments(parser)
     args = parser.parse_args()
-    options = {
-        "dropout": args.dropout,
-        "norm": args.norm,
-        "width": args.width,
-        "padding": args.padding,
-        "settings": _config(args.set),
-    }
+    options = ours_options(args)
     if not DATA.exists():
         raise SystemExit(f"no ISBI data at {DATA}")
     train, test = load(range(25)), load(range(25, 30))
