@@ -194,6 +194,7 @@ def test_train_defaults_are_the_trainer_defaults():
         "w0": "w0",
         "sigma": "sigma",
         "class_balance": "class_balance",
+        "ignore_outline": "ignore_outline",
         "seed": "seed",
         "device": "device",
         "validate_every": "validate_every",

@@ -132,6 +132,7 @@ def train_command(args: argparse.Namespace) -> None:
         w0=args.w0,
         sigma=args.sigma,
         class_balance=args.class_balance,
+        ignore_outline=args.ignore_outline,
         seed=args.seed,
         device=args.device,
         validate_every=args.validate_every,
@@ -290,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="give cells and background the same total loss weight, border term "
         "included (Eq. 2's w_c); off: every annotated pixel weighs 1 plus the border term",
+    )
+    train.add_argument(
+        "--ignore-outline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="no loss weight on the background pixel along each cell's outline where the "
+        "background is wider than 2 pixels (hand-drawn outlines are uncertain by a pixel); "
+        "the gaps between touching cells keep theirs",
     )
     train.add_argument("--device", default="auto")
     train.add_argument("--seed", type=int, default=0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from napari_unet.core import checkpoint
-from napari_unet.core.data import TileSampler, make_pairs, split_validation
+from napari_unet.core.data import TileSampler, make_pairs, split_validation, target_and_weights
 from napari_unet.core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import touching_cells
@@ -102,6 +102,28 @@ def test_bad_input_before_training(images, labels, match):
         make_pairs(images, labels)
 
 
+def test_ignore_outline_zeroes_the_edges_of_wide_background_only():
+    labels = np.zeros((30, 50), int)
+    labels[5:15, 5:15] = 1
+    labels[5:15, 15:25] = 2  # touches 1: a one-pixel gap opens at column 14
+    labels[5:15, 27:35] = 3  # two background columns from 2
+    labels[5:15, 38:45] = 4  # three from 3
+    pair = make_pairs([np.zeros(labels.shape)], [labels])[0]
+    target, kept = target_and_weights(pair, 3.0, 5.0, False, ignore_outline=False)
+    same_target, weights = target_and_weights(pair, 3.0, 5.0, False, ignore_outline=True)
+    assert np.array_equal(target, same_target)
+    dropped = kept != weights
+    assert np.all(weights[dropped] == 0) and np.all(target[dropped] == 0)
+    assert np.all(kept > 0)
+    rows = slice(6, 14)
+    assert np.all(weights[rows, 14] > 0)  # the separation gap
+    assert np.all(weights[rows, 25:27] > 0)  # two pixels wide: every pixel touches a cell
+    assert np.all(weights[rows, 35] == 0) and np.all(weights[rows, 37] == 0)
+    assert np.all(weights[rows, 36] > 0)  # three wide: only its centre is away from cells
+    assert np.all(weights[4, 6:14] == 0) and np.all(weights[3, 6:14] > 0)  # wide background
+    assert np.array_equal(weights[target == 1], kept[target == 1])
+
+
 @pytest.mark.parametrize(("in_size", "out_size"), [(40, 40), (64, 40)])
 def test_output_windows_lie_inside_images_that_hold_them(in_size, out_size):
     labels = np.ones((60, 80), int)
@@ -116,6 +138,7 @@ def test_output_windows_lie_inside_images_that_hold_them(in_size, out_size):
         w0=3.0,
         sigma=5.0,
         class_balance=False,
+        ignore_outline=True,
     )
     images, _, weights = sampler.sample(12)
     margin = (in_size - out_size) // 2

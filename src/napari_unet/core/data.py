@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from .outline import outline
 from .predict import reflect_index
 from .weights import separation_borders, weight_map
 
@@ -109,14 +110,17 @@ def split_validation(pairs: list[Pair], fraction: float = 0.2) -> tuple[list, li
 
 
 def target_and_weights(
-    pair: Pair, w0: float, sigma: float, class_balance: bool
+    pair: Pair, w0: float, sigma: float, class_balance: bool, ignore_outline: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """The training target (cells with one-pixel gaps, int64) and the Eq. 2 loss
-    weights of ``pair``, zero outside its annotated region."""
+    weights of ``pair``, zero outside its annotated region and, with
+    ``ignore_outline``, on the outline of its cells (``outline.outline``)."""
     # Cells outside the annotated region must not open gaps inside it.
-    gapped = separation_borders(np.where(pair.annotated, pair.labels, 0))
+    cells = separation_borders(np.where(pair.annotated, pair.labels, 0)) > 0
     weights = weight_map(pair.labels, w0, sigma, class_balance, ignore=~pair.annotated)
-    return (gapped > 0).astype(np.int64), weights
+    if ignore_outline:
+        weights[outline(cells)] = 0
+    return cells.astype(np.int64), weights
 
 
 def normalization(pairs: list[Pair]) -> tuple[list[float], list[float]]:
@@ -135,8 +139,9 @@ class TileSampler:
     the border would supervise fewer pixels (about a quarter fewer for 256-pixel
     windows on 512-pixel images). The input reaches ``(in_size - out_size) / 2``
     pixels further, mirrored at the image border like the prediction's tiles.
-    ``w0``, ``sigma`` and ``class_balance`` are the weight map's settings, given by
-    the training's ``TrainConfig`` (no defaults here, so there is one place for them).
+    ``w0``, ``sigma``, ``class_balance`` and ``ignore_outline`` are the settings of
+    :func:`target_and_weights`, given by the training's ``TrainConfig`` (no defaults
+    here, so there is one place for them).
     """
 
     def __init__(
@@ -148,11 +153,13 @@ class TileSampler:
         w0: float,
         sigma: float,
         class_balance: bool,
+        ignore_outline: bool,
     ):
         self.pairs, self.generator = pairs, generator
         self.in_size, self.out_size = in_size, out_size
         self.targets, self.weights = zip(
-            *(target_and_weights(p, w0, sigma, class_balance) for p in pairs), strict=True
+            *(target_and_weights(p, w0, sigma, class_balance, ignore_outline) for p in pairs),
+            strict=True,
         )
         self.centres = [np.flatnonzero(p.annotated) for p in pairs]
         sizes = np.array([c.size for c in self.centres], float)
