@@ -9,7 +9,6 @@ import pytest
 from napari_unet._widgets import train as train_module
 from napari_unet._widgets._session import session
 from napari_unet.core.metrics import match_instances
-from napari_unet.core.weights import weight_map
 
 
 @pytest.fixture
@@ -36,7 +35,7 @@ def train_for(widget, qtbot, steps):
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
 
 
-def test_paint_preview_train_predict_correct_fine_tune(viewer, qtbot):
+def test_paint_preview_train_predict_correct_fine_tune(viewer, qtbot, loss_weights):
     truth = viewer.layers["truth"].data
     annotate = dock(viewer, "Annotate")
     annotate.image.value = viewer.layers["cells"]
@@ -57,7 +56,7 @@ def test_paint_preview_train_predict_correct_fine_tune(viewer, qtbot):
     qtbot.waitUntil(lambda: "cells labels weights" in viewer.layers, timeout=60_000)
     qtbot.waitUntil(lambda: not weights.busy, timeout=60_000)
     settings = astuple(session(viewer).weights)  # the Trainer's defaults
-    expected = weight_map(labels.data, *settings, ignore=region.data == 0)
+    expected = loss_weights(labels.data, *settings, annotated=region.data != 0)
     np.testing.assert_array_equal(viewer.layers["cells labels weights"].data, expected)
 
     annotate.add_to_training_set()

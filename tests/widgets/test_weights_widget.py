@@ -1,4 +1,4 @@
-from dataclasses import asdict
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from napari_unet._widgets import weights
 from napari_unet._widgets._session import WeightSettings
 from napari_unet._widgets.weights import WeightsWidget
-from napari_unet.core.weights import WeightMap, weight_map
+from napari_unet.core.weights import WeightMap
 
 
 def plugin_widget(viewer) -> WeightsWidget:
@@ -18,9 +18,12 @@ def settle(widget, qtbot):
     qtbot.waitUntil(lambda: not widget.busy, timeout=30_000)
 
 
-def defaults(labels, **settings):
-    """The map with the docks' default settings (the Trainer's)."""
-    return weight_map(labels, **{**asdict(WeightSettings()), **settings})
+@pytest.fixture
+def defaults(loss_weights):
+    """The loss weights with the docks' default settings (the Trainer's)."""
+    return lambda labels, annotated=None: loss_weights(
+        labels, *astuple(WeightSettings()), annotated=annotated
+    )
 
 
 def shown(viewer, name="cells labels weights"):
@@ -33,7 +36,9 @@ def errors_shown(monkeypatch):
     return errors
 
 
-def test_weights_follow_painting_and_controls(viewer_with_sample, qtbot, monkeypatch):
+def test_weights_follow_painting_and_controls(
+    viewer_with_sample, qtbot, monkeypatch, defaults, loss_weights
+):
     updates = []
     update = WeightMap.update
     monkeypatch.setattr(WeightMap, "update", lambda m, *a: updates.append(a[1]) or update(m, *a))
@@ -57,17 +62,17 @@ def test_weights_follow_painting_and_controls(viewer_with_sample, qtbot, monkeyp
     widget.w0.value, widget.sigma.value = 10.0, 3.0
     widget.class_balance.value = True
     settle(widget, qtbot)
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, 10.0, 3.0, True))
+    np.testing.assert_array_equal(shown(viewer), loss_weights(labels.data, 10.0, 3.0, True))
     wb, wf = WeightMap(labels.data, 10.0, 3.0).classes  # the balance raises the cells here
     assert wb == 1.0 < wf
     assert layer.contrast_limits == pytest.approx([0.0, max(10.0 + wb, wf)])
 
     labels.undo()  # emits no paint event, still followed
     settle(widget, qtbot)
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels.data, 10.0, 3.0, True))
+    np.testing.assert_array_equal(shown(viewer), loss_weights(labels.data, 10.0, 3.0, True))
 
 
-def test_region_and_stack(make_napari_viewer, qtbot):
+def test_region_and_stack(make_napari_viewer, qtbot, defaults):
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)
     stack = np.zeros((3, 40, 48), np.int32)
@@ -83,13 +88,11 @@ def test_region_and_stack(make_napari_viewer, qtbot):
     region.data = (rng.random(stack.shape) > 0.3).astype(np.uint8)
     settle(widget, qtbot)
     annotated = region.data != 0
-    np.testing.assert_array_equal(
-        shown(viewer, "nuclei weights"), defaults(stack, ignore=~annotated)
-    )
+    np.testing.assert_array_equal(shown(viewer, "nuclei weights"), defaults(stack, annotated))
 
     labels.data_setitem((np.array([2]), np.array([30]), np.array([30])), 4)
     settle(widget, qtbot)
-    expected = defaults(labels.data, ignore=~annotated)
+    expected = defaults(labels.data, annotated)
     np.testing.assert_array_equal(shown(viewer, "nuclei weights"), expected)
 
 
@@ -129,7 +132,7 @@ def test_closing_stops_the_worker(viewer_with_sample, qtbot):
     assert not widget.busy
 
 
-def test_edits_during_a_run_are_coalesced(viewer_with_sample, qtbot, monkeypatch):
+def test_edits_during_a_run_are_coalesced(viewer_with_sample, qtbot, monkeypatch, defaults):
     viewer = viewer_with_sample
     labels = viewer.layers["cells labels"]
     widget = plugin_widget(viewer)
@@ -149,7 +152,9 @@ def test_edits_during_a_run_are_coalesced(viewer_with_sample, qtbot, monkeypatch
     np.testing.assert_array_equal(shown(viewer), defaults(labels.data))
 
 
-def test_the_train_dock_and_this_one_share_the_weight_settings(viewer_with_sample, qtbot):
+def test_the_train_dock_and_this_one_share_the_weight_settings(
+    viewer_with_sample, qtbot, loss_weights
+):
     viewer = viewer_with_sample
     widget = plugin_widget(viewer)
     _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
@@ -160,7 +165,7 @@ def test_the_train_dock_and_this_one_share_the_weight_settings(viewer_with_sampl
     assert (widget.w0.value, widget.sigma.value, widget.class_balance.value) == (6.0, 2.5, balance)
     settle(widget, qtbot)
     labels = viewer.layers["cells labels"].data
-    np.testing.assert_array_equal(shown(viewer), weight_map(labels, 6.0, 2.5, balance))
+    np.testing.assert_array_equal(shown(viewer), loss_weights(labels, 6.0, 2.5, balance))
 
     widget.w0.value = 3.0  # and back the other way
     assert train.w0.value == 3.0

@@ -1,13 +1,16 @@
 """Weight map dock: the Eq. 2 loss weights of a Labels layer, live while painting.
 
-The Image layer "<labels> weights" holds exactly ``weight_map(labels, w0, sigma,
-class_balance, ignore=~annotated)``, the array the loss uses, for every slice
-of a stack. Each slice keeps a :class:`~napari_unet.core.weights.WeightMap`;
-after an edit the worker compares the new labels with the slice's previous
-ones and recomputes only the window the edit can reach. Comparing, rather
-than reading the atoms of ``events.paint``, also catches undo and redo, which
-emit no paint event. The work runs in one worker at a time on snapshots taken
-on the GUI thread; edits made meanwhile are picked up when it finishes.
+The Image layer "<labels> weights" holds exactly the weights the loss uses, for
+every slice of a stack: ``weight_map(labels, w0, sigma, class_balance,
+ignore=~annotated)``, the Eq. 2 map, with the background pixel along each
+outline at 0 (``core.outline``; the Train dock trains with
+``TrainConfig.ignore_outline``, on by default). Each slice keeps a
+:class:`~napari_unet.core.weights.WeightMap`; after an edit the worker compares
+the new labels with the slice's previous ones and recomputes only the window
+the edit can reach. Comparing, rather than reading the atoms of
+``events.paint``, also catches undo and redo, which emit no paint event. The
+work runs in one worker at a time on snapshots taken on the GUI thread; edits
+made meanwhile are picked up when it finishes.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, create_wi
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
+from ..core.outline import outline_update
 from ..core.weights import WeightMap
 from ._common import EditWatcher, WeightControls, on_removed
 from ._session import WeightSettings, session
@@ -69,7 +73,10 @@ def weights_job(maps: list, labels: np.ndarray, annotated: np.ndarray | None, se
                 if window is None:
                     continue
                 window = current.update(target, window)
-            yield z, window, maps[z].weights[window].copy()
+            window, edges = outline_update(maps[z].gapped, window)
+            weights = maps[z].weights[window].copy()
+            weights[edges] = 0
+            yield z, window, weights
     except ValueError as err:
         return str(err)
     return ""

@@ -297,6 +297,8 @@ class WeightMap:
     ----------
     weights : ndarray, float32, shape ``(Y, X)``
         The map. It is updated in place: the same array for the object's lifetime.
+    gapped : ndarray, shape ``(Y, X)``
+        ``separation_borders`` of the annotated labels: the training target.
     terms : ndarray, float32, shape ``(Y, X)``
         What the map is composed from: the border term on background pixels, -1
         on foreground (gapped) pixels and -2 on unannotated ones.
