@@ -114,7 +114,8 @@ def target_and_weights(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The training target (cells with one-pixel gaps, int64) and the Eq. 2 loss
     weights of ``pair``, zero outside its annotated region and, with
-    ``ignore_outline``, on the outline of its cells (``outline.outline``)."""
+    ``ignore_outline``, on the outline of its cells (``outline.outline``; the class
+    balance, when on, is computed before, with the outline counted)."""
     # Cells outside the annotated region must not open gaps inside it.
     cells = separation_borders(np.where(pair.annotated, pair.labels, 0)) > 0
     weights = weight_map(pair.labels, w0, sigma, class_balance, ignore=~pair.annotated)
