@@ -65,8 +65,9 @@ class TrainConfig:
     sigma: float = 5.0
     class_balance: bool = False  # border term included: see weights.class_weights
     # No weight on the background pixel along each outline (core.outline): ISBI 2012
-    # after 5 minutes 0.087 against 0.108 in one run, lower in every seed; touching
-    # cells the same (benchmarks/README.md, ninth session).
+    # after 5 minutes 0.087 against 0.108 in one run, lower in every seed; after 30
+    # 0.101 against 0.105 (earlier runs); touching cells the same (benchmarks/README.md,
+    # ninth session).
     ignore_outline: bool = True
     augment: AugmentSettings = field(default_factory=AugmentSettings)
     seed: int = 0
