@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .weights import grow_window
+
 # outline() at a pixel depends on the cells up to this many pixels away.
 REACH = 2
 
@@ -60,17 +62,9 @@ def outline_update(
         ``window`` grown by ``REACH`` and ``outline(target != 0)`` there, computed
         from that window and ``REACH`` pixels around it only.
     """
-    grown = _grow(window, REACH, target.shape)
-    crop = _grow(grown, REACH, target.shape)
+    grown = grow_window(window, REACH, target.shape)
+    crop = grow_window(grown, REACH, target.shape)
     inner = tuple(
         slice(g.start - c.start, g.stop - c.start) for g, c in zip(grown, crop, strict=True)
     )
     return grown, outline(target[crop] != 0)[inner]
-
-
-def _grow(window: tuple[slice, slice], margin: int, shape) -> tuple[slice, slice]:
-    bounds = (s.indices(n)[:2] for s, n in zip(window, shape, strict=True))
-    return tuple(
-        slice(max(0, start - margin), min(n, stop + margin))
-        for (start, stop), n in zip(bounds, shape, strict=True)
-    )

@@ -364,9 +364,9 @@ class WeightMap:
         labels = _check_labels(labels, window=region)
         if labels.shape != self.labels.shape:
             raise ValueError(f"labels changed shape from {self.labels.shape} to {labels.shape}")
-        edit = _grow(region, 1, labels.shape)  # where the gaps can change
-        out = _grow(edit, self.reach, labels.shape)  # where the border term can change
-        crop = _grow(out, self.reach + 1, labels.shape)
+        edit = grow_window(region, 1, labels.shape)  # where the gaps can change
+        out = grow_window(edit, self.reach, labels.shape)  # where the border term can change
+        crop = grow_window(out, self.reach + 1, labels.shape)
         gapped, protected = _separation_2d(self._annotated_only(labels[crop]))
         if protected.size or np.isin(self.protected, labels[crop]).any():
             # Protection depends on a whole instance, which the crop may cut.
@@ -391,10 +391,12 @@ class WeightMap:
         return out
 
 
-def _grow(window: tuple[slice, slice], margin: int, shape) -> tuple[slice, slice]:
+def grow_window(window: tuple[slice, slice], margin: int, shape) -> tuple[slice, slice]:
+    """``window`` (slices, open ends allowed) grown by ``margin`` and kept in ``shape``."""
+    bounds = (s.indices(n)[:2] for s, n in zip(window, shape, strict=True))
     return tuple(
-        slice(max(0, s.start - margin), min(n, s.stop + margin))
-        for s, n in zip(window, shape, strict=True)
+        slice(max(0, start - margin), min(n, stop + margin))
+        for (start, stop), n in zip(bounds, shape, strict=True)
     )
 
 
