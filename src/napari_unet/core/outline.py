@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .weights import grow_window
+from .weights import grow_window, window_within
 
 # outline() at a pixel depends on the cells up to this many pixels away.
 REACH = 2
@@ -64,7 +64,4 @@ def outline_update(
     """
     grown = grow_window(window, REACH, target.shape)
     crop = grow_window(grown, REACH, target.shape)
-    inner = tuple(
-        slice(g.start - c.start, g.stop - c.start) for g, c in zip(grown, crop, strict=True)
-    )
-    return grown, outline(target[crop] != 0)[inner]
+    return grown, outline(target[crop] != 0)[window_within(grown, crop)]

@@ -373,11 +373,11 @@ class WeightMap:
             self._full(labels)
             return (slice(0, labels.shape[0]), slice(0, labels.shape[1]))
         self.labels[edit] = labels[edit]
-        self.gapped[edit] = gapped[_within(edit, crop)]
+        self.gapped[edit] = gapped[window_within(edit, crop)]
         border = _border_2d(self.gapped[crop], self.w0, self.sigma)
         self.counts -= _counts(self.terms[out])
         self.terms[out] = self._terms(
-            self.gapped[out], border[_within(out, crop)], self.labels[out]
+            self.gapped[out], border[window_within(out, crop)], self.labels[out]
         )
         self.counts += _counts(self.terms[out])
         if self.class_balance:
@@ -400,7 +400,8 @@ def grow_window(window: tuple[slice, slice], margin: int, shape) -> tuple[slice,
     )
 
 
-def _within(inner: tuple[slice, slice], outer: tuple[slice, slice]) -> tuple[slice, slice]:
+def window_within(inner: tuple[slice, slice], outer: tuple[slice, slice]) -> tuple[slice, slice]:
+    """``inner`` (a window inside ``outer``) in the coordinates of ``outer``'s crop."""
     return tuple(
         slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer, strict=True)
     )
