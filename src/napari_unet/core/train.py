@@ -152,17 +152,8 @@ class Trainer:
         self.preview = preview
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.sampler = TileSampler(
-            pairs,
-            self.in_size,
-            self.out_size,
-            self.generator,
-            cfg.w0,
-            cfg.sigma,
-            cfg.class_balance,
-            cfg.ignore_outline,
-        )
         settings = (cfg.w0, cfg.sigma, cfg.class_balance, cfg.ignore_outline)
+        self.sampler = TileSampler(pairs, self.in_size, self.out_size, self.generator, *settings)
         self._targets = [target_and_weights(p, *settings) for p in self.validation]
         if normalize:
             model.set_input_normalization(*normalization(pairs))
