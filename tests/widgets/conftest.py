@@ -12,17 +12,20 @@ def viewer_with_sample(make_napari_viewer):
 
 @pytest.fixture
 def loss_weights():
-    """``loss_weights(labels, w0, sigma, class_balance, annotated=None)``: what the loss
-    weighs each pixel with (``data.target_and_weights``), for a plane or a stack."""
+    """``loss_weights(labels, w0, sigma, class_balance, ignore_outline=True,
+    annotated=None)``: what the loss weighs each pixel with
+    (``data.target_and_weights``), for a plane or a stack."""
     from napari_unet.core.data import Pair, target_and_weights
 
-    def compute(labels, w0, sigma, class_balance, annotated=None):
+    def compute(labels, w0, sigma, class_balance, ignore_outline=True, annotated=None):
         labels = np.asarray(labels)
         planes = labels.reshape(-1, *labels.shape[-2:])
         regions = np.ones(planes.shape, bool) if annotated is None else annotated
         regions = regions.reshape(planes.shape)
         weights = [
-            target_and_weights(Pair(None, plane, region), w0, sigma, class_balance, True)[1]
+            target_and_weights(
+                Pair(None, plane, region), w0, sigma, class_balance, ignore_outline
+            )[1]
             for plane, region in zip(planes, regions, strict=True)
         ]
         return np.stack(weights).reshape(labels.shape)

@@ -69,12 +69,14 @@ def test_the_dock_starts_from_the_trainers_defaults_on_the_cpu(viewer):
         config.sigma,
     ]
     assert widget.class_balance.value == config.class_balance
+    assert widget.ignore_outline.value == config.ignore_outline
 
 
 def test_train_stop_publishes_the_model_and_checkpoint(viewer, qtbot, tmp_path):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
     assert "cells / cells labels" in widget.pairs.value
+    widget.ignore_outline.value = False
     widget.start()
     assert not widget.train_button.enabled and widget.stop_button.enabled
     # The preview comes every 25 steps, from the GUI thread's slot.
@@ -87,6 +89,7 @@ def test_train_stop_publishes_the_model_and_checkpoint(viewer, qtbot, tmp_path):
     _, config = checkpoint.load(current.model_path)
     assert current.model_path.parent == tmp_path / "models"
     assert config["step"] == steps_seen(widget) >= 25
+    assert config["training"]["ignore_outline"] is False
     assert widget.train_button.enabled and "stopped after" in widget.status.value
     assert widget.save_button.enabled
     widget.save_file.value = tmp_path / "mine"

@@ -167,8 +167,19 @@ def test_the_train_dock_and_this_one_share_the_weight_settings(
     labels = viewer.layers["cells labels"].data
     np.testing.assert_array_equal(shown(viewer), loss_weights(labels, 6.0, 2.5, balance))
 
+    train.ignore_outline.value = False
+    assert not widget.ignore_outline.value
+    settle(widget, qtbot)
+    with_outline = loss_weights(labels, 6.0, 2.5, balance)
+    without = loss_weights(labels, 6.0, 2.5, balance, ignore_outline=False)
+    assert (without != with_outline).any()
+    np.testing.assert_array_equal(shown(viewer), without)
+
     widget.w0.value = 3.0  # and back the other way
-    assert train.w0.value == 3.0
+    widget.ignore_outline.value = True
+    assert train.w0.value == 3.0 and train.ignore_outline.value
+    settle(widget, qtbot)
+    np.testing.assert_array_equal(shown(viewer), loss_weights(labels, 3.0, 2.5, balance))
     viewer.window.remove_dock_widget(widget.native)
     train.w0.value = 8.0  # a closed dock no longer follows
     assert widget.w0.value == 3.0

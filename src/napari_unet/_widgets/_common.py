@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from magicgui.widgets import CheckBox
 from qtpy.QtCore import QEvent, QObject, QTimer
 
 DEBOUNCE_MS = 200  # quiet time after the last edit before recomputing
@@ -81,14 +82,30 @@ class EditWatcher(QTimer):
         self.start()
 
 
-class WeightControls:
-    """Keeps a dock's w0, sigma and class-balance controls equal to ``session.weights``,
-    both ways. Signals hold bound methods weakly, so the dock that keeps this object
-    is never kept alive by the Session; :meth:`unlink` when the dock closes."""
+def ignore_outline_box() -> CheckBox:
+    """The "Ignore outline" control of the docks that set the loss weights."""
+    return CheckBox(
+        text="Ignore outline",
+        tooltip="No weight on the background pixel just outside each cell where the "
+        "background is wide: an outline drawn by hand is uncertain by a pixel. Gaps of "
+        "1-2 pixels between touching cells keep theirs.",
+    )
 
-    def __init__(self, session, w0, sigma, class_balance):
+
+class WeightControls:
+    """Keeps a dock's weight controls (w0, sigma, class balance, ignore outline) equal
+    to ``session.weights``, both ways. Signals hold bound methods weakly, so the dock
+    that keeps this object is never kept alive by the Session; :meth:`unlink` when the
+    dock closes."""
+
+    def __init__(self, session, w0, sigma, class_balance, ignore_outline):
         self._session = session
-        self._controls = {"w0": w0, "sigma": sigma, "class_balance": class_balance}
+        self._controls = {
+            "w0": w0,
+            "sigma": sigma,
+            "class_balance": class_balance,
+            "ignore_outline": ignore_outline,
+        }
         self.pull()
         for control in self._controls.values():
             control.changed.connect(self.push)

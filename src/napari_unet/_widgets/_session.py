@@ -41,11 +41,13 @@ class Annotation:
 
 @dataclass(frozen=True)
 class WeightSettings:
-    """The parameters of Eq. 2 as the loss uses them."""
+    """The parameters of Eq. 2 as the loss uses them, and whether it ignores the
+    background pixel along each outline (``core.outline``)."""
 
     w0: float = TrainConfig.w0
     sigma: float = TrainConfig.sigma
     class_balance: bool = TrainConfig.class_balance
+    ignore_outline: bool = TrainConfig.ignore_outline
 
 
 class Session:

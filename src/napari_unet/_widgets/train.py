@@ -41,7 +41,7 @@ from ..core.device import default_device
 from ..core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from ..core.model import UNet
 from ..core.train import TrainConfig, warm_up
-from ._common import WeightControls, device_choices, on_removed
+from ._common import WeightControls, device_choices, ignore_outline_box, on_removed
 from ._plot import TrainingPlot
 from ._session import session
 from ._train_job import TrainJob
@@ -95,7 +95,10 @@ class TrainWidget(Container):
         self.w0 = FloatSpinBox(label="w0", min=0, max=100)
         self.sigma = FloatSpinBox(label="sigma", min=0.5, max=50)
         self.class_balance = CheckBox(text="Class balance")
-        self._weights = WeightControls(self._session, self.w0, self.sigma, self.class_balance)
+        self.ignore_outline = ignore_outline_box()
+        self._weights = WeightControls(
+            self._session, self.w0, self.sigma, self.class_balance, self.ignore_outline
+        )
         self.train_button = PushButton(text="Train")
         self.pause_button = PushButton(text="Pause", enabled=False)
         self.stop_button = PushButton(text="Stop", enabled=False)
@@ -118,7 +121,7 @@ class TrainWidget(Container):
                 _row(self.minutes, self.tile),
                 _row(self.batch, self.lr),
                 _row(self.w0, self.sigma),
-                _row(self.padding, self.class_balance),
+                _row(self.padding, self.class_balance, self.ignore_outline),
                 _row(self.train_button, self.pause_button, self.stop_button, labels=False),
                 self.progress,
                 self.status,
@@ -217,6 +220,7 @@ class TrainWidget(Container):
             w0=self.w0.value,
             sigma=self.sigma.value,
             class_balance=self.class_balance.value,
+            ignore_outline=self.ignore_outline.value,
             device=self.device.value,
             out=str(out),
         )

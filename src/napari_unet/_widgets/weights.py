@@ -3,7 +3,7 @@
 The Image layer "<labels> weights" holds exactly the weights the loss uses, for
 every slice of a stack: ``weight_map(labels, w0, sigma, class_balance,
 ignore=~annotated)``, the Eq. 2 map, with the background pixel along each
-outline at 0 (``core.outline``; the Train dock trains with
+outline at 0 when "Ignore outline" is on (``core.outline``,
 ``TrainConfig.ignore_outline``, on by default). Each slice keeps a
 :class:`~napari_unet.core.weights.WeightMap`; after an edit the worker compares
 the new labels with the slice's previous ones and recomputes only the window
@@ -15,8 +15,6 @@ made meanwhile are picked up when it finishes.
 
 from __future__ import annotations
 
-from dataclasses import astuple
-
 import napari
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, create_widget
@@ -25,7 +23,7 @@ from napari.utils.notifications import show_error
 
 from ..core.outline import outline_update
 from ..core.weights import WeightMap
-from ._common import EditWatcher, WeightControls, on_removed
+from ._common import EditWatcher, WeightControls, ignore_outline_box, on_removed
 from ._session import WeightSettings, session
 
 # The label value that marks unannotated pixels for WeightMap: ids this large are
@@ -62,20 +60,20 @@ def weights_job(maps: list, labels: np.ndarray, annotated: np.ndarray | None, se
     try:
         for z, (plane, region) in enumerate(zip(planes, regions, strict=True)):
             target = with_region(plane, region)
-            current = maps[z]
-            if current is None or (current.w0, current.sigma, current.class_balance) != astuple(
-                settings
-            ):
-                maps[z] = WeightMap(target, *astuple(settings), ignore=IGNORE)
+            current, eq2 = maps[z], (settings.w0, settings.sigma, settings.class_balance)
+            if current is None or (current.w0, current.sigma, current.class_balance) != eq2:
+                maps[z] = WeightMap(target, *eq2, ignore=IGNORE)
                 window = (slice(None), slice(None))
             else:
                 window = changed_window(current.labels, target)
                 if window is None:
                     continue
                 window = current.update(target, window)
-            window, edges = outline_update(maps[z].gapped, window)
+            if settings.ignore_outline:
+                window, edges = outline_update(maps[z].gapped, window)
             weights = maps[z].weights[window].copy()
-            weights[edges] = 0
+            if settings.ignore_outline:
+                weights[edges] = 0
             yield z, window, weights
     except ValueError as err:
         return str(err)
@@ -105,15 +103,27 @@ class WeightsWidget(Container):
         self.w0 = FloatSpinBox(label="w0", min=0.0, max=100.0, step=1.0)
         self.sigma = FloatSpinBox(label="sigma (px)", min=0.5, max=50.0, step=0.5)
         self.class_balance = CheckBox(text="Class balance")
-        self._weights = WeightControls(session(viewer), self.w0, self.sigma, self.class_balance)
+        self.ignore_outline = ignore_outline_box()
+        self._weights = WeightControls(
+            session(viewer), self.w0, self.sigma, self.class_balance, self.ignore_outline
+        )
         self.status = Label(label="", value="")
         self.status.native.setWordWrap(True)
-        self.extend([self.labels_layer, self.region, self.w0, self.sigma, self.class_balance])
+        self.extend(
+            [
+                self.labels_layer,
+                self.region,
+                self.w0,
+                self.sigma,
+                self.class_balance,
+                self.ignore_outline,
+            ]
+        )
         self.append(self.status)
         self._timer = EditWatcher(self._start)
         self.labels_layer.changed.connect(self._on_labels_chosen)
         self.region.changed.connect(self._watch_layers)
-        for control in (self.w0, self.sigma, self.class_balance):
+        for control in (self.w0, self.sigma, self.class_balance, self.ignore_outline):
             control.changed.connect(self._timer.schedule)
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self.reset_choices)
@@ -193,10 +203,14 @@ class WeightsWidget(Container):
         labels = np.array(self.labels_layer.value.data)
         region = self.region.value
         annotated = None if region is None else np.asarray(region.data) != 0
-        if labels.shape != self._shape:
+        settings = session(self._viewer).weights  # what the controls show
+        outline_toggled = self._settings is not None and (
+            settings.ignore_outline != self._settings.ignore_outline
+        )
+        if labels.shape != self._shape or outline_toggled:
+            # Toggling the outline changes weights all over each plane.
             self._maps = [None] * (1 if labels.ndim == 2 else labels.shape[0])
             self._shape = labels.shape
-        settings = session(self._viewer).weights  # what the controls show
         self._settings = settings
         self._show_output(labels.shape, settings)
         self._worker = create_worker(weights_job, self._maps, labels, annotated, settings)
