@@ -8,7 +8,8 @@ crops, cross entropy), as ../shared/data/README.md describes it. Scoring as that
 README says (``core.metrics.score_stack``): adapted Rand error, pixel error and VI
 at threshold 0.5 and at the best of 0.1..0.9, means over the seeds; each model is
 scored as it is and with test-time augmentation (the mean over the 8 symmetries of
-the square, as the paper averaged rotated inputs).
+the square, as the paper averaged rotated inputs): the "tta" lines are what
+``napari-unet predict`` / ``evaluate`` and the Predict dock give by default.
 """
 
 from __future__ import annotations

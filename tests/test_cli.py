@@ -32,7 +32,8 @@ def test_help():
         assert "usage: napari-unet" in result.stdout
 
 
-def test_predict_tiff_and_png(model_file, tmp_path, rng):
+@pytest.mark.parametrize(("flags", "tta"), [([], True), (["--no-tta"], False)])
+def test_predict_tiff_and_png(model_file, tmp_path, rng, flags, tta):
     tif = tmp_path / "a.tif"
     png = tmp_path / "b.png"
     image = rng.random((40, 56), dtype=np.float32)
@@ -53,13 +54,14 @@ def test_predict_tiff_and_png(model_file, tmp_path, rng):
                 "16",
                 "--device",
                 "cpu",
+                *flags,
             ]
         )
         == 0
     )
     probs = tifffile.imread(out / "a_probabilities.tif")
     model, _ = checkpoint.load(model_file)
-    np.testing.assert_allclose(probs, predict_tiled(model, image), atol=1e-6)
+    np.testing.assert_allclose(probs, predict_tiled(model, image, tta=tta), atol=1e-6)
     assert tifffile.imread(out / "a_labels.tif").shape == (40, 56)
     assert tifffile.imread(out / "b_labels.tif").shape == (40, 56)
 
@@ -201,3 +203,14 @@ def test_train_defaults_are_the_trainer_defaults():
     }
     for option, setting in pairs.items():
         assert getattr(args, option) == getattr(config, setting), option
+
+
+def test_predict_and_evaluate_average_the_symmetries_unless_told_not_to():
+    from napari_unet.cli import build_parser
+
+    parser = build_parser()
+    predict = ["predict", "i.tif", "--model", "m", "--out", "o"]
+    evaluate = ["evaluate", "--model", "m", "--images", "i", "--labels", "l"]
+    for argv in (predict, evaluate):
+        assert parser.parse_args(argv).tta
+        assert not parser.parse_args([*argv, "--no-tta"]).tta

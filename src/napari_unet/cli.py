@@ -181,6 +181,13 @@ def evaluate_command(args: argparse.Namespace) -> None:
         )
 
 
+TTA_HELP = (
+    "average the probabilities over the 8 flips and rotations of each tile, as the "
+    "paper did for ISBI 2012: fewer merged and broken cells, 8x slower (--no-tta for "
+    "speed on large data)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-unet", description="U-Net segmentation without a screen."
@@ -202,7 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True, type=Path, help="a .safetensors model file")
     predict.add_argument("--out", required=True, type=Path, help="folder for the results")
     predict.add_argument(
-        "--tta", action="store_true", help="average over the 8 flips and rotations (8x slower)"
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=TTA_HELP,
     )
     predict.add_argument(
         "--tile",
@@ -321,7 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABELS",
         help="ground truth: nonzero = cell interior",
     )
-    evaluate.add_argument("--tta", action="store_true")
+    evaluate.add_argument(
+        "--tta", action=argparse.BooleanOptionalAction, default=True, help=TTA_HELP
+    )
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(run=evaluate_command)
     return parser

@@ -7,6 +7,7 @@ from napari_unet._widgets.predict import IN_MEMORY, PredictWidget
 from napari_unet.core import checkpoint
 from napari_unet.core.instances import to_instances
 from napari_unet.core.model import UNet
+from napari_unet.core.predict import predict_tiled
 
 
 @pytest.fixture
@@ -39,6 +40,11 @@ def test_predict_adds_probability_and_labels_layers(viewer_with_sample, model_fi
     assert names == ["cells", "cells labels", "cells probabilities", "cells labels [1]"]
     probs = viewer_with_sample.layers["cells probabilities"].data
     assert probs.shape == (256, 256) and 0 <= probs.min() and probs.max() <= 1
+    # Test-time augmentation is on unless unticked, as on the command line.
+    model, _ = checkpoint.load(model_file)
+    image = viewer_with_sample.layers["cells"].data
+    expected = predict_tiled(model, image, tile_size=64, tta=True)[1]
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
     assert steps[-1] == (16, 16)
     assert widget.run_button.enabled and not widget.cancel_button.enabled
 

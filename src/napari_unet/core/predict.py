@@ -277,7 +277,8 @@ def predict_tiled(
         Output pixels per tile (e.g. 388 for the paper's 572-pixel input tiles),
         rounded to the pooling grid. None: the largest tile the memory allows.
     tta : bool
-        Average the probabilities over the 8 flips and 90-degree rotations.
+        Average the probabilities over the 8 flips and 90-degree rotations (8x the
+        work; the command line and the Predict dock do by default).
     device : str or torch.device, optional
         Where to run; None runs where the model's weights are.
     progress : callable, optional
