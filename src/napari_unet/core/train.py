@@ -60,7 +60,9 @@ class TrainConfig:
     # Lower than the paper's w0 10 with class balance, which on ISBI 2012 pushed the
     # network to membranes too thick at 0.5. w0 1.5 scored ISBI a little better after
     # 5 minutes (0.092-0.097 against 0.104) and the same after 30, but separated truly
-    # touching cells less reliably (benchmarks/README.md, seventh session).
+    # touching cells less reliably (benchmarks/README.md, seventh session). w0 4.5
+    # scored both benchmarks better as trained but not with test-time augmentation,
+    # the prediction default (tenth session).
     w0: float = 3.0
     sigma: float = 5.0
     class_balance: bool = False  # border term included: see weights.class_weights
