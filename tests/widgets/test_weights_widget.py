@@ -153,8 +153,16 @@ def test_edits_during_a_run_are_coalesced(viewer_with_sample, qtbot, monkeypatch
 
 
 def test_the_train_dock_and_this_one_share_the_weight_settings(
-    viewer_with_sample, qtbot, loss_weights
+    viewer_with_sample, qtbot, monkeypatch, loss_weights
 ):
+    built = []
+
+    class Counted(WeightMap):
+        def __init__(self, *args, **kwargs):
+            built.append(args[1:4])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(weights, "WeightMap", Counted)
     viewer = viewer_with_sample
     widget = plugin_widget(viewer)
     _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
@@ -167,9 +175,11 @@ def test_the_train_dock_and_this_one_share_the_weight_settings(
     labels = viewer.layers["cells labels"].data
     np.testing.assert_array_equal(shown(viewer), loss_weights(labels, 6.0, 2.5, balance))
 
+    built.clear()
     train.ignore_outline.value = False
     assert not widget.ignore_outline.value
     settle(widget, qtbot)
+    assert built == []  # the outline changes what is shown, not the Eq. 2 maps
     with_outline = loss_weights(labels, 6.0, 2.5, balance)
     without = loss_weights(labels, 6.0, 2.5, balance, ignore_outline=False)
     assert (without != with_outline).any()

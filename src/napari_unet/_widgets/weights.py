@@ -49,31 +49,39 @@ def changed_window(old: np.ndarray, new: np.ndarray) -> tuple[slice, slice] | No
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
-def weights_job(maps: list, labels: np.ndarray, annotated: np.ndarray | None, settings):
+def weights_job(
+    maps: list, labels: np.ndarray, annotated: np.ndarray | None, settings, redraw=False
+):
     """Worker body: bring ``maps`` (one WeightMap or None per slice) up to date.
 
     Yields ``(slice index, window, weights in the window)`` for each slice that
-    changed and returns "" or, for labels the core refuses, a message.
+    changed, or for every slice whole when ``redraw`` (the maps are unchanged
+    but what is shown of them is not: "Ignore outline" toggled), and returns ""
+    or, for labels the core refuses, a message.
     """
     planes = labels[None] if labels.ndim == 2 else labels
     regions = [None] * len(planes) if annotated is None else annotated.reshape(planes.shape)
+    whole = (slice(None), slice(None))
     try:
         for z, (plane, region) in enumerate(zip(planes, regions, strict=True)):
             target = with_region(plane, region)
             current, eq2 = maps[z], (settings.w0, settings.sigma, settings.class_balance)
             if current is None or (current.w0, current.sigma, current.class_balance) != eq2:
                 maps[z] = WeightMap(target, *eq2, ignore=IGNORE)
-                window = (slice(None), slice(None))
+                window = whole
             else:
                 window = changed_window(current.labels, target)
-                if window is None:
+                if window is not None:
+                    window = current.update(target, window)
+                if redraw:
+                    window = whole
+                elif window is None:
                     continue
-                window = current.update(target, window)
             if settings.ignore_outline:
                 window, edges = outline_update(maps[z].gapped, window)
-            weights = maps[z].weights[window].copy()
-            if settings.ignore_outline:
-                weights[edges] = 0
+                weights = np.where(edges, np.float32(0), maps[z].weights[window])
+            else:
+                weights = maps[z].weights[window].copy()
             yield z, window, weights
     except ValueError as err:
         return str(err)
@@ -204,16 +212,15 @@ class WeightsWidget(Container):
         region = self.region.value
         annotated = None if region is None else np.asarray(region.data) != 0
         settings = session(self._viewer).weights  # what the controls show
-        outline_toggled = self._settings is not None and (
+        redraw = self._settings is not None and (
             settings.ignore_outline != self._settings.ignore_outline
         )
-        if labels.shape != self._shape or outline_toggled:
-            # Toggling the outline changes weights all over each plane.
+        if labels.shape != self._shape:
             self._maps = [None] * (1 if labels.ndim == 2 else labels.shape[0])
             self._shape = labels.shape
         self._settings = settings
         self._show_output(labels.shape, settings)
-        self._worker = create_worker(weights_job, self._maps, labels, annotated, settings)
+        self._worker = create_worker(weights_job, self._maps, labels, annotated, settings, redraw)
         self._worker.yielded.connect(self._on_plane)
         self._worker.returned.connect(self._on_returned)
         self._worker.finished.connect(self._on_finished)
