@@ -181,11 +181,15 @@ def evaluate_command(args: argparse.Namespace) -> None:
         )
 
 
-TTA_HELP = (
-    "average the probabilities over the 8 flips and rotations of each tile, as the "
-    "paper did for ISBI 2012: fewer merged and broken cells, 8x slower (--no-tta for "
-    "speed on large data)"
-)
+def add_tta_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="average the probabilities over the 8 flips and rotations of each tile, as "
+        "the paper did for ISBI 2012: fewer merged and broken cells, 8x slower "
+        "(--no-tta for speed on large data)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,12 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--model", required=True, type=Path, help="a .safetensors model file")
     predict.add_argument("--out", required=True, type=Path, help="folder for the results")
-    predict.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help=TTA_HELP,
-    )
+    add_tta_flag(predict)
     predict.add_argument(
         "--tile",
         type=int,
@@ -331,9 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABELS",
         help="ground truth: nonzero = cell interior",
     )
-    evaluate.add_argument(
-        "--tta", action=argparse.BooleanOptionalAction, default=True, help=TTA_HELP
-    )
+    add_tta_flag(evaluate)
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(run=evaluate_command)
     return parser
