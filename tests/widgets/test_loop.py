@@ -5,6 +5,7 @@ from dataclasses import astuple
 
 import numpy as np
 import pytest
+from training import stop_and_wait, train_until
 
 from napari_unet._widgets import train as train_module
 from napari_unet._widgets._session import session
@@ -24,15 +25,6 @@ def viewer(make_napari_viewer, tmp_path, monkeypatch):
 def dock(viewer, name):
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
     return widget
-
-
-def train_for(widget, qtbot, steps):
-    widget.start()
-    qtbot.waitUntil(
-        lambda: bool(widget.plot.steps) and widget.plot.steps[-1] >= steps, timeout=300_000
-    )
-    widget.stop()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
 
 
 def test_paint_preview_train_predict_correct_fine_tune(viewer, qtbot, loss_weights):
@@ -92,7 +84,9 @@ def test_paint_preview_train_predict_correct_fine_tune(viewer, qtbot, loss_weigh
     annotate.add_to_training_set()
     assert len(session(viewer).annotations) == 2
     train.start_from.value = "current model (fine-tune)"
-    train_for(train, qtbot, 20)
+    train.start()
+    train_until(train, qtbot, 20, timeout=300_000)
+    stop_and_wait(train, qtbot)
     tuned = session(viewer).model
     assert tuned is not first_model
     assert tuned.config["input_mean"] == first_model.config["input_mean"]

@@ -2,6 +2,7 @@ import time
 
 import numpy as np
 import pytest
+from training import steps_seen, stop_and_wait, train_until
 
 from napari_unet._widgets import train as train_module
 from napari_unet._widgets._session import session
@@ -41,19 +42,6 @@ def add_sample_pair(widget, viewer) -> None:
 
 def previewed(viewer) -> bool:
     return "cells preview" in viewer.layers and viewer.layers["cells preview"].data.max() > 0
-
-
-def steps_seen(widget) -> int:
-    return widget.plot.steps[-1] if widget.plot.steps else 0
-
-
-def train_until(widget, qtbot, steps: int, timeout: int = 60_000) -> None:
-    qtbot.waitUntil(lambda: steps_seen(widget) >= steps, timeout=timeout)
-
-
-def stop_and_wait(widget, qtbot) -> None:
-    widget.stop()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
 
 
 def test_the_dock_starts_from_the_trainers_defaults_on_the_cpu(viewer):
