@@ -194,3 +194,17 @@ def test_the_train_dock_and_this_one_share_the_weight_settings(
     train.w0.value = 8.0  # a closed dock no longer follows
     assert widget.w0.value == 3.0
     settle(widget, qtbot)
+
+
+def test_a_deleted_weights_layer_comes_back_with_the_loss_weights(
+    viewer_with_sample, qtbot, defaults
+):
+    viewer = viewer_with_sample
+    labels = viewer.layers["cells labels"]
+    widget = plugin_widget(viewer)
+    settle(widget, qtbot)
+    viewer.layers.remove("cells labels weights")
+    labels.brush_size = 5
+    labels.paint((20, 20), 55)  # a small edit: the rest of the plane is not recomputed
+    settle(widget, qtbot)
+    np.testing.assert_array_equal(shown(viewer), defaults(labels.data))

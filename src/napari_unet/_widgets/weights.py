@@ -56,8 +56,9 @@ def weights_job(
 
     Yields ``(slice index, window, weights in the window)`` for each slice that
     changed, or for every slice whole when ``redraw`` (the maps are unchanged
-    but what is shown of them is not: "Ignore outline" toggled), and returns ""
-    or, for labels the core refuses, a message.
+    but what is shown of them is not: "Ignore outline" toggled, or the weights
+    layer created again), and returns "" or, for labels the core refuses, a
+    message.
     """
     planes = labels[None] if labels.ndim == 2 else labels
     regions = [None] * len(planes) if annotated is None else annotated.reshape(planes.shape)
@@ -101,6 +102,7 @@ class WeightsWidget(Container):
         self._shape = None
         self._output = None
         self._settings = None
+        self._stale = False  # planes shown out of date: runs draw them all until one ends
         self._last_error = ""
         self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
         self.region = create_widget(
@@ -212,15 +214,18 @@ class WeightsWidget(Container):
         region = self.region.value
         annotated = None if region is None else np.asarray(region.data) != 0
         settings = session(self._viewer).weights  # what the controls show
-        redraw = self._settings is not None and (
-            settings.ignore_outline != self._settings.ignore_outline
-        )
         if labels.shape != self._shape:
             self._maps = [None] * (1 if labels.ndim == 2 else labels.shape[0])
             self._shape = labels.shape
+        outline_toggled = self._settings is not None and (
+            settings.ignore_outline != self._settings.ignore_outline
+        )
+        if self._show_output(labels.shape, settings) or outline_toggled:
+            self._stale = True
         self._settings = settings
-        self._show_output(labels.shape, settings)
-        self._worker = create_worker(weights_job, self._maps, labels, annotated, settings, redraw)
+        self._worker = create_worker(
+            weights_job, self._maps, labels, annotated, settings, self._stale
+        )
         self._worker.yielded.connect(self._on_plane)
         self._worker.returned.connect(self._on_returned)
         self._worker.finished.connect(self._on_finished)
@@ -228,21 +233,18 @@ class WeightsWidget(Container):
         self.status.value = "computing" if first else "updating"
         self._worker.start()
 
-    def _show_output(self, shape, settings: WeightSettings):
-        """Find the weights layer, or create it (again, if the user deleted it)."""
+    def _show_output(self, shape, settings: WeightSettings) -> bool:
+        """Find the weights layer, or create it (again, if the user deleted it) empty.
+        Returns whether it was created, for the worker to fill every plane."""
         labels = self.labels_layer.value
         name = f"{labels.name} weights"
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
         if isinstance(layer, napari.layers.Image) and layer.data.shape == shape:
             self._output = layer
-            return
-        data = np.zeros(shape, np.float32)
-        for z, current in enumerate(self._maps):
-            if current is not None:
-                data.reshape((-1, *shape[-2:]))[z] = current.weights
+            return False
         active = self._viewer.layers.selection.active  # keep painting where the user was
         self._output = self._viewer.add_image(
-            data,
+            np.zeros(shape, np.float32),
             name=f"{labels.name} weights",
             colormap="inferno",
             contrast_limits=(0.0, settings.w0 + 1.0),
@@ -251,6 +253,7 @@ class WeightsWidget(Container):
         )
         if active is not None:
             self._viewer.layers.selection.active = active
+        return True
 
     def _on_plane(self, update):
         if self._stopped:  # the viewer may be gone
@@ -265,6 +268,7 @@ class WeightsWidget(Container):
         if message:
             self._report(message, message)
             return
+        self._stale = False
         self._output.contrast_limits = (0.0, self._largest_weight())
         self._last_error = ""
         self.status.value = (
