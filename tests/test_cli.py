@@ -200,9 +200,12 @@ def test_train_defaults_are_the_trainer_defaults():
         "seed": "seed",
         "device": "device",
         "validate_every": "validate_every",
+        "keep_best": "keep_best",
     }
     for option, setting in pairs.items():
         assert getattr(args, option) == getattr(config, setting), option
+    argv = ["train", "--images", "i", "--labels", "l", "--out", "o", "--keep-best"]
+    assert build_parser().parse_args(argv).keep_best
 
 
 def test_predict_and_evaluate_average_the_symmetries_unless_told_not_to():

@@ -136,6 +136,7 @@ def train_command(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
         validate_every=args.validate_every,
+        keep_best=args.keep_best,
         preview_every=0,
         out=str(args.out),
     )
@@ -265,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
         "more and no --val-images (0 keeps them all)",
     )
     train.add_argument("--validate-every", type=int, default=200, help="steps (0: at the end)")
+    train.add_argument(
+        "--keep-best",
+        action="store_true",
+        help="end with the weights that scored best on the validation set, not the last",
+    )
     train.add_argument(
         "--init", type=Path, default=None, help="fine-tune this model instead of starting afresh"
     )

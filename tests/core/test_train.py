@@ -302,3 +302,48 @@ def test_split_validation_spreads_the_held_out_pairs(sample):
     train_pairs, held = split_validation(pairs)
     assert len(train_pairs) == 8 and held == [pairs[4], pairs[9]]
     assert split_validation(pairs[:4]) == (pairs[:4], [])
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+@pytest.mark.parametrize("criterion", ["adapted Rand error", "loss"])
+def test_keep_best_ends_with_the_best_validated_weights(
+    sample, tmp_path, monkeypatch, keep_best, criterion
+):
+    pairs = make_pairs([sample[0]], [sample[1]])
+    config = TrainConfig(
+        steps=6,
+        batch_size=1,
+        tile=36,
+        validate_every=2,
+        keep_best=keep_best,
+        out=str(tmp_path / "m"),
+    )
+    trainer = Trainer(tiny_model(), pairs, config, validation=pairs)
+    scores = iter([0.3, 0.1, 0.2])  # the best at step 4 of 2, 4 and 6
+
+    def scripted():
+        score = next(scores)
+        if criterion == "loss":  # partly annotated pairs have no Rand error
+            return Validation(trainer.step, score, 0.1, float("nan"), float("nan"))
+        return Validation(trainer.step, 0.5, 0.1, score, 1.0)
+
+    monkeypatch.setattr(trainer, "validate", scripted)
+    weights, notices = {}, []
+    for event in trainer.run():
+        if isinstance(event, Validation):
+            weights[event.step] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        elif isinstance(event, Notice):
+            notices.append(event.message)
+    model, saved = checkpoint.load(tmp_path / "m.safetensors")
+    ends_with = 4 if keep_best else 6
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, weights[ends_with][name]), name
+    assert saved["step"] == 6 and weights[4]["head.weight"].ne(weights[6]["head.weight"]).any()
+    if keep_best:
+        assert notices == [
+            f"kept the model of step 4, the best on the validation set ({criterion} 0.1000, "
+            "against 0.2000 at step 6)"
+        ]
+        assert trainer.kept_step == saved["kept_step"] == 4
+    else:
+        assert notices == [] and trainer.kept_step is None and "kept_step" not in saved
