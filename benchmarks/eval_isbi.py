@@ -21,6 +21,7 @@ challenge thinned the predicted borders before its Rand score; see
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from skimage import io
 from skimage.segmentation import expand_labels
 
 from napari_unet.core.augment import AugmentSettings
-from napari_unet.core.data import make_pairs
+from napari_unet.core.data import make_pairs, split_validation
+from napari_unet.core.events import Validation
 from napari_unet.core.metrics import THRESHOLD_SWEEP, best_threshold, rand_error, score_stack
 from napari_unet.core.model import UNet
 from napari_unet.core.predict import predict_tiled, symmetry_mean
@@ -56,15 +58,36 @@ def ours(
     width: int = 16,
     padding: str = "same",
     dropout: float = 0.5,
+    val_fraction: float = 0.0,
     settings=None,
 ):
+    """Train with the defaults; with ``val_fraction``, hold out that share of the
+    slices as the command line does, and with the ``keep_best`` setting return both the
+    best-validated model the run ends with and the last step's."""
     torch.manual_seed(seed)
     model = UNet(width=width, norm=norm, padding=padding, dropout=dropout)
     config = TrainConfig(steps=10**9, minutes=minutes, seed=seed, **(settings or {}))
-    trainer = Trainer(model, make_pairs(images, labels), config)
-    for _ in trainer.run():
-        pass
-    return lambda image, tta: predict_tiled(trainer.model, image, tta=tta)[1], trainer.step
+    pairs, validation = split_validation(make_pairs(images, labels), val_fraction)
+    trainer = Trainer(model, pairs, config, validation=validation)
+    last, curve = None, []
+    for event in trainer.run():
+        if isinstance(event, Validation):  # the run's last one scores its last step
+            last = copy.deepcopy(trainer.model.state_dict())
+            curve.append(f"{event.step} {event.rand_error:.3f}")
+    if validation:
+        print(f"  ours seed {seed}: validation Rand by step: {', '.join(curve)}", flush=True)
+    if not (validation and config.keep_best):
+        return [("ours", _predictor(trainer.model), f"{trainer.step} steps")]
+    model = copy.deepcopy(trainer.model)
+    model.load_state_dict(last)
+    return [
+        ("ours", _predictor(trainer.model), f"kept step {trainer.kept_step or trainer.step}"),
+        ("ours last", _predictor(model), f"{trainer.step} steps"),
+    ]
+
+
+def _predictor(model):
+    return lambda image, tta: predict_tiled(model, image, tta=tta)[1]
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -104,6 +127,14 @@ def add_ours_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=int, default=16, help="ours only; the paper's is 64")
     parser.add_argument("--padding", choices=["valid", "same"], default="same", help="ours only")
     parser.add_argument("--dropout", type=float, default=0.5, help="ours only")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.0,
+        help="ours only: hold out this share of the training slices for validation, as "
+        "napari-unet train does (0.2); with --set keep_best=true both the best-validated "
+        "and the last model are scored",
+    )
 
 
 def ours_options(args: argparse.Namespace) -> dict:
@@ -113,6 +144,7 @@ def ours_options(args: argparse.Namespace) -> dict:
         "norm": args.norm,
         "width": args.width,
         "padding": args.padding,
+        "val_fraction": args.val_fraction,
         "settings": _config(args.set),
     }
 
@@ -156,7 +188,7 @@ def anchor(images, labels, minutes: float, seed: int, **_):
         p = symmetry_mean(probabilities, x) if tta else probabilities(x)
         return p[0, 1].numpy()
 
-    return predict, steps
+    return [("monai", predict, f"{steps} steps")]
 
 
 def nearest_cell_rand(probabilities, truths) -> float:
@@ -199,26 +231,28 @@ def main() -> None:
         f"## ISBI 2012, train 00-24, test 25-29, {args.minutes:g} CPU minutes, "
         f"{torch.get_num_threads()} threads, seeds {args.seeds}, ours with {options}"
     )
-    for name, method in methods.items():
-        results = {False: [], True: []}  # without and with test-time augmentation
+    for method in methods.values():
+        results = {}  # (name, tta) -> [(half, best)] over the seeds
         for seed in args.seeds:
-            predict, steps = method(*train, args.minutes, seed, **options)
-            for tta, found in results.items():
-                half, best, threshold = score(predict, *test, tta=tta)
-                found.append((half, best))
-                print(
-                    f"  {name}{' tta' if tta else ''} seed {seed}: {steps} steps; threshold 0.5: "
-                    f"Rand {half['rand_error']:.3f}, pixel {half['pixel_error']:.3f}, VI "
-                    f"{half['vi']:.2f}; best ({threshold:.1f}): Rand {best['rand_error']:.3f}; "
-                    f"nearest: Rand {half['nearest']:.3f}"
-                )
-        for tta, found in results.items():
+            for name, predict, steps in method(*train, args.minutes, seed, **options):
+                for tta in (False, True):
+                    half, best, threshold = score(predict, *test, tta=tta)
+                    results.setdefault((name, tta), []).append((half, best))
+                    print(
+                        f"  {name}{' tta' if tta else ''} seed {seed}: {steps}; threshold 0.5: "
+                        f"Rand {half['rand_error']:.3f}, pixel {half['pixel_error']:.3f}, VI "
+                        f"{half['vi']:.2f}; best ({threshold:.1f}): Rand "
+                        f"{best['rand_error']:.3f}; nearest: Rand {half['nearest']:.3f}",
+                        flush=True,
+                    )
+        for (name, tta), found in results.items():
             mean = {k: np.mean([half[k] for half, _ in found]) for k in found[0][0]}
             best_rand = np.mean([best["rand_error"] for _, best in found])
             print(
-                f"{name}{' tta' if tta else ''} mean: Rand {mean['rand_error']:.3f}, pixel "
-                f"{mean['pixel_error']:.3f}, VI {mean['vi']:.2f} at 0.5; Rand {best_rand:.3f} "
-                f"at each seed's best threshold; nearest: Rand {mean['nearest']:.3f}"
+                f"{name}{' tta' if tta else ''} mean over {len(found)}: Rand "
+                f"{mean['rand_error']:.3f}, pixel {mean['pixel_error']:.3f}, VI "
+                f"{mean['vi']:.2f} at 0.5; Rand {best_rand:.3f} at each seed's best "
+                f"threshold; nearest: Rand {mean['nearest']:.3f}"
             )
 
 
