@@ -82,8 +82,12 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[U
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     with open(path, "rb") as f:
-        head = f.read(4)
-    if head.startswith(_PICKLE_MAGIC):
+        head = f.read(9)
+    # A safetensors file opens with its header's length (8 bytes, little-endian), whose
+    # first byte is the pickle opcode 0x80 for one header length in 256, then "{".
+    header_length = int.from_bytes(head[:8], "little")
+    safetensors = head[8:] == b"{" and header_length <= path.stat().st_size - 8
+    if not safetensors and head.startswith(_PICKLE_MAGIC):
         raise ValueError(
             f"{path.name} is a pickle or a torch.save file. napari-unet does not open those, "
             "because unpickling can run arbitrary code; open the model in the program that "
