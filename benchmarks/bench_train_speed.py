@@ -17,12 +17,13 @@ import time
 
 import torch
 
+from napari_unet.core.config import TrainConfig
 from napari_unet.core.data import make_pairs
 from napari_unet.core.device import computes_bfloat16, default_device
 from napari_unet.core.events import Progress
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import touching_cells
-from napari_unet.core.train import TrainConfig, Trainer
+from napari_unet.core.train import Trainer
 
 
 def steps_per_second(

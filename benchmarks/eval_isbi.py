@@ -33,12 +33,13 @@ from skimage import io
 from skimage.segmentation import expand_labels
 
 from napari_unet.core.augment import AugmentSettings
+from napari_unet.core.config import TrainConfig
 from napari_unet.core.data import make_pairs, split_validation
 from napari_unet.core.events import Validation
 from napari_unet.core.metrics import THRESHOLD_SWEEP, best_threshold, rand_error, score_stack
 from napari_unet.core.model import UNet
 from napari_unet.core.predict import predict_tiled, symmetry_mean
-from napari_unet.core.train import TrainConfig, Trainer
+from napari_unet.core.train import Trainer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "isbi2012-em"
 

@@ -183,7 +183,7 @@ def test_train_defaults_are_the_trainer_defaults():
     """The command line repeats TrainConfig's defaults (it does not import torch to
     build --help); this keeps the two from drifting apart."""
     from napari_unet.cli import build_parser
-    from napari_unet.core.train import TrainConfig
+    from napari_unet.core.config import TrainConfig
 
     args = build_parser().parse_args(["train", "--images", "i", "--labels", "l", "--out", "o"])
     config = TrainConfig()

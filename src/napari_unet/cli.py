@@ -102,10 +102,11 @@ def train_command(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from .core.checkpoint import load
+    from .core.config import TrainConfig
     from .core.data import make_pairs, split_validation
     from .core.events import Done, Notice, Progress, Validation
     from .core.model import UNet
-    from .core.train import TrainConfig, Trainer
+    from .core.train import Trainer
 
     if args.init is not None:
         model, _ = load(args.init)

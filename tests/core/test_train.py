@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from napari_unet.core import checkpoint
+from napari_unet.core.config import TrainConfig
 from napari_unet.core.data import TileSampler, make_pairs, split_validation, target_and_weights
 from napari_unet.core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import touching_cells
-from napari_unet.core.train import TrainConfig, Trainer
+from napari_unet.core.train import Trainer
 
 
 @pytest.fixture

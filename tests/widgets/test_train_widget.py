@@ -8,7 +8,7 @@ from napari_unet._widgets import train as train_module
 from napari_unet._widgets._session import session
 from napari_unet._widgets.train import TrainWidget
 from napari_unet.core import checkpoint
-from napari_unet.core.train import TrainConfig
+from napari_unet.core.config import TrainConfig
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import napari
 import numpy as np
 from psygnal import Signal
 
+from ..core.config import TrainConfig
 from ..core.model import UNet
-from ..core.train import TrainConfig
 
 
 @dataclass(eq=False)

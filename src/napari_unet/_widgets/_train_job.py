@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.config import TrainConfig
 from ..core.data import make_pairs, split_validation
 from ..core.model import UNet
-from ..core.train import TrainConfig, Trainer
+from ..core.train import Trainer
 
 
 @dataclass

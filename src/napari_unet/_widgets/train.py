@@ -37,10 +37,11 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 
 from ..core.checkpoint import load
+from ..core.config import TrainConfig
 from ..core.device import default_device
 from ..core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from ..core.model import UNet
-from ..core.train import TrainConfig, warm_up
+from ..core.train import warm_up
 from ._common import WeightControls, device_choices, ignore_outline_box, on_removed
 from ._plot import TrainingPlot
 from ._session import session
