@@ -274,10 +274,10 @@ def test_out_of_memory_halves_batch_then_tile(sample, monkeypatch):
 
     monkeypatch.setattr(trainer.model, "forward", failing)
     events = list(trainer.run())
-    notices = [e.message for e in events if isinstance(e, Notice)]
+    notices = [(e.message, e.level) for e in events if isinstance(e, Notice)]
     assert notices == [
-        "out of memory: batch halved to 1",
-        f"out of memory: tile halved to {trainer.out_size} output pixels",
+        ("out of memory: batch halved to 1", "warning"),
+        (f"out of memory: tile halved to {trainer.out_size} output pixels", "warning"),
     ]
     assert trainer.config.batch_size == 1 and trainer.out_size < 36
     assert events[-1] == Done(2, False, None)
@@ -334,17 +334,18 @@ def test_keep_best_ends_with_the_best_validated_weights(
         if isinstance(event, Validation):
             weights[event.step] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
         elif isinstance(event, Notice):
-            notices.append(event.message)
+            notices.append((event.message, event.level))
     model, saved = checkpoint.load(tmp_path / "m.safetensors")
     ends_with = 4 if keep_best else 6
     for name, value in model.state_dict().items():
         assert torch.equal(value, weights[ends_with][name]), name
     assert saved["step"] == 6 and weights[4]["head.weight"].ne(weights[6]["head.weight"]).any()
     if keep_best:
-        assert notices == [
+        kept = (
             f"kept the model of step 4, the best on the validation set ({criterion} 0.1000, "
             "against 0.2000 at step 6)"
-        ]
+        )
+        assert notices == [(kept, "info")]
         assert trainer.kept_step == saved["kept_step"] == 4
     else:
         assert notices == [] and trainer.kept_step is None and "kept_step" not in saved

@@ -9,6 +9,7 @@ from napari_unet._widgets._session import session
 from napari_unet._widgets.train import TrainWidget
 from napari_unet.core import checkpoint
 from napari_unet.core.config import TrainConfig
+from napari_unet.core.events import Notice
 
 
 @pytest.fixture
@@ -165,6 +166,19 @@ def test_bad_input_is_a_notification(viewer, errors, tmp_path, case):
         widget.load_model()
     assert len(errors) == 1 and widget._worker is None
     assert session(viewer).model is None
+
+
+def test_notices_are_shown_at_their_level(viewer, monkeypatch):
+    shown = []
+    monkeypatch.setattr(train_module, "show_info", lambda m: shown.append(("info", m)))
+    monkeypatch.setattr(train_module, "show_warning", lambda m: shown.append(("warning", m)))
+    widget = dock(viewer)
+    widget._on_event(Notice("out of memory: batch halved to 1"))
+    widget._on_event(Notice("kept the model of step 4", level="info"))
+    assert shown == [
+        ("warning", "out of memory: batch halved to 1"),
+        ("info", "kept the model of step 4"),
+    ]
 
 
 def test_a_training_set_without_cells_is_refused_in_the_widget(viewer, qtbot, errors):

@@ -310,7 +310,7 @@ class TrainWidget(Container):
         elif isinstance(event, Paused):
             self.status.value = f"paused at step {event.step}"
         elif isinstance(event, Notice):
-            show_warning(event.message)
+            (show_info if event.level == "info" else show_warning)(event.message)
         elif isinstance(event, Saved):
             self._session.model_path = event.path
         elif isinstance(event, Done):

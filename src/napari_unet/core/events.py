@@ -45,7 +45,12 @@ class Saved:
 
 @dataclass(frozen=True)
 class Notice:
+    """Something the user should know: ``level`` "warning" for a change they did not
+    ask for (a batch halved after running out of memory), "info" for news (the
+    validation kept an earlier model)."""
+
     message: str
+    level: str = "warning"
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 ``Trainer.run()`` yields :class:`Progress` after every step, :class:`Validation`
 and :class:`Preview` at their intervals, :class:`Saved` whenever a checkpoint is
 written, :class:`Notice` for what the user should know (a batch or tile halved
-after running out of memory), :class:`Paused` while held, and ends with
-:class:`Done`. ``stop()``, ``pause()`` and ``resume()`` work from any thread and
+after running out of memory, an earlier model kept), :class:`Paused` while held,
+and ends with :class:`Done`. ``stop()``, ``pause()`` and ``resume()`` work from any thread and
 act between steps. The loss is the pixel-weighted cross entropy of the paper
 with the Eq. 2 weights, warped with each sample's augmentation on the training
 device.
@@ -173,7 +173,7 @@ class Trainer:
             yield self._validation()
         kept = self._keep_best()
         if kept:
-            yield Notice(kept)
+            yield Notice(kept, level="info")
         path = None
         if cfg.out is not None:
             path = self.save()
