@@ -89,6 +89,30 @@ def test_stacks_give_one_pair_per_slice(sample):
     assert len(make_pairs([np.stack([image] * 3)], [np.stack([labels] * 3)])) == 3
 
 
+def test_unpainted_planes_train_only_inside_a_region(sample):
+    image, labels = sample
+    stack = np.zeros((5, *labels.shape), labels.dtype)
+    stack[4] = labels
+    images = [np.stack([image] * 5)]
+    (pair,) = make_pairs(images, [stack])
+    assert pair.annotated.all() and pair.labels.max() > 0
+    region = np.zeros(stack.shape, bool)
+    region[[0, 4]] = True  # slice 0 marked as annotated: no cell there
+    empty, painted = make_pairs(images, [stack], [region])
+    assert empty.labels.max() == 0 and empty.annotated.all() and painted.labels.max() > 0
+
+
+def test_holding_out_never_takes_every_painted_slice(sample):
+    image, labels = sample
+    stack = np.zeros((10, *labels.shape), labels.dtype)
+    stack[4] = labels
+    region = np.ones(stack.shape, bool)  # every slice annotated, cells only on slice 4
+    pairs = make_pairs([np.stack([image] * 10)], [stack], [region])
+    assert split_validation(pairs) == (pairs, [])
+    trainer = Trainer(tiny_model(), pairs, TrainConfig(steps=2, batch_size=2, tile=36))
+    assert isinstance(list(trainer.run())[-1], Done)
+
+
 @pytest.mark.parametrize(
     ("images", "labels", "match"),
     [

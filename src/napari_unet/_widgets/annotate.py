@@ -2,7 +2,8 @@
 see what training will make of them, and add the pair to the training set.
 
 Training trusts the labels only inside the annotated region (a Labels layer,
-painted = annotated; no region = the whole image), so the counts and the
+painted = annotated; no region = every image or slice with a painted cell,
+``core.data.make_pairs``), so the counts and the
 separation gaps shown here are those of the labels inside it, computed by the
 core in a worker on snapshots, debounced while the user paints.
 """
@@ -24,7 +25,10 @@ from ._session import session
 
 NEW_CELL_KEY = "n"
 LABELS_DTYPE = np.int32  # as predicted labels, so corrections train unchanged
-HINT = "Mark where you painted: without a region, every unpainted pixel counts as background."
+HINT = (
+    "Mark where you painted: without a region, every unpainted pixel of a slice "
+    "with a painted cell counts as background."
+)
 
 
 @dataclass

@@ -46,12 +46,18 @@ def _as_instances(labels: np.ndarray) -> np.ndarray:
 def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pair]:
     """Check and split (image, labels[, annotated]) triples into 2D pairs.
 
+    Only planes with annotated pixels become pairs. Without an annotated region a
+    plane is annotated everywhere if it has a labelled pixel and nowhere if it has
+    none: a stack painted on one slice trains on that slice, not on its unpainted
+    neighbours as if they held no cell. To train on cell-free planes as
+    background, give a region that covers them.
+
     Parameters
     ----------
     images, labels, annotated : sequences of arrays
         ``(Y, X)`` or ``(Z, Y, X)`` images for one channel, ``(C, Y, X)`` or
         ``(C, Z, Y, X)`` for ``in_channels`` = C; labels ``(Y, X)`` or ``(Z, Y, X)``;
-        annotated regions (bool) of the labels' shape, or None for fully annotated.
+        annotated regions (bool) of the labels' shape, or None.
 
     Raises
     ------
@@ -81,7 +87,10 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pai
             raise ValueError(f"pair {k}: labels must be integers; got {label.dtype}")
         if not np.isfinite(image).all():
             raise ValueError(f"pair {k}: the image contains NaN or infinite values")
-        region = np.ones(label.shape, bool) if region is None else np.asarray(region, bool)
+        if region is None:
+            painted = np.any(label != 0, axis=(-2, -1), keepdims=True)
+            region = np.broadcast_to(painted, label.shape).copy()
+        region = np.asarray(region, bool)
         if region.shape != label.shape:
             raise ValueError(
                 f"pair {k}: annotated region {region.shape} and labels "
@@ -92,7 +101,7 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pai
             if label.ndim == 2
             else [(image[:, z], label[z], region[z]) for z in range(label.shape[0])]
         )
-        pairs += [Pair(i, _as_instances(lab), r) for i, lab, r in planes]
+        pairs += [Pair(i, _as_instances(lab), r) for i, lab, r in planes if r.any()]
     if not any(np.any(p.annotated & (p.labels > 0)) for p in pairs):
         raise ValueError("no labelled pixel: paint at least one cell before training")
     return pairs
@@ -100,13 +109,17 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pai
 
 def split_validation(pairs: list[Pair], fraction: float = 0.2) -> tuple[list, list]:
     """Hold out every ``1/fraction``-th pair for validation, spread over the set (a
-    stack's slices alternate rather than its end going missing); fewer than 5 pairs
-    are all kept for training."""
+    stack's slices alternate rather than its end going missing). Fewer than 5 pairs
+    are all kept for training, and so are all pairs when holding out would leave no
+    labelled cell to train on."""
     if fraction <= 0 or len(pairs) < 5:
         return list(pairs), []
     every = max(2, round(1 / fraction))
     held = set(range(every - 1, len(pairs), every))
-    return [p for k, p in enumerate(pairs) if k not in held], [pairs[k] for k in sorted(held)]
+    kept = [p for k, p in enumerate(pairs) if k not in held]
+    if not any(np.any(p.annotated & (p.labels > 0)) for p in kept):
+        return list(pairs), []
+    return kept, [pairs[k] for k in sorted(held)]
 
 
 def target_and_weights(
