@@ -3,9 +3,9 @@ see what training will make of them, and add the pair to the training set.
 
 Training trusts the labels only inside the annotated region (a Labels layer,
 painted = annotated; no region = every image or slice with a painted cell,
-``core.data.make_pairs``), so the counts and the
-separation gaps shown here are those of the labels inside it, computed by the
-core in a worker on snapshots, debounced while the user paints.
+``core.data.make_pairs``), so the counts and the separation gaps shown here are
+those of the labels inside it, computed by the core in a worker on snapshots,
+debounced while the user paints.
 """
 
 from __future__ import annotations
