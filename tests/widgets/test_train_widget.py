@@ -168,6 +168,16 @@ def test_bad_input_is_a_notification(viewer, errors, tmp_path, case):
     assert session(viewer).model is None
 
 
+def test_adding_a_pair_again_keeps_its_region(viewer):
+    widget = dock(viewer)
+    labels = viewer.layers["cells labels"]
+    region = viewer.add_labels(np.ones(labels.data.shape, np.uint8), name="region")
+    session(viewer).add(viewer.layers["cells"], labels, region)
+    add_sample_pair(widget, viewer)
+    (annotation,) = session(viewer).annotations
+    assert annotation.region is region
+
+
 def test_notices_are_shown_at_their_level(viewer, monkeypatch):
     shown = []
     monkeypatch.setattr(train_module, "show_info", lambda m: shown.append(("info", m)))

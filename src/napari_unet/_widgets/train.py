@@ -183,7 +183,9 @@ class TrainWidget(Container):
                 "shape, and RGB images must be converted to grey first."
             )
             return
-        self._session.add(image, labels)
+        # Adding a pair again (e.g. with another image) keeps the region it was marked with.
+        known = [a.region for a in self._session.annotations if a.labels is labels]
+        self._session.add(image, labels, known[0] if known else None)
 
     def start(self) -> None:
         """Snapshot the training set, then train in a worker thread."""
