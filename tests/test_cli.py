@@ -66,6 +66,45 @@ def test_predict_tiff_and_png(model_file, tmp_path, rng, flags, tta):
     assert tifffile.imread(out / "b_labels.tif").shape == (40, 56)
 
 
+def test_predict_keeps_dotted_names_apart_and_refuses_clashes(model_file, tmp_path, rng):
+    for name in ("well.A1.tif", "well.B2.tif", "c.ome.tif"):
+        tifffile.imwrite(tmp_path / name, rng.random((20, 24), dtype=np.float32))
+    out = tmp_path / "out"
+    paths = [str(tmp_path / n) for n in ("well.A1.tif", "well.B2.tif", "c.ome.tif")]
+    run = ["predict", "--model", str(model_file), "--out", str(out), "--device", "cpu"]
+    assert main([*run, *paths, "--no-tta"]) == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert written == [
+        f"{stem}_{kind}.tif"
+        for stem in ("c", "well.A1", "well.B2")
+        for kind in ("labels", "probabilities")
+    ]
+    (tmp_path / "again").mkdir()
+    tifffile.imwrite(tmp_path / "again" / "c.tif", rng.random((20, 24), dtype=np.float32))
+    with pytest.raises(SystemExit) as exit_info:
+        main([*run, paths[2], str(tmp_path / "again" / "c.tif")])
+    assert exit_info.value.code == 2
+
+
+def test_evaluate_scores_each_slice_of_a_stack(model_file, tmp_path, rng, capsys):
+    from napari_unet.core.synthetic import touching_cells
+
+    pairs = [touching_cells((40, 40), n_cells=5, seed=s) for s in (0, 1)]
+    for k, (image, labels) in enumerate(pairs):
+        tifffile.imwrite(tmp_path / f"img{k}.tif", image)
+        tifffile.imwrite(tmp_path / f"lab{k}.tif", labels)
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([p[0] for p in pairs]))
+    tifffile.imwrite(tmp_path / "labels.tif", np.stack([p[1] for p in pairs]))
+    run = ["evaluate", "--model", str(model_file), "--no-tta", "--device", "cpu"]
+    images = [str(tmp_path / f"img{k}.tif") for k in (0, 1)]
+    labels = [str(tmp_path / f"lab{k}.tif") for k in (0, 1)]
+    assert main([*run, "--images", *images, "--labels", *labels]) == 0
+    separate = capsys.readouterr().out
+    stack = [str(tmp_path / "stack.tif"), "--labels", str(tmp_path / "labels.tif")]
+    assert main([*run, "--images", *stack]) == 0
+    assert capsys.readouterr().out == separate and "adapted Rand error" in separate
+
+
 def test_zarr_input_gives_zarr_output(model_file, tmp_path, rng):
     stack = rng.random((2, 30, 40), dtype=np.float32)
     source = zarr.open(

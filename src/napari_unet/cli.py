@@ -32,6 +32,16 @@ def read_image(path: Path):
     return io.imread(path)
 
 
+def output_stem(path: Path) -> str:
+    """The name ``predict`` gives an image's results: the file name without its image
+    suffix (two for OME files), so ``well.A1.tif`` and ``well.B2.tif`` stay apart."""
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
 class _BarProgress:
     """``progress(done, total)`` for ``predict_tiled``, drawn as a tqdm bar."""
 
@@ -53,15 +63,21 @@ def predict_command(args: argparse.Namespace) -> None:
     from .core.instances import to_instances
     from .core.predict import check_input, predict_tiled
 
+    stems = [output_stem(path) for path in args.images]
+    clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if clashes:
+        raise ValueError(
+            f"several images would write their results as {', '.join(clashes)}: "
+            "predict them into different --out folders"
+        )
     device = default_device(args.device)
     model, _ = load(args.model, device=device)
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in args.images:
+    for path, stem in zip(args.images, stems, strict=True):
         image = read_image(path)
         spatial, is_stack = check_input(model, image)
         shape = (model.n_classes, *spatial)
         large = hasattr(image, "chunks") or np.prod(spatial) > ZARR_PIXELS
-        stem = path.name.split(".")[0]
         with tqdm(desc=path.name, unit="tile", file=sys.stderr) as bar:
             progress = _BarProgress(bar)
             if large:
@@ -167,12 +183,25 @@ def evaluate_command(args: argparse.Namespace) -> None:
     from .core.metrics import THRESHOLD_SWEEP, best_threshold, score_stack
     from .core.predict import predict_tiled
 
+    if len(args.images) != len(args.labels):
+        raise ValueError(
+            f"{len(args.images)} images and {len(args.labels)} label images: give one of each"
+        )
     device = default_device(args.device)
     model, _ = load(args.model, device=device)
-    probabilities = [
-        predict_tiled(model, image, tta=args.tta)[1] for image in _read_all(args.images)
-    ]
-    truths = [label > 0 for label in _read_all(args.labels)]
+    probabilities, truths = [], []
+    for path, image, label in zip(
+        args.images, _read_all(args.images), _read_all(args.labels), strict=True
+    ):
+        probability, truth = predict_tiled(model, image, tta=args.tta)[1], label > 0
+        if probability.shape != truth.shape:
+            raise ValueError(
+                f"{path.name}: the prediction {probability.shape} and the labels "
+                f"{truth.shape} differ in shape"
+            )
+        # Stacks are scored slice by slice, as ISBI 2012 is.
+        probabilities += list(probability.reshape(-1, *probability.shape[-2:]))
+        truths += list(truth.reshape(-1, *truth.shape[-2:]))
     scores = score_stack(probabilities, truths, THRESHOLD_SWEEP)
     best = best_threshold(scores)
     for name, threshold in (("threshold 0.5", 0.5), (f"best threshold {best:.1f}", best)):
@@ -325,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score a model on images with ground truth",
         description="Pixel error, adapted Rand error and VI (ISBI 2012 scoring: "
         "4-connected components of the cell interior), at threshold 0.5 and "
-        "at the best of 0.1..0.9.",
+        "at the best of 0.1..0.9; means over images, each slice of a stack one image.",
     )
     evaluate.add_argument("--model", type=Path, required=True)
     evaluate.add_argument("--images", nargs="+", type=Path, required=True, metavar="IMAGE")
