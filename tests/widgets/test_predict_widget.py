@@ -116,6 +116,32 @@ def test_the_model_trained_in_the_viewer_is_used(viewer_with_sample, qtbot):
     assert "cells labels [1]" in viewer_with_sample.layers
 
 
+def test_a_chosen_model_file_stays_chosen_until_a_new_model_arrives(viewer_with_sample):
+    viewer = viewer_with_sample
+    torch.manual_seed(0)
+    session(viewer).set_model(UNet(width=4, depth=2))
+    widget = plugin_widget(viewer)
+    widget.source.value = "file"
+    session(viewer).add(viewer.layers["cells"], viewer.layers["cells labels"])
+    assert widget.source.value == "file" and not widget.model_file.native.isHidden()
+    session(viewer).set_model(UNet(width=4, depth=2))
+    assert widget.source.value == IN_MEMORY and widget.model_file.native.isHidden()
+
+
+def test_results_lie_over_a_calibrated_image(viewer_with_sample, model_file, qtbot):
+    viewer = viewer_with_sample
+    viewer.layers["cells"].scale = (0.25, 0.5)
+    viewer.layers["cells"].translate = (100, 50)
+    widget = plugin_widget(viewer)
+    widget.model_file.value = model_file
+    widget.tta.value = False
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    for name in ("cells probabilities", "cells labels [1]"):
+        layer = viewer.layers[name]
+        assert tuple(layer.scale) == (0.25, 0.5) and tuple(layer.translate) == (100, 50)
+
+
 def test_predict_into_an_existing_labels_layer_is_one_undo(viewer_with_sample, model_file, qtbot):
     viewer = viewer_with_sample
     target = viewer.add_labels(np.zeros((256, 256), np.int32), name="mine")

@@ -178,6 +178,17 @@ def test_adding_a_pair_again_keeps_its_region(viewer):
     assert annotation.region is region
 
 
+def test_the_preview_lies_over_a_calibrated_image(viewer, qtbot):
+    viewer.layers["cells"].scale = (0.25, 0.5)
+    viewer.layers["cells"].translate = (100, 50)
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    widget.start()
+    preview = viewer.layers["cells preview"]
+    assert tuple(preview.scale) == (0.25, 0.5) and tuple(preview.translate) == (100, 50)
+    stop_and_wait(widget, qtbot)
+
+
 def test_notices_are_shown_at_their_level(viewer, monkeypatch):
     shown = []
     monkeypatch.setattr(train_module, "show_info", lambda m: shown.append(("info", m)))

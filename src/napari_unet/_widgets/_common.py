@@ -1,5 +1,6 @@
-"""Small pieces the dock widgets share: device choices, knowing when a dock closes,
-debounced edits and the weight-map controls kept equal across docks."""
+"""Small pieces the dock widgets share: device choices, where a derived layer lies,
+knowing when a dock closes, debounced edits and the weight-map controls kept equal
+across docks."""
 
 from __future__ import annotations
 
@@ -22,6 +23,12 @@ def device_choices() -> list[tuple[str, str]]:
     best = str(default_device("auto"))
     choices = [(f"auto ({best})", "auto")]
     return choices + [(describe(torch.device(name)), name) for name in names]
+
+
+def placement(layer, ndim: int) -> dict:
+    """``scale`` and ``translate`` of the last ``ndim`` axes of ``layer``, so that a
+    layer made from its data lies over it in a calibrated viewer."""
+    return {"scale": tuple(layer.scale[-ndim:]), "translate": tuple(layer.translate[-ndim:])}
 
 
 class CloseWatcher(QObject):

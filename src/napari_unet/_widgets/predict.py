@@ -36,7 +36,7 @@ from ..core.device import default_device
 from ..core.instances import to_instances
 from ..core.model import UNet
 from ..core.predict import check_input, iter_predict
-from ._common import device_choices, on_removed
+from ._common import device_choices, on_removed, placement
 from ._session import session
 
 IN_MEMORY = "trained in this viewer"
@@ -82,7 +82,9 @@ class PredictWidget(Container):
         self._session = session(viewer)
         self._worker = None
         self._layer_name = ""
+        self._source_layer = None
         self._target = None
+        self._model_seen = None
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
         self.source = ComboBox(label="Model", choices=[IN_MEMORY, "file"], value="file")
         self.model_file = FileEdit(label="Model file", filter="*.safetensors", mode="r")
@@ -133,7 +135,10 @@ class PredictWidget(Container):
         return [(NEW_LAYER, None)] + [(layer.name, layer) for layer in labels]
 
     def _model_arrived(self) -> None:
-        if self._session.model is not None:
+        """Offer a newly trained model; other edits of the session leave the choice."""
+        model = self._session.model
+        if model is not None and model is not self._model_seen:
+            self._model_seen = model
             self.source.value = IN_MEMORY
         self._show_source()
 
@@ -172,7 +177,7 @@ class PredictWidget(Container):
             return
         if isinstance(data, np.ndarray):
             data = data.copy()  # the worker reads a snapshot, whatever happens to the layer
-        self._layer_name = layer.name
+        self._layer_name, self._source_layer = layer.name, layer
         tile = self.tile.value or None
         self._worker = create_worker(
             predict_job, model, data, tile, self.tta.value, self.device.value, self.threshold.value
@@ -216,22 +221,24 @@ class PredictWidget(Container):
             self.status.value = "failed: see the message"
             return
         name, labels = self._layer_name, result.labels
+        where = placement(self._source_layer, labels.ndim)
         self._viewer.add_image(
             result.probabilities[1],
             name=f"{name} probabilities",
             colormap="magma",
             contrast_limits=(0, 1),
             visible=False,
+            **where,
         )
         target = self._target
         if target is None or target not in self._viewer.layers:
-            self._viewer.add_labels(labels, name=f"{name} labels")
+            self._viewer.add_labels(labels, name=f"{name} labels", **where)
         elif labels.max() > np.iinfo(target.data.dtype).max:
             show_warning(
                 f"'{target.name}' ({target.data.dtype}) cannot hold {labels.max()} cells; "
                 "the labels went into a new layer instead."
             )
-            self._viewer.add_labels(labels, name=f"{name} labels")
+            self._viewer.add_labels(labels, name=f"{name} labels", **where)
         else:
             changed = np.nonzero(np.asarray(target.data) != labels)
             target.data_setitem(changed, labels[changed])  # one undoable edit

@@ -42,7 +42,7 @@ from ..core.device import default_device
 from ..core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from ..core.model import UNet
 from ..core.train import warm_up
-from ._common import WeightControls, device_choices, ignore_outline_box, on_removed
+from ._common import WeightControls, device_choices, ignore_outline_box, on_removed, placement
 from ._plot import TrainingPlot
 from ._session import session
 from ._train_job import TrainJob
@@ -71,6 +71,7 @@ class TrainWidget(Container):
         self._worker = None
         self._started = 0.0
         self._preview_name = ""
+        self._preview_where: dict = {}  # scale and translate of the previewed image
         self.pairs = Label(label="Training set", value="")
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
@@ -231,6 +232,7 @@ class TrainWidget(Container):
         self._preview_name = f"{annotations[0].image.name} preview"
         if preview is not None:
             # Made now, on the click, so that the first preview is a cheap data swap.
+            self._preview_where = placement(annotations[0].image, 2)
             self._show_preview(np.zeros(preview.shape[-2:], np.float32))
         self._job = TrainJob(images, labels, regions, model, config, fine_tune, preview)
         self._worker = create_worker(self._job.run, _ignore_errors=True)
@@ -331,6 +333,7 @@ class TrainWidget(Container):
                 contrast_limits=(0, 1),
                 opacity=0.6,
                 blending="additive",
+                **self._preview_where,
             )
 
     def _on_returned(self, message: str) -> None:
