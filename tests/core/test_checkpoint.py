@@ -16,6 +16,7 @@ def test_round_trip_is_bit_exact(tmp_path):
     settings = {"w0": 10.0, "sigma": 5.0, "steps": 12}
     path = checkpoint.save(tmp_path / "m", model, settings)
     assert path.name == "m.safetensors"
+    assert checkpoint.model_path("run.2024.06").name == "run.2024.06.safetensors"
     loaded, config = checkpoint.load(path)
     assert config == settings
     assert loaded.config == model.config

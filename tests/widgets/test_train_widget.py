@@ -10,6 +10,7 @@ from napari_unet._widgets.train import TrainWidget
 from napari_unet.core import checkpoint
 from napari_unet.core.config import TrainConfig
 from napari_unet.core.events import Notice
+from napari_unet.core.model import UNet
 
 
 @pytest.fixture
@@ -187,6 +188,20 @@ def test_the_preview_lies_over_a_calibrated_image(viewer, qtbot):
     preview = viewer.layers["cells preview"]
     assert tuple(preview.scale) == (0.25, 0.5) and tuple(preview.translate) == (100, 50)
     stop_and_wait(widget, qtbot)
+
+
+def test_save_model_as_keeps_the_name_and_reports_failures(viewer, errors, tmp_path):
+    widget = dock(viewer)
+    widget.save_file.value = tmp_path / "run.2024.06"
+    widget.save_model()
+    assert errors == ["There is no model to save yet: train or load one first."]
+    trained = checkpoint.save(tmp_path / "trained", UNet(width=4, depth=2))
+    session(viewer).set_model(UNet(width=4, depth=2), trained)
+    widget.save_model()
+    assert (tmp_path / "run.2024.06.safetensors").read_bytes() == trained.read_bytes()
+    widget.save_file.value = tmp_path / "missing folder" / "run"
+    widget.save_model()
+    assert len(errors) == 2 and errors[1].startswith("Cannot save the model as")
 
 
 def test_notices_are_shown_at_their_level(viewer, monkeypatch):

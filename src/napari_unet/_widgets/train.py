@@ -36,7 +36,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 
-from ..core.checkpoint import load
+from ..core.checkpoint import load, model_path
 from ..core.config import TrainConfig
 from ..core.device import default_device
 from ..core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
@@ -353,11 +353,18 @@ class TrainWidget(Container):
 
     def save_model(self) -> None:
         source, target = self._session.model_path, Path(self.save_file.value)
-        if source is None or target.name in ("", "."):
+        if source is None:
+            show_error("There is no model to save yet: train or load one first.")
+            return
+        if target.name in ("", "."):
             show_error("Choose a file name to save the model as.")
             return
-        target = target.with_suffix(".safetensors")
-        shutil.copyfile(source, target)
+        target = model_path(target)
+        try:
+            shutil.copyfile(source, target)
+        except OSError as err:
+            show_error(f"Cannot save the model as {target}: {err}")
+            return
         self.status.value = f"saved {target}"
 
     def load_model(self) -> None:

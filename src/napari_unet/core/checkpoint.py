@@ -26,6 +26,13 @@ _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")
 _OPTIMIZER = "optimizer."
 
 
+def model_path(path: str | os.PathLike) -> Path:
+    """``path`` with ``.safetensors`` added if it does not end so (``run.06`` becomes
+    ``run.06.safetensors``, never ``run.safetensors``)."""
+    path = Path(path)
+    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
+
+
 def save(
     path: str | os.PathLike,
     model: UNet,
@@ -37,9 +44,7 @@ def save(
 
     Returns the path written. The suffix ``.safetensors`` is added if missing.
     """
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        path = path.with_name(path.name + ".safetensors")
+    path = model_path(path)
     header = {
         "format": FORMAT,
         "version": __version__,
