@@ -1,4 +1,6 @@
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -252,3 +254,26 @@ def test_update_refuses_negative_labels_in_the_region():
     labels[5, 5] = -3
     with pytest.raises(ValueError, match="negative"):
         live.update(labels, (slice(5, 6), slice(5, 6)))
+
+
+CONCURRENT_MAPS = """
+import threading
+from napari_unet.core.synthetic import touching_cells
+from napari_unet.core.weights import weight_map
+_, labels = touching_cells((256, 256), n_cells=30, seed=0)
+weight_map(labels)
+threads = [threading.Thread(target=lambda: [weight_map(labels) for _ in range(10)]) for _ in range(3)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+def test_weight_maps_from_several_threads_under_numbas_workqueue_layer():
+    # The layer numba falls back to without OpenMP or TBB aborts on concurrent calls.
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    run = subprocess.run(
+        [sys.executable, "-c", CONCURRENT_MAPS], env=env, capture_output=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr.decode()[-2000:]

@@ -22,11 +22,28 @@ visits no run of columns beyond it.
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
 
 NONE = np.int32(2**30)
+
+# numba's workqueue threading layer, the one it falls back to where neither OpenMP
+# nor TBB is found (e.g. pip installs on macOS), aborts the process when two threads
+# run parallel kernels at once, as the Weight map dock and a training run can.
+_PARALLEL = threading.Lock()
+
+
+def _one_at_a_time(kernel):
+    """``kernel`` (a parallel one) called under :data:`_PARALLEL`."""
+
+    def call(*args):
+        with _PARALLEL:
+            return kernel(*args)
+
+    call.__doc__ = kernel.__doc__
+    return call
 
 
 @numba.njit(cache=True, nogil=True)
@@ -51,6 +68,7 @@ def _insert(label, d, l1, d1, l2, d2):
 BLOCK = 64
 
 
+@_one_at_a_time
 @numba.njit(cache=True, nogil=True, parallel=True)
 def column_pass(labels, cutoff, dist_dtype):
     """Per pixel: the two nearest distinct labels in its column within ``cutoff``.
@@ -142,6 +160,7 @@ def _lowest(v, f, base, n, k, x):
 ROWS = 16
 
 
+@_one_at_a_time
 @numba.njit(cache=True, nogil=True, parallel=True)
 def border_term(labels, lab1, dst1, lab2, dst2, w0, sigma, cutoff, out):
     """``w0 * exp(-(d1 + d2)**2 / (2 sigma**2))`` at background pixels, into ``out``.
@@ -224,6 +243,7 @@ def border_term(labels, lab1, dst1, lab2, dst2, w0, sigma, cutoff, out):
                 out[i, x] = w0 * math.exp(-s * s * scale) if best < far and s <= cutoff else 0.0
 
 
+@_one_at_a_time
 @numba.njit(cache=True, nogil=True, parallel=True)
 def compose(terms, background, foreground, out):
     """Eq. 2 from coded terms (see ``WeightMap.terms``): the border term plus
@@ -235,6 +255,7 @@ def compose(terms, background, foreground, out):
             out[i, j] = t + background if t >= 0 else (foreground if t == -1 else 0)
 
 
+@_one_at_a_time
 @numba.njit(cache=True, nogil=True, parallel=True)
 def border_sums(terms, out):
     """Per row of coded terms, the float64 sum of the border term (values >= 0), into
