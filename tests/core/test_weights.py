@@ -262,7 +262,10 @@ from napari_unet.core.synthetic import touching_cells
 from napari_unet.core.weights import weight_map
 _, labels = touching_cells((256, 256), n_cells=30, seed=0)
 weight_map(labels)
-threads = [threading.Thread(target=lambda: [weight_map(labels) for _ in range(10)]) for _ in range(3)]
+def maps():
+    for _ in range(10):
+        weight_map(labels)
+threads = [threading.Thread(target=maps) for _ in range(3)]
 for t in threads:
     t.start()
 for t in threads:
