@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.instances import cell_count, to_instances, touching_pairs
+from napari_unet.core.instances import as_instances, cell_count, to_instances, touching_pairs
 
 
 def two_touching_disks():
@@ -92,3 +92,15 @@ def test_three_cells_around_a_point():
 def test_counts_refuse_other_input(bad):
     with pytest.raises(ValueError, match="integer labels"):
         touching_pairs(bad)
+
+
+def test_as_instances_reads_two_valued_planes_as_masks():
+    mask = np.zeros((2, 10, 12), np.uint8)
+    mask[0, 1:4, 1:4] = mask[0, 6:9, 6:9] = 255  # two cells of a 0 / 255 mask
+    mask[1, 1:4, 1:4], mask[1, 6:9, 6:9], mask[1, 0, 11] = 3, 7, 9  # instances already
+    out = as_instances(mask)
+    assert sorted(np.unique(out[0])) == [0, 1, 2] and out[0, 2, 2] != out[0, 7, 7]
+    np.testing.assert_array_equal(out[1], mask[1])
+    full = np.full((4, 4), 3)
+    full[:, 2:] = 5  # no background: the larger value is the cell
+    assert np.array_equal(as_instances(full) > 0, full == 5)

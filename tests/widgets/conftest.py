@@ -14,17 +14,21 @@ def viewer_with_sample(make_napari_viewer):
 def loss_weights():
     """``loss_weights(labels, w0, sigma, class_balance, ignore_outline=True,
     annotated=None)``: what the loss weighs each pixel with
-    (``data.target_and_weights``), for a plane or a stack."""
+    (``data.target_and_weights``), for a plane or a stack, with the labels read as
+    ``data.make_pairs`` reads them (a two-valued plane is a mask of cells; without
+    a region, a plane with no cell is not annotated)."""
     from napari_unet.core.data import Pair, target_and_weights
+    from napari_unet.core.instances import as_instances
 
     def compute(labels, w0, sigma, class_balance, ignore_outline=True, annotated=None):
         labels = np.asarray(labels)
         planes = labels.reshape(-1, *labels.shape[-2:])
-        regions = np.ones(planes.shape, bool) if annotated is None else annotated
-        regions = regions.reshape(planes.shape)
+        if annotated is None:
+            annotated = planes.any(axis=(1, 2))[:, None, None] & np.ones(planes.shape, bool)
+        regions = annotated.reshape(planes.shape)
         weights = [
             target_and_weights(
-                Pair(None, plane, region), w0, sigma, class_balance, ignore_outline
+                Pair(None, as_instances(plane), region), w0, sigma, class_balance, ignore_outline
             )[1]
             for plane, region in zip(planes, regions, strict=True)
         ]

@@ -47,6 +47,20 @@ def test_sample_counts_and_gaps(viewer_with_sample, qtbot):
     assert widget.counts.value.startswith("0 cells, 0 touching pairs, 0 gap pixels")
 
 
+def test_cells_painted_with_one_label_are_counted_as_training_reads_them(
+    make_napari_viewer, qtbot
+):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((40, 48), np.float32), name="cells")
+    painted = np.zeros((40, 48), np.int32)
+    painted[5:20, 5:20] = painted[5:20, 20:35] = painted[25:35, 5:15] = 1
+    viewer.add_labels(painted, name="cells labels")
+    widget = plugin_widget(viewer)
+    settle(widget, qtbot)
+    # The two touching squares are one component, so one cell to training.
+    assert widget.counts.value.startswith("2 cells, 0 touching pairs")
+
+
 def test_create_paint_region_and_add(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     image = viewer.add_image(np.random.default_rng(0).random((40, 50)), name="nuclei")

@@ -18,7 +18,7 @@ from magicgui.widgets import Container, Label, PushButton, Select, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from ..core.instances import cell_count, touching_pairs
+from ..core.instances import as_instances, cell_count, touching_pairs
 from ..core.weights import separation_borders
 from ._common import EditWatcher, on_removed
 from ._session import session
@@ -42,8 +42,12 @@ class Summary:
 
 
 def summary_job(labels: np.ndarray, annotated: np.ndarray | None) -> Summary:
-    """Worker body: counts and gaps of the labels inside the annotated region."""
-    trusted = labels if annotated is None else np.where(annotated, labels, 0)
+    """Worker body: counts and gaps of the labels inside the annotated region, read
+    as training reads them (``core.instances.as_instances``: cells all painted with
+    one label are told apart where they do not touch)."""
+    trusted = as_instances(labels)
+    if annotated is not None:
+        trusted = np.where(annotated, trusted, 0)
     try:
         gaps = (trusted != 0) & (separation_borders(trusted) == 0)
     except ValueError as err:  # e.g. negative labels

@@ -4,7 +4,9 @@ The Image layer "<labels> weights" holds exactly the weights the loss uses, for
 every slice of a stack: ``weight_map(labels, w0, sigma, class_balance,
 ignore=~annotated)``, the Eq. 2 map, with the background pixel along each
 outline at 0 when "Ignore outline" is on (``core.outline``,
-``TrainConfig.ignore_outline``, on by default). Each slice keeps a
+``TrainConfig.ignore_outline``, on by default). The labels are read as training
+reads them (``core.data.make_pairs``): a plane of two values is a mask of cells,
+and without a region a plane with no painted cell is not annotated. Each slice keeps a
 :class:`~napari_unet.core.weights.WeightMap`; after an edit the worker compares
 the new labels with the slice's previous ones and recomputes only the window
 the edit can reach. Comparing, rather than reading the atoms of
@@ -21,6 +23,7 @@ from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, create_wi
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
+from ..core.instances import as_instances
 from ..core.outline import outline_update
 from ..core.weights import WeightMap
 from ._common import EditWatcher, WeightControls, ignore_outline_box, on_removed
@@ -65,7 +68,9 @@ def weights_job(
     whole = (slice(None), slice(None))
     try:
         for z, (plane, region) in enumerate(zip(planes, regions, strict=True)):
-            target = with_region(plane, region)
+            if region is None and not plane.any():
+                region = np.zeros(plane.shape, bool)
+            target = with_region(as_instances(plane), region)
             current, eq2 = maps[z], (settings.w0, settings.sigma, settings.class_balance)
             if current is None or (current.w0, current.sigma, current.class_balance) != eq2:
                 maps[z] = WeightMap(target, *eq2, ignore=IGNORE)
@@ -108,7 +113,10 @@ class WeightsWidget(Container):
         self.region = create_widget(
             annotation=napari.layers.Labels,
             label="Annotated region",
-            options={"nullable": True, "tooltip": "Painted = annotated; none = everywhere"},
+            options={
+                "nullable": True,
+                "tooltip": "Painted = annotated; none = every slice with a painted cell",
+            },
         )
         self.w0 = FloatSpinBox(label="w0", min=0.0, max=100.0, step=1.0)
         self.sigma = FloatSpinBox(label="sigma (px)", min=0.5, max=50.0, step=0.5)

@@ -1,10 +1,11 @@
 """Training samples from (image, labels, annotated region) pairs.
 
 Any number of pairs of different sizes: 2D images, stacks (each slice a pair)
-and channel-first multichannel images. Labels are instance labels; a label
-image with only two values is a foreground mask and is split into instances
-by 4-connected components. Pixels outside the annotated region carry no loss
-weight, and tiles are drawn around annotated pixels only.
+and channel-first multichannel images. Labels are instance labels; a plane
+with only two values is a foreground mask and is split into instances by
+4-connected components (``instances.as_instances``). Pixels outside the
+annotated region carry no loss weight, and tiles are drawn around annotated
+pixels only.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 
+from .instances import as_instances
 from .outline import outline
 from .predict import reflect_index
 from .weights import separation_borders, weight_map
@@ -34,13 +35,6 @@ class Pair:
     image: np.ndarray
     labels: np.ndarray
     annotated: np.ndarray
-
-
-def _as_instances(labels: np.ndarray) -> np.ndarray:
-    values = np.unique(labels)
-    if len(values) == 2:  # a foreground mask, e.g. ISBI's 0 / 255
-        return ndi.label(labels == values[1])[0]
-    return labels
 
 
 def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pair]:
@@ -101,7 +95,7 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pai
             if label.ndim == 2
             else [(image[:, z], label[z], region[z]) for z in range(label.shape[0])]
         )
-        pairs += [Pair(i, _as_instances(lab), r) for i, lab, r in planes if r.any()]
+        pairs += [Pair(i, as_instances(lab), r) for i, lab, r in planes if r.any()]
     if not any(np.any(p.annotated & (p.labels > 0)) for p in pairs):
         raise ValueError("no labelled pixel: paint at least one cell before training")
     return pairs

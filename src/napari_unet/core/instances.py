@@ -5,9 +5,10 @@ The network is trained to leave a thin background gap between touching cells
 separates them; afterwards the gap pixels, those with two different cells
 within ``gap`` pixels, are given back to the nearest cell, so touching cells
 come out as separate labels that touch again, as they were painted.
-``cell_count`` and ``touching_pairs`` summarise painted labels the same way
-training sees them: slice by slice, touching in the 8-neighbourhood that
-``separation_borders`` opens gaps in.
+``as_instances`` reads painted labels as training does (a plane holding only
+two values is a mask of cells); ``cell_count`` and ``touching_pairs`` summarise
+instance labels the same way training sees them: slice by slice, touching in
+the 8-neighbourhood that ``separation_borders`` opens gaps in.
 """
 
 from __future__ import annotations
@@ -75,6 +76,27 @@ def to_instances(
         out[z] = np.where(labels > 0, labels + offset, 0)
         offset = int(out[z].max(initial=offset))
     return out
+
+
+def as_instances(labels: np.ndarray) -> np.ndarray:
+    """Instance labels from painted labels, slice by slice: a plane holding only two
+    values is a foreground mask (the larger value, e.g. 255 in ISBI 2012's 0 / 255
+    masks, or every cell painted with label 1) and becomes its 4-connected
+    components; other planes are returned as they are.
+
+    Parameters
+    ----------
+    labels : ndarray, integer or bool, shape ``(Y, X)`` or ``(Z, Y, X)``
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 3:
+        return np.stack([as_instances(plane) for plane in labels])
+    if labels.size == 0:
+        return labels
+    low, high = labels.min(), labels.max()
+    if low != high and np.all((labels == low) | (labels == high)):
+        return ndi.label(labels == high)[0]
+    return labels
 
 
 def _planes(labels) -> np.ndarray:
