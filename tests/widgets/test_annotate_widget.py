@@ -166,11 +166,11 @@ def test_closing_stops_listening(viewer_with_sample, qtbot):
     viewer = viewer_with_sample
     widget = plugin_widget(viewer)
     settle(widget, qtbot)
-    widget._start()  # a computation under way; its end is queued for the event loop
-    worker = widget._worker
+    widget._live.start()  # a computation under way; its end is queued for the event loop
+    worker = widget._live.worker
     viewer.window.remove_dock_widget(widget.native)
     assert worker.abort_requested
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: widget._live.worker is None, timeout=30_000)
     viewer.layers["cells labels"].paint((128, 128), 77)
     assert not widget.busy
     session(viewer).changed.emit()  # no longer connected: nothing to refresh

@@ -142,11 +142,11 @@ def test_closing_stops_the_worker(viewer_with_sample, qtbot):
     widget = plugin_widget(viewer)
     labels = viewer.layers["cells labels"]
     settle(widget, qtbot)
-    widget._start()  # a computation under way; its end is queued for the event loop
-    worker = widget._worker
+    widget._live.start()  # a computation under way; its end is queued for the event loop
+    worker = widget._live.worker
     viewer.window.remove_dock_widget(widget.native)
     assert worker.abort_requested
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: widget._live.worker is None, timeout=30_000)
     labels.paint((128, 128), 77)  # no longer followed
     assert not widget.busy
 
@@ -161,10 +161,10 @@ def test_edits_during_a_run_are_coalesced(viewer_with_sample, qtbot, monkeypatch
     monkeypatch.setattr(
         weights, "create_worker", lambda *a: started.append(a) or create_worker(*a)
     )
-    widget._start()
+    widget._live.start()
     for x in (40, 60, 80):
         labels.paint((30, x), 50)
-        widget._start()  # as the debounce timer would, while the first run is going
+        widget._live.start()  # as the debounce timer would, while the first run is going
     assert len(started) == 1
     settle(widget, qtbot)
     assert len(started) == 2  # one more run for all three strokes

@@ -1,6 +1,6 @@
 """Small pieces the dock widgets share: device choices, where a derived layer lies,
-knowing when a dock closes, debounced edits and the weight-map controls kept equal
-across docks."""
+knowing when a dock closes, recomputing after debounced edits and the weight-map
+controls kept equal across docks."""
 
 from __future__ import annotations
 
@@ -87,6 +87,56 @@ class EditWatcher(QTimer):
 
     def schedule(self, *_) -> None:
         self.start()
+
+
+class LiveJob:
+    """The worker of a dock that recomputes after each edit, one run at a time.
+
+    Edits (followed by :attr:`timer`, an :class:`EditWatcher`) start ``begin``
+    after a quiet time; ``begin`` snapshots what it needs on the GUI thread and
+    returns an unstarted worker, or None when there is nothing to compute. Edits
+    made during a run start one more run when it finishes, with every edit so far.
+    """
+
+    def __init__(self, begin: Callable):
+        self._begin = begin
+        self.timer = EditWatcher(self.start)
+        self.worker = None
+        self._pending = False
+        self.stopped = False
+
+    @property
+    def busy(self) -> bool:
+        """Whether a run is going on or waiting to."""
+        return self.worker is not None or self._pending or self.timer.isActive()
+
+    def start(self) -> None:
+        if self.worker is not None:
+            self._pending = True
+            return
+        self._pending = False
+        self.timer.stop()  # this snapshot has every edit so far; later ones restart it
+        self.worker = self._begin()
+        if self.worker is not None:
+            self.worker.finished.connect(self._finished)
+            self.worker.start()
+
+    def _finished(self) -> None:
+        self.worker = None
+        if self._pending:
+            self.start()
+
+    def stop(self) -> bool:
+        """Stop following edits and quit the run; False if stopped already."""
+        if self.stopped:
+            return False
+        self.stopped = True
+        self.timer.stop()
+        self._pending = False
+        self.timer.unwatch()
+        if self.worker is not None:
+            self.worker.quit()
+        return True
 
 
 def ignore_outline_box() -> CheckBox:

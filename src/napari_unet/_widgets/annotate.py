@@ -20,7 +20,7 @@ from napari.utils.notifications import show_error, show_info
 
 from ..core.instances import as_instances, cell_count, touching_pairs
 from ..core.weights import separation_borders
-from ._common import EditWatcher, on_removed
+from ._common import LiveJob, on_removed
 from ._session import session
 
 NEW_CELL_KEY = "n"
@@ -94,9 +94,6 @@ class AnnotateWidget(Container):
         super().__init__(labels=True)
         self._viewer = viewer
         self._session = session(viewer)
-        self._worker = None
-        self._pending = False
-        self._stopped = False
         self._summarised = None
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(
@@ -137,7 +134,7 @@ class AnnotateWidget(Container):
         for label in (self.hint, self.counts, self.status):
             label.native.setWordWrap(True)  # long lines would widen the dock over the canvas
         self.pairs.native.setMaximumHeight(120)
-        self._timer = EditWatcher(self._start)
+        self._live = LiveJob(self._begin)
         self.image.changed.connect(self._on_image)
         self.labels_layer.changed.connect(self._on_labels)
         self.region.changed.connect(self._on_region)
@@ -156,21 +153,15 @@ class AnnotateWidget(Container):
     @property
     def busy(self) -> bool:
         """Whether counts and gaps are being computed or wait to be."""
-        return self._worker is not None or self._pending or self._timer.isActive()
+        return self._live.busy
 
     def stop(self):
         """Stop listening to the viewer and quit the worker."""
-        if self._stopped:
+        if not self._live.stop():
             return
-        self._stopped = True
-        self._timer.stop()
-        self._pending = False
-        self._timer.unwatch()
         self._session.changed.disconnect(self._show_training_set)
         for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
             event.disconnect(self.reset_choices)
-        if self._worker is not None:
-            self._worker.quit()
 
     def create_labels(self):
         """Create the image's Labels layer (or attach the one named after it)."""
@@ -285,30 +276,24 @@ class AnnotateWidget(Container):
             region is labels or region.data.shape != labels.data.shape
         ):
             self._fail(f"'{region.name}' cannot be the annotated region of '{labels.name}'.")
-        self._timer.watch((self.labels_layer.value, self.region.value))
+        self._live.timer.watch((self.labels_layer.value, self.region.value))
 
     def _show_training_set(self):
         self.pairs.choices = [(describe(a), a) for a in self._session.annotations]
 
-    def _start(self):
-        if self._worker is not None:
-            self._pending = True
-            return
-        self._pending = False
-        self._timer.stop()  # this snapshot has every edit so far; later ones restart it
+    def _begin(self):
         if self._pair_message():
             self.counts.value = ""
-            return
+            return None
         labels, region = self.labels_layer.value, self.region.value
         annotated = None if region is None else np.asarray(region.data) != 0
         self._summarised = labels
-        self._worker = create_worker(summary_job, np.array(labels.data), annotated)
-        self._worker.returned.connect(self._on_summary)
-        self._worker.finished.connect(self._on_finished)
-        self._worker.start()
+        worker = create_worker(summary_job, np.array(labels.data), annotated)
+        worker.returned.connect(self._on_summary)
+        return worker
 
     def _on_summary(self, summary: Summary):
-        if self._stopped:  # the viewer may be gone
+        if self._live.stopped:  # the viewer may be gone
             return None
         if summary.message:
             self.counts.value = ""
@@ -331,11 +316,6 @@ class AnnotateWidget(Container):
                 scale=labels.scale,
                 translate=labels.translate,
             )
-
-    def _on_finished(self):
-        self._worker = None
-        if self._pending:
-            self._start()
 
     def _pair_message(self, need_region: bool = True) -> str:
         """Why the chosen image, labels and region do not make a pair ("" if they do)."""

@@ -26,7 +26,7 @@ from napari.utils.notifications import show_error
 from ..core.instances import as_instances
 from ..core.outline import outline_update
 from ..core.weights import WeightMap
-from ._common import EditWatcher, WeightControls, ignore_outline_box, on_removed
+from ._common import LiveJob, WeightControls, ignore_outline_box, on_removed
 from ._session import WeightSettings, session
 
 # The label value that marks unannotated pixels for WeightMap: ids this large are
@@ -100,9 +100,6 @@ class WeightsWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self._viewer = viewer
-        self._worker = None
-        self._pending = False
-        self._stopped = False
         self._maps: list = []
         self._shape = None
         self._output = None
@@ -138,11 +135,11 @@ class WeightsWidget(Container):
             ]
         )
         self.append(self.status)
-        self._timer = EditWatcher(self._start)
+        self._live = LiveJob(self._begin)
         self.labels_layer.changed.connect(self._on_labels_chosen)
         self.region.changed.connect(self._watch_layers)
         for control in (self.w0, self.sigma, self.class_balance, self.ignore_outline):
-            control.changed.connect(self._timer.schedule)
+            control.changed.connect(self._live.timer.schedule)
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self.reset_choices)
         on_removed(self, self.stop)
@@ -151,21 +148,15 @@ class WeightsWidget(Container):
     @property
     def busy(self) -> bool:
         """Whether a computation is running or waiting to run."""
-        return self._worker is not None or self._pending or self._timer.isActive()
+        return self._live.busy
 
     def stop(self):
         """Stop listening and quit the worker; the weights layer stays as it is."""
-        if self._stopped:
+        if not self._live.stop():
             return
-        self._stopped = True
-        self._timer.stop()
-        self._pending = False
-        self._timer.unwatch()
         self._weights.unlink()
         self._viewer.layers.events.inserted.disconnect(self._on_inserted)
         self._viewer.layers.events.removed.disconnect(self.reset_choices)
-        if self._worker is not None:
-            self._worker.quit()
 
     def _on_labels_chosen(self):
         self._shape = None
@@ -191,7 +182,7 @@ class WeightsWidget(Container):
         return self._viewer.layers[name] if name in self._viewer.layers else None
 
     def _watch_layers(self):
-        self._timer.watch((self.labels_layer.value, self.region.value))
+        self._live.timer.watch((self.labels_layer.value, self.region.value))
 
     def _check(self) -> str:
         labels, region = self.labels_layer.value, self.region.value
@@ -208,16 +199,11 @@ class WeightsWidget(Container):
             )
         return ""
 
-    def _start(self):
-        if self._worker is not None:
-            self._pending = True
-            return
-        self._pending = False
-        self._timer.stop()  # this snapshot has every edit so far; later ones restart it
+    def _begin(self):
         message = self._check()
         if self.labels_layer.value is None or message:
             self._report(message or "Choose a Labels layer to see its weights.", message)
-            return
+            return None
         labels = np.array(self.labels_layer.value.data)
         region = self.region.value
         annotated = None if region is None else np.asarray(region.data) != 0
@@ -231,15 +217,12 @@ class WeightsWidget(Container):
         if self._show_output(labels.shape, settings) or outline_toggled:
             self._stale = True
         self._settings = settings
-        self._worker = create_worker(
-            weights_job, self._maps, labels, annotated, settings, self._stale
-        )
-        self._worker.yielded.connect(self._on_plane)
-        self._worker.returned.connect(self._on_returned)
-        self._worker.finished.connect(self._on_finished)
+        worker = create_worker(weights_job, self._maps, labels, annotated, settings, self._stale)
+        worker.yielded.connect(self._on_plane)
+        worker.returned.connect(self._on_returned)
         first = any(m is None for m in self._maps)
         self.status.value = "computing" if first else "updating"
-        self._worker.start()
+        return worker
 
     def _show_output(self, shape, settings: WeightSettings) -> bool:
         """Find the weights layer, or create it (again, if the user deleted it) empty.
@@ -264,7 +247,7 @@ class WeightsWidget(Container):
         return True
 
     def _on_plane(self, update):
-        if self._stopped:  # the viewer may be gone
+        if self._live.stopped:  # the viewer may be gone
             return
         z, window, values = update
         data = self._output.data
@@ -288,11 +271,6 @@ class WeightsWidget(Container):
         cells' class weight (which the balance can raise above that)."""
         w0 = self._settings.w0
         return max(max(m.classes[0] + w0, m.classes[1]) for m in self._maps if m is not None)
-
-    def _on_finished(self):
-        self._worker = None
-        if self._pending:
-            self._start()
 
     def _report(self, status: str, error: str):
         """Show ``status``; notify ``error`` once, not on every stroke."""
