@@ -180,7 +180,7 @@ def train_command(args: argparse.Namespace) -> None:
 def evaluate_command(args: argparse.Namespace) -> None:
     from .core.checkpoint import load
     from .core.device import default_device
-    from .core.metrics import THRESHOLD_SWEEP, best_threshold, score_stack
+    from .core.metrics import THRESHOLD_SWEEP, best_threshold, score_stack, true_interior
     from .core.predict import predict_tiled
 
     if len(args.images) != len(args.labels):
@@ -193,7 +193,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
     for path, image, label in zip(
         args.images, _read_all(args.images), _read_all(args.labels), strict=True
     ):
-        probability, truth = predict_tiled(model, image, tta=args.tta)[1], label > 0
+        probability, truth = predict_tiled(model, image, tta=args.tta)[1], true_interior(label)
         if probability.shape != truth.shape:
             raise ValueError(
                 f"{path.name}: the prediction {probability.shape} and the labels "
@@ -364,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         required=True,
         metavar="LABELS",
-        help="ground truth: nonzero = cell interior",
+        help="ground truth: instance labels (touching cells are scored apart), or a "
+        "two-valued mask whose larger value is the cell interior (ISBI 2012's 0 / 255)",
     )
     add_tta_flag(evaluate)
     evaluate.add_argument("--device", default="auto")

@@ -5,6 +5,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage import metrics as skmetrics
 
+from napari_unet.core.instances import touching_pairs
 from napari_unet.core.metrics import (
     THRESHOLD_SWEEP,
     Matching,
@@ -14,8 +15,10 @@ from napari_unet.core.metrics import (
     rand_error,
     score_segmentation,
     score_stack,
+    true_interior,
     variation_of_information,
 )
+from napari_unet.core.synthetic import touching_cells
 
 
 def cell_grid(shape=(40, 40), step=10):
@@ -238,3 +241,20 @@ def test_score_stack_averages_slices_and_finds_the_best_threshold():
     assert best_threshold(scores, "pixel_error") in (0.4, 0.5, 0.6)
     stacked = score_stack(np.stack(probabilities), np.stack([interior] * 3))
     assert stacked == {0.5: scores[0.5]}
+
+
+def test_the_true_interior_keeps_touching_cells_apart():
+    _, labels = touching_cells((96, 96), n_cells=14, seed=0)
+    assert touching_pairs(labels) > 0
+    interior = true_interior(np.stack([labels, labels]))
+    for plane in interior:
+        components, _ = ndi.label(plane)
+        inside = components > 0
+        pairs = np.unique(np.stack([components[inside], labels[inside]]), axis=1)
+        # Each component lies in one cell (a gap can cut a thin cell in two).
+        assert len(np.unique(pairs[0])) == pairs.shape[1]
+        assert set(pairs[1]) == set(np.unique(labels)) - {0}
+    # Scored against itself, the training target is perfect.
+    assert score_segmentation(interior[0].astype(np.float32), interior[0])["rand_error"] == 0
+    mask = np.where(labels > 0, 255, 0).astype(np.uint8)  # ISBI 2012: scored as given
+    np.testing.assert_array_equal(true_interior(mask), mask == 255)

@@ -91,12 +91,15 @@ def as_instances(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim == 3:
         return np.stack([as_instances(plane) for plane in labels])
-    if labels.size == 0:
-        return labels
-    low, high = labels.min(), labels.max()
-    if low != high and np.all((labels == low) | (labels == high)):
-        return ndi.label(labels == high)[0]
-    return labels
+    return ndi.label(labels == labels.max())[0] if is_mask(labels) else labels
+
+
+def is_mask(plane: np.ndarray) -> bool:
+    """Whether ``plane`` holds exactly two values (see :func:`as_instances`)."""
+    if plane.size == 0:
+        return False
+    low, high = plane.min(), plane.max()
+    return bool(low != high and np.all((plane == low) | (plane == high)))
 
 
 def _planes(labels) -> np.ndarray:

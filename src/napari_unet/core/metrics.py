@@ -17,6 +17,9 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from skimage import metrics as skmetrics
 
+from .instances import is_mask
+from .weights import separation_borders
+
 # The sweep of the project's figures: report 0.5 and the best of these.
 THRESHOLD_SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SCORE_KEYS = ("pixel_error", "rand_error", "vi")
@@ -286,6 +289,29 @@ def score_segmentation(
         "rand_error": rand_error(true_labels, pred_labels),
         "vi": variation_of_information(true_labels, pred_labels),
     }
+
+
+def true_interior(labels: np.ndarray) -> np.ndarray:
+    """The true cell interior that :func:`score_segmentation` compares with, from
+    labels as a user gives them, slice by slice: a two-valued mask (ISBI 2012's
+    0 / 255) as it is; instance labels with a one-pixel gap between touching cells
+    (the training target, ``weights.separation_borders``), so that touching cells
+    stay apart as 4-connected components.
+
+    Parameters
+    ----------
+    labels : ndarray, integer or bool, shape ``(Y, X)`` or ``(Z, Y, X)``
+
+    Returns
+    -------
+    ndarray, bool, same shape
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 3:
+        return np.stack([true_interior(plane) for plane in labels])
+    if is_mask(labels):
+        return labels == labels.max()
+    return separation_borders(labels) > 0
 
 
 def score_stack(
