@@ -1,5 +1,7 @@
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -198,6 +200,31 @@ def test_train_then_evaluate(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "threshold 0.5: pixel error" in out and "adapted Rand error" in out
+
+
+def test_ctrl_c_stops_training_and_keeps_the_model(tmp_path):
+    from napari_unet.core.synthetic import touching_cells
+
+    image, labels = touching_cells((80, 80), n_cells=10, seed=0)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "lab.tif", labels)
+    files = ["--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif")]
+    small = ["--tile", "36", "--batch", "1", "--width", "4", "--depth", "2", "--device", "cpu"]
+    cli = [sys.executable, "-m", "napari_unet.cli"]
+    train = subprocess.Popen(
+        [*cli, "train", *files, *small, "--out", str(tmp_path / "m"), "--minutes", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    seen = b""
+    deadline = time.monotonic() + 120
+    while b"loss=" not in seen and time.monotonic() < deadline:  # the bar shows steps
+        seen += train.stderr.read1(4096)
+    train.send_signal(signal.SIGINT)
+    out, err = train.communicate(timeout=60)
+    assert train.returncode == 0, (seen + err).decode()[-2000:]
+    assert b"stopping after this step" in out
+    assert checkpoint.load(tmp_path / "m.safetensors")[1]["step"] >= 1
 
 
 def test_train_with_mismatched_labels_is_a_clear_error(tmp_path, capsys):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from pathlib import Path
 
@@ -158,9 +160,12 @@ def train_command(args: argparse.Namespace) -> None:
         out=str(args.out),
     )
     trainer = Trainer(model, pairs, config, normalize=args.init is None, validation=validation)
-    with tqdm(
-        total=None if args.minutes and not args.steps else steps, unit="step", file=sys.stderr
-    ) as bar:
+    with (
+        tqdm(
+            total=None if args.minutes and not args.steps else steps, unit="step", file=sys.stderr
+        ) as bar,
+        _stop_on_interrupt(trainer, bar.write),
+    ):
         for event in trainer.run():
             if isinstance(event, Progress):
                 bar.update(event.step - bar.n)
@@ -175,6 +180,24 @@ def train_command(args: argparse.Namespace) -> None:
                 bar.write(event.message)
             elif isinstance(event, Done):
                 print(f"saved {event.path} after {event.step} steps")
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(trainer, say):
+    """The first Ctrl-C stops ``trainer`` after its step, which saves the model; a
+    second one interrupts at once."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def stop(*_):
+        say("stopping after this step and saving the model (Ctrl-C again to quit now)")
+        trainer.stop()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
