@@ -199,6 +199,36 @@ def test_resume_continues_step_and_optimizer(sample, tmp_path):
     assert steps == [4, 5]
 
 
+def test_a_resumed_run_draws_new_samples(sample, tmp_path):
+    pairs = make_pairs([sample[0]], [sample[1]])
+    first, events = train(pairs, steps=3, out=str(tmp_path / "m"))
+    fresh = Trainer(tiny_model(), pairs, first.config)
+    resumed = [Trainer.from_checkpoint(events[-1].path, pairs) for _ in range(2)]
+    batches = [t.sampler.sample(2)[0] for t in (fresh, *resumed)]
+    assert not np.array_equal(batches[0], batches[1])  # not the first steps' tiles again
+    assert np.array_equal(batches[1], batches[2])  # but the same for the same checkpoint
+
+
+def test_a_resumed_time_budget_goes_on_where_it_stopped(sample, tmp_path):
+    pairs = make_pairs([sample[0]], [sample[1]])
+    config = TrainConfig(steps=10**6, minutes=1, batch_size=2, tile=36, out=str(tmp_path / "m"))
+    trainer = Trainer(tiny_model(), pairs, config)
+    trainer.seconds = 30.0  # half the budget spent
+    path = trainer.save()
+    resumed = Trainer.from_checkpoint(path, pairs)
+    assert resumed.seconds == 30.0
+    for event in resumed.run():
+        if isinstance(event, Progress):
+            resumed.stop()
+    # The cosine schedule at half its budget, not back at its start.
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * config.lr, rel=0.02)
+    resumed.seconds = 61.0
+    path = resumed.save()
+    spent = Trainer.from_checkpoint(path, pairs)  # the whole budget used: no more steps
+    assert not any(isinstance(e, Progress) for e in spent.run())
+    assert spent.step == resumed.step
+
+
 def test_fine_tune_keeps_the_normalisation(sample, tmp_path):
     image, labels = sample
     _, events = train(make_pairs([image], [labels]), steps=2, out=str(tmp_path / "m"))

@@ -70,6 +70,7 @@ class Trainer:
         self.model, self.pairs = model, pairs
         self.validation = list(validation or [])
         self.step = 0
+        self.seconds = 0.0  # spent training, pauses left out; a time budget counts it
         # The step, validation score and weights that scored best, and the last score.
         self.best: tuple[int, float] | None = None
         self._best_weights: dict | None = None
@@ -88,8 +89,8 @@ class Trainer:
         if preview is not None:
             check_input(model, preview)
         self.preview = preview
-        torch.manual_seed(cfg.seed)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator()
+        self._seed(0)
         settings = (cfg.w0, cfg.sigma, cfg.class_balance, cfg.ignore_outline)
         self.sampler = TileSampler(pairs, self.in_size, self.out_size, self.generator, *settings)
         self._targets = [target_and_weights(p, *settings) for p in self.validation]
@@ -108,12 +109,18 @@ class Trainer:
     def from_checkpoint(
         cls, path, pairs: list[Pair], config: TrainConfig | None = None, **kwargs
     ) -> Trainer:
-        """Continue a checkpoint: its weights, normalisation, step count and optimizer
-        state; ``config`` (e.g. more steps) defaults to the saved settings."""
+        """Continue a checkpoint: its weights, normalisation, step count, training time
+        and optimizer state; ``config`` (e.g. more steps) defaults to the saved
+        settings. Budgets count what the checkpoint has done already, so the learning
+        rate schedule goes on where it stopped: give more steps or minutes to train
+        longer. Sampling and augmentation draw on from a seed of the step reached,
+        not again from the first step's."""
         model, saved = checkpoint.load(path)
         config = config or TrainConfig.from_dict(saved["training"])
         trainer = cls(model, pairs, config, normalize=False, **kwargs)
         trainer.step = int(saved.get("step", 0))
+        trainer.seconds = float(saved.get("seconds", 0.0))
+        trainer._seed(trainer.step)
         state = checkpoint.load_optimizer_state(path)
         if state is not None:
             trainer.optimizer.load_state_dict(state)
@@ -130,6 +137,14 @@ class Trainer:
 
     def resume(self) -> None:
         self._running.set()
+
+    def _seed(self, step: int) -> None:
+        """Seed dropout, sampling and augmentation for a run that starts at ``step``."""
+        seed = self.config.seed
+        if step > 0:
+            seed = int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
+        torch.manual_seed(seed)
+        self.generator.manual_seed(seed)
 
     def _set_tile(self, out_size: int) -> None:
         in_size = self.model.input_size(out_size)
@@ -183,7 +198,7 @@ class Trainer:
     def _steps(self):
         cfg = self.config
         budget = math.inf if cfg.minutes is None else 60 * cfg.minutes
-        start, first, held = time.monotonic(), self.step, 0.0
+        start, first, held, before = time.monotonic(), self.step, 0.0, self.seconds
         self.model.train()
         while self.step < cfg.steps and not self._stop.is_set():
             if not self._running.is_set():
@@ -193,10 +208,10 @@ class Trainer:
                 self._running.wait(_PAUSE_POLL)
                 held += time.monotonic() - since
                 continue
-            elapsed = time.monotonic() - start - held
-            if elapsed > budget:
+            self.seconds = before + time.monotonic() - start - held
+            if self.seconds > budget:
                 break
-            fraction = max(self.step / cfg.steps, elapsed / budget)
+            fraction = max(self.step / cfg.steps, self.seconds / budget)
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * _schedule(cfg.schedule, fraction)
             self.optimizer.zero_grad(set_to_none=True)
@@ -212,8 +227,9 @@ class Trainer:
             self.optimizer.step()
             self.step += 1
             elapsed = time.monotonic() - start - held
+            self.seconds = before + elapsed
             rate = (self.step - first) / max(elapsed, 1e-9)
-            left = min((cfg.steps - self.step) / rate, max(0.0, budget - elapsed))
+            left = min((cfg.steps - self.step) / rate, max(0.0, budget - self.seconds))
             yield Progress(self.step, cfg.steps, float(loss.detach()), rate, left)
             yield from self._periodic()
 
@@ -293,7 +309,7 @@ class Trainer:
 
     def save(self) -> Path:
         """Write the model, settings, step and optimizer state to ``config.out``."""
-        config = {"training": self.config.to_dict(), "step": self.step}
+        config = {"training": self.config.to_dict(), "step": self.step, "seconds": self.seconds}
         if self.kept_step is not None:
             config["kept_step"] = self.kept_step
         return checkpoint.save(
