@@ -12,6 +12,7 @@ from skimage import io
 
 from napari_unet.cli import main
 from napari_unet.core import checkpoint
+from napari_unet.core.instances import to_instances
 from napari_unet.core.model import UNet
 from napari_unet.core.predict import predict_tiled
 
@@ -129,7 +130,10 @@ def test_zarr_input_gives_zarr_output(model_file, tmp_path, rng):
     )
     result = zarr.open(str(tmp_path / "out" / "s.zarr"), mode="r")
     assert result["probabilities"].shape == (2, 2, 30, 40)
-    assert result["labels"].shape == (2, 30, 40)
+    # The labels of a TIFF stack: ids run on from slice to slice.
+    expected = to_instances(result["probabilities"][:])
+    assert expected[1][expected[1] > 0].min() > expected[0].max() > 0
+    np.testing.assert_array_equal(result["labels"][:], expected)
 
 
 def test_bad_model_file_is_a_clear_error(tmp_path, capsys):

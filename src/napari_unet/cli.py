@@ -95,10 +95,13 @@ def predict_command(args: argparse.Namespace) -> None:
                 probs = predict_tiled(model, image, args.tile, args.tta, device, progress)
         if large:
             labels = group.zeros(name="labels", shape=spatial, chunks=chunks[1:], dtype="int32")
+            last = 0  # ids run on from slice to slice, as for a stack in memory
             for z in range(spatial[0]) if is_stack else [None]:
                 index = (slice(None),) if z is None else (slice(None), z)
-                plane = to_instances(np.asarray(probs[index]), args.threshold, args.min_size)
+                probabilities = np.asarray(probs[index])
+                plane = to_instances(probabilities, args.threshold, args.min_size, offset=last)
                 labels[() if z is None else (z,)] = plane
+                last = max(last, int(plane.max(initial=0)))
             print(f"{path.name}: wrote {args.out / (stem + '.zarr')}")
         else:
             labels = to_instances(probs, args.threshold, args.min_size)

@@ -38,7 +38,11 @@ def _split_plane(foreground: np.ndarray, min_size: int, gap: int) -> np.ndarray:
 
 
 def to_instances(
-    probabilities: np.ndarray, threshold: float = 0.5, min_size: int = 10, gap: int = 2
+    probabilities: np.ndarray,
+    threshold: float = 0.5,
+    min_size: int = 10,
+    gap: int = 2,
+    offset: int = 0,
 ) -> np.ndarray:
     """Instance labels from class probabilities.
 
@@ -52,11 +56,14 @@ def to_instances(
         Components smaller than this many pixels are dropped.
     gap : int
         Widest background gap (in pixels) between touching cells that is closed again.
+    offset : int
+        Added to every id: the planes of a stack labelled one call at a time then
+        get ids that follow on (the previous plane's largest).
 
     Returns
     -------
     ndarray, int32, shape ``(Y, X)`` or ``(Z, Y, X)``
-        0 for background, 1..n for instances; ids are unique across a stack.
+        0 for background, ``offset + 1`` .. for instances; ids are unique across a stack.
     """
     probabilities = np.asarray(probabilities)
     if probabilities.ndim not in (3, 4) or probabilities.shape[0] < 2:
@@ -67,14 +74,12 @@ def to_instances(
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1); got {threshold}")
     foreground = probabilities[1] > threshold
-    if foreground.ndim == 2:
-        return _split_plane(foreground, min_size, gap)
     out = np.zeros(foreground.shape, np.int32)
-    offset = 0
-    for z, plane in enumerate(foreground):
-        labels = _split_plane(plane, min_size, gap)
-        out[z] = np.where(labels > 0, labels + offset, 0)
-        offset = int(out[z].max(initial=offset))
+    flat = (-1, *foreground.shape[-2:])
+    for plane, labelled in zip(foreground.reshape(flat), out.reshape(flat), strict=True):
+        labels = _split_plane(plane, min_size, gap)  # ids 1..n
+        labelled[:] = np.where(labels > 0, labels + offset, 0)
+        offset += int(labels.max(initial=0))
     return out
 
 
