@@ -97,6 +97,12 @@ def test_dask_input_gives_an_equal_dask_result(small_valid, rng):
     lazy = predict_tiled(small_valid, da.from_array(stack, chunks=(1, 50, 50)), tile_size=24)
     assert isinstance(lazy, da.Array) and lazy.shape == expected.shape
     np.testing.assert_allclose(lazy.compute(), expected, atol=1e-6)
+    out = np.zeros(expected.shape, np.float32)
+    image = da.from_array(stack, chunks=(1, 50, 50))
+    assert predict_tiled(small_valid, image, tile_size=24, out=out) is out
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="out has shape"):
+        predict_tiled(small_valid, image, out=np.zeros((5, 5), np.float32))
 
 
 def test_zarr_in_and_out(small_same, rng, tmp_path):

@@ -272,7 +272,8 @@ def predict_tiled(
     image : array-like
         ``(Y, X)`` or a stack ``(Z, Y, X)`` for a one-channel model;
         ``(C, Y, X)`` or ``(C, Z, Y, X)`` for a model with C input channels.
-        numpy, zarr or anything sliceable; a dask array gives a lazy dask result.
+        numpy, zarr or anything sliceable; a dask array gives a lazy dask result
+        (computed into ``out`` when it is given).
     tile_size : int or (int, int), optional
         Output pixels per tile (e.g. 388 for the paper's 572-pixel input tiles),
         rounded to the pooling grid. None: the largest tile the memory allows.
@@ -295,7 +296,12 @@ def predict_tiled(
         from .predict_dask import predict_dask
 
         spatial, is_stack = check_input(model, image)
-        return predict_dask(model, image, spatial, is_stack, tile_size, tta, device)
+        result = predict_dask(model, image, spatial, is_stack, tile_size, tta, device)
+        if out is None:
+            return result
+        _check_out(out, result.shape)
+        result.store(out)
+        return out
     steps = iter_predict(model, image, tile_size, tta, device, out)
     while True:
         try:
@@ -323,8 +329,7 @@ def iter_predict(
     shape = (model.n_classes, *spatial)
     if out is None:
         out = np.empty(shape, np.float32)
-    elif tuple(out.shape) != shape:
-        raise ValueError(f"out has shape {tuple(out.shape)}; expected {shape}")
+    _check_out(out, shape)
     was_training = model.training
     runner = _runner_for(model, device, tta)
     try:
@@ -371,6 +376,11 @@ def _predict_planes(runner: TileRunner, image, spatial, is_stack, tile_size, out
                 if runner.device.type == "cuda":
                     torch.cuda.empty_cache()
                 geom = TileGeometry.for_model(runner.model, smaller)
+
+
+def _check_out(out, shape: tuple[int, ...]) -> None:
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"out has shape {tuple(out.shape)}; expected {tuple(shape)}")
 
 
 def _is_dask(image) -> bool:
