@@ -108,6 +108,16 @@ def test_evaluate_scores_each_slice_of_a_stack(model_file, tmp_path, rng, capsys
     assert capsys.readouterr().out == separate and "adapted Rand error" in separate
 
 
+def test_a_grey_and_alpha_png_is_read_as_grey(model_file, tmp_path, rng):
+    grey = (rng.random((30, 40)) * 255).astype(np.uint8)
+    io.imsave(tmp_path / "la.png", np.stack([grey, np.full_like(grey, 255)], -1))
+    run = ["predict", "--model", str(model_file), "--out", str(tmp_path / "out"), "--no-tta"]
+    assert main([*run, str(tmp_path / "la.png")]) == 0
+    probabilities = tifffile.imread(tmp_path / "out" / "la_probabilities.tif")
+    model, _ = checkpoint.load(model_file)
+    np.testing.assert_allclose(probabilities, predict_tiled(model, grey), atol=1e-6)
+
+
 def test_zarr_input_gives_zarr_output(model_file, tmp_path, rng):
     stack = rng.random((2, 30, 40), dtype=np.float32)
     source = zarr.open(

@@ -15,7 +15,8 @@ ZARR_PIXELS = 2**26
 
 
 def read_image(path: Path):
-    """An array for ``path``: zarr (lazy), TIFF, or anything scikit-image reads."""
+    """An array for ``path``: zarr (lazy), TIFF, or anything scikit-image reads (of a
+    grey image with an alpha channel, the grey)."""
     if path.suffix == ".zarr" or (path / ".zarray").exists() or (path / "zarr.json").exists():
         import zarr
 
@@ -31,7 +32,10 @@ def read_image(path: Path):
         return tifffile.imread(path)
     from skimage import io
 
-    return io.imread(path)
+    image = io.imread(path)
+    if image.ndim == 3 and image.shape[-1] == 2:  # grey and alpha (a PNG "LA")
+        return image[..., 0]
+    return image
 
 
 def output_stem(path: Path) -> str:
