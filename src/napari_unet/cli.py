@@ -296,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a model on images and their labels",
         description="Labels are instance labels (0 = background) or two-valued masks "
-        "(split into cells by connected components).",
+        "(split into cells by connected components); negative labels (e.g. -1) mark "
+        "pixels that are not annotated, and slices with no cell are not annotated.",
     )
     train.add_argument("--images", nargs="+", type=Path, required=True, metavar="IMAGE")
     train.add_argument("--labels", nargs="+", type=Path, required=True, metavar="LABELS")

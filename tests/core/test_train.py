@@ -102,6 +102,17 @@ def test_unpainted_planes_train_only_inside_a_region(sample):
     assert empty.labels.max() == 0 and empty.annotated.all() and painted.labels.max() > 0
 
 
+def test_negative_labels_mark_unannotated_pixels(sample):
+    image, labels = sample
+    marked = np.where(np.arange(labels.shape[1]) < 40, -1, labels).astype(np.int32)
+    (pair,) = make_pairs([image], [marked])
+    assert not pair.annotated[:, :40].any() and pair.annotated[:, 40:].all()
+    assert pair.labels.min() == 0
+    mask = np.where(labels > 0, 255, -1).astype(np.int16)  # cells and "not annotated"
+    (pair,) = make_pairs([image], [mask])
+    assert np.array_equal(pair.annotated, labels > 0) and pair.labels.max() > 0
+
+
 def test_holding_out_never_takes_every_painted_slice(sample):
     image, labels = sample
     stack = np.zeros((10, *labels.shape), labels.dtype)

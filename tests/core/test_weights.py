@@ -280,3 +280,20 @@ def test_weight_maps_from_several_threads_under_numbas_workqueue_layer():
         [sys.executable, "-c", CONCURRENT_MAPS], env=env, capture_output=True, timeout=300
     )
     assert run.returncode == 0, run.stderr.decode()[-2000:]
+
+
+def test_negative_labels_are_allowed_where_ignored():
+    labels = np.zeros((20, 20), np.int32)
+    labels[2:8, 2:8], labels[10:18, 10:18], labels[:, 0] = 1, 2, -1
+    weights = weight_map(labels, ignore=-1)
+    assert not weights[:, 0].any() and weights.max() > 1
+    np.testing.assert_array_equal(weight_map(labels, ignore=labels < 0), weights)
+    live = WeightMap(labels, ignore=-1)
+    edited = labels.copy()
+    edited[0, 5] = -1
+    live.update(edited, (slice(0, 1), slice(5, 6)))
+    np.testing.assert_array_equal(live.weights, weight_map(edited, ignore=-1))
+    with pytest.raises(ValueError, match="must not be negative"):
+        weight_map(labels)
+    with pytest.raises(ValueError, match="must not be negative"):
+        weight_map(labels, ignore=-2)

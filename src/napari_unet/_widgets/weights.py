@@ -26,6 +26,7 @@ from napari.utils.notifications import show_error
 from ..core.instances import as_instances
 from ..core.outline import outline_update
 from ..core.weights import WeightMap
+from ..core.windows import changed_window
 from ._common import LiveJob, WeightControls, ignore_outline_box, on_removed
 from ._session import WeightSettings, session
 
@@ -40,16 +41,6 @@ def with_region(labels: np.ndarray, annotated: np.ndarray | None) -> np.ndarray:
     if annotated is not None:
         out[~annotated] = IGNORE
     return out
-
-
-def changed_window(old: np.ndarray, new: np.ndarray) -> tuple[slice, slice] | None:
-    """The bounding box of the pixels that differ, or None."""
-    diff = old != new
-    rows = np.flatnonzero(diff.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(diff.any(axis=0))
-    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
 def weights_job(

@@ -40,9 +40,10 @@ class Pair:
 def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pair]:
     """Check and split (image, labels[, annotated]) triples into 2D pairs.
 
-    Only planes with annotated pixels become pairs. Without an annotated region a
-    plane is annotated everywhere if it has a labelled pixel and nowhere if it has
-    none: a stack painted on one slice trains on that slice, not on its unpainted
+    Only planes with annotated pixels become pairs. Negative labels (e.g. -1) mark
+    pixels that are not annotated. Without an annotated region a plane is
+    annotated everywhere if it has a labelled pixel and nowhere if it has none: a
+    stack painted on one slice trains on that slice, not on its unpainted
     neighbours as if they held no cell. To train on cell-free planes as
     background, give a region that covers them.
 
@@ -82,7 +83,7 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pai
         if not np.isfinite(image).all():
             raise ValueError(f"pair {k}: the image contains NaN or infinite values")
         if region is None:
-            painted = np.any(label != 0, axis=(-2, -1), keepdims=True)
+            painted = np.any(label > 0, axis=(-2, -1), keepdims=True)
             region = np.broadcast_to(painted, label.shape).copy()
         region = np.asarray(region, bool)
         if region.shape != label.shape:
@@ -90,6 +91,9 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pai
                 f"pair {k}: annotated region {region.shape} and labels "
                 f"{label.shape} differ in shape"
             )
+        if label.dtype != bool and label.min(initial=0) < 0:
+            region = region & (label >= 0)
+            label = np.where(label < 0, 0, label)
         planes = (
             [(image, label, region)]
             if label.ndim == 2

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .weights import grow_window, window_within
+from .windows import grow_window, window_within
 
 # outline() at a pixel depends on the cells up to this many pixels away.
 REACH = 2

@@ -23,6 +23,7 @@ import math
 import numpy as np
 
 from . import _weights_kernels as kernels
+from .windows import grow_window, window_within
 
 # Border-term values below this are written as 0 (the contract is 1e-5).
 TOLERANCE = 1e-6
@@ -43,9 +44,10 @@ def cutoff(w0: float, sigma: float) -> float:
 _FOREGROUND, _UNANNOTATED = np.float32(-1.0), np.float32(-2.0)
 
 
-def _check_labels(labels, name: str = "labels", window=None) -> np.ndarray:
+def _check_labels(labels, name: str = "labels", window=None, ignore=None) -> np.ndarray:
     """Validated labels; ``window``, if given, is the only part that can hold new
-    values (the rest was checked before), so only it is searched for negatives."""
+    values (the rest was checked before), so only it is searched for negatives.
+    Pixels marked by ``ignore`` (a label value or a mask) may be negative."""
     labels = np.asarray(labels)
     if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise ValueError(f"{name} must be integer instance labels; got dtype {labels.dtype}")
@@ -57,6 +59,12 @@ def _check_labels(labels, name: str = "labels", window=None) -> np.ndarray:
         labels = labels.astype(np.uint8)
     searched = labels if window is None else labels[window]
     if np.issubdtype(labels.dtype, np.signedinteger) and searched.size and searched.min() < 0:
+        negative = searched < 0
+        if ignore is not None:
+            marked = _ignore_mask(labels, ignore)
+            negative &= ~(marked if window is None else marked[window])
+        if not negative.any():
+            return labels
         raise ValueError(
             f"{name} must not be negative (0 is background); mark unannotated "
             "pixels with the ignore argument instead"
@@ -253,7 +261,7 @@ def weight_map(
     -------
     ndarray, float32, same shape as ``labels``
     """
-    labels = _check_labels(labels)
+    labels = _check_labels(labels, ignore=ignore)
     _check_parameters(w0, sigma)
     mask = _ignore_mask(labels, ignore)
     if mask is not None:
@@ -314,7 +322,7 @@ class WeightMap:
         class_balance: bool = True,
         ignore: int | None = None,
     ):
-        labels = _check_labels(labels)
+        labels = _check_labels(labels, ignore=ignore)
         if labels.ndim != 2:
             raise ValueError(f"WeightMap takes one 2D plane; got shape {labels.shape}")
         _check_parameters(w0, sigma)
@@ -361,7 +369,7 @@ class WeightMap:
         the map already holds. Returns the window of :attr:`weights` that changed
         (the whole map when the class-balance weights moved).
         """
-        labels = _check_labels(labels, window=region)
+        labels = _check_labels(labels, window=region, ignore=self.ignore)
         if labels.shape != self.labels.shape:
             raise ValueError(f"labels changed shape from {self.labels.shape} to {labels.shape}")
         edit = grow_window(region, 1, labels.shape)  # where the gaps can change
@@ -389,19 +397,3 @@ class WeightMap:
             return (slice(0, labels.shape[0]), slice(0, labels.shape[1]))
         self._compose(self.terms[out], self.weights[out])
         return out
-
-
-def grow_window(window: tuple[slice, slice], margin: int, shape) -> tuple[slice, slice]:
-    """``window`` (slices, open ends allowed) grown by ``margin`` and kept in ``shape``."""
-    bounds = (s.indices(n)[:2] for s, n in zip(window, shape, strict=True))
-    return tuple(
-        slice(max(0, start - margin), min(n, stop + margin))
-        for (start, stop), n in zip(bounds, shape, strict=True)
-    )
-
-
-def window_within(inner: tuple[slice, slice], outer: tuple[slice, slice]) -> tuple[slice, slice]:
-    """``inner`` (a window inside ``outer``) in the coordinates of ``outer``'s crop."""
-    return tuple(
-        slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner, outer, strict=True)
-    )
