@@ -241,6 +241,25 @@ def test_ctrl_c_stops_training_and_keeps_the_model(tmp_path):
     assert checkpoint.load(tmp_path / "m.safetensors")[1]["step"] >= 1
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--steps", "0"], "must be at least 1"),
+        (["--val-fraction", "0.7"], "between 0 and 0.5"),
+        (["--images", "bad.png"], "cannot read"),
+    ],
+)
+def test_bad_training_options_are_clear_errors(tmp_path, capsys, monkeypatch, change, message):
+    monkeypatch.chdir(tmp_path)
+    tifffile.imwrite("img.tif", np.zeros((30, 30), np.float32))
+    tifffile.imwrite("lab.tif", np.ones((30, 30), np.int32))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    run = ["train", "--images", "img.tif", "--labels", "lab.tif", "--out", "m", *change]
+    with pytest.raises(SystemExit) as exit_info:
+        main(run)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_train_with_mismatched_labels_is_a_clear_error(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "img.tif", np.zeros((30, 30), np.float32))
     tifffile.imwrite(tmp_path / "lab.tif", np.ones((30, 31), np.int32))

@@ -32,7 +32,10 @@ def read_image(path: Path):
         return tifffile.imread(path)
     from skimage import io
 
-    image = io.imread(path)
+    try:
+        image = io.imread(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {path} as an image ({type(err).__name__})") from err
     if image.ndim == 3 and image.shape[-1] == 2:  # grey and alpha (a PNG "LA")
         return image[..., 0]
     return image
@@ -253,6 +256,13 @@ def add_tta_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-unet", description="U-Net segmentation without a screen."
@@ -303,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--labels", nargs="+", type=Path, required=True, metavar="LABELS")
     train.add_argument("--out", type=Path, required=True, help="the model file to write")
     budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=int, default=None, help="default 1000")
+    budget.add_argument("--steps", type=_positive_int, default=None, help="default 1000")
     budget.add_argument(
         "--minutes",
         type=float,
@@ -324,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.2,
         help="share of the training slices held out for validation when there are 5 or "
-        "more and no --val-images (0 keeps them all)",
+        "more and no --val-images, at most 0.5 (0 keeps them all)",
     )
     train.add_argument("--validate-every", type=int, default=200, help="steps (0: at the end)")
     train.add_argument(

@@ -52,6 +52,14 @@ def test_out_of_memory_halves_the_tile_and_stays_exact(small_valid, rng, monkeyp
     np.testing.assert_allclose(result, expected, atol=1e-5)
 
 
+def test_out_of_memory_is_recognised_on_every_device():
+    with pytest.raises(RuntimeError) as cpu:
+        torch.empty(2**62, dtype=torch.uint8)  # more than any machine has
+    assert devices.is_out_of_memory(cpu.value)
+    assert devices.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    assert not devices.is_out_of_memory(RuntimeError("something else"))
+
+
 def test_other_errors_are_not_retried(small_valid, monkeypatch):
     def broken(self, tile):
         raise RuntimeError("something else")

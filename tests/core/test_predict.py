@@ -169,6 +169,12 @@ def test_bad_input_is_refused(small_valid, image, match):
         predict_tiled(small_valid, image)
 
 
+@pytest.mark.parametrize("tile_size", [388.0, (0, 16), (16,), "388"])
+def test_a_bad_tile_size_is_refused(small_valid, tile_size):
+    with pytest.raises(ValueError, match="tile_size must be"):
+        predict_tiled(small_valid, np.zeros((20, 20), np.float32), tile_size=tile_size)
+
+
 def test_wrong_channels_is_refused(rng):
     model = UNet(in_channels=3, width=2, depth=2)
     with pytest.raises(ValueError, match="3 channels"):

@@ -109,8 +109,10 @@ def split_validation(pairs: list[Pair], fraction: float = 0.2) -> tuple[list, li
     """Hold out every ``1/fraction``-th pair for validation, spread over the set (a
     stack's slices alternate rather than its end going missing). Fewer than 5 pairs
     are all kept for training, and so are all pairs when holding out would leave no
-    labelled cell to train on."""
-    if fraction <= 0 or len(pairs) < 5:
+    labelled cell to train on. ``fraction`` is at most 0.5."""
+    if not 0 <= fraction <= 0.5:
+        raise ValueError(f"the validation fraction must be between 0 and 0.5; got {fraction}")
+    if fraction == 0 or len(pairs) < 5:
         return list(pairs), []
     every = max(2, round(1 / fraction))
     held = set(range(every - 1, len(pairs), every))

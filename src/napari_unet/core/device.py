@@ -87,4 +87,8 @@ def is_out_of_memory(error: BaseException) -> bool:
     """True for the errors an oversized tile raises on any device."""
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return True
-    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    message = str(error).lower()
+    # The CPU allocator says "DefaultCPUAllocator: can't allocate memory".
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in message or "can't allocate memory" in message
+    )

@@ -80,8 +80,12 @@ def choose_tile(
             tile_size = min(tile_size, CPU_TILE)
     if isinstance(tile_size, int | np.integer):
         tile_size = (int(tile_size), int(tile_size))
-    if len(tile_size) != 2 or min(tile_size) < 1:
-        raise ValueError(f"tile_size must be a positive int or (y, x) pair; got {tile_size}")
+    if (
+        not isinstance(tile_size, Sequence)
+        or len(tile_size) != 2
+        or not all(isinstance(t, int | np.integer) and t >= 1 for t in tile_size)
+    ):
+        raise ValueError(f"tile_size must be a positive int or (y, x) pair; got {tile_size!r}")
     stride = [
         min(max(g, round(t / g) * g), -(-n // g) * g)
         for t, n in zip(tile_size, plane_shape, strict=True)
