@@ -278,14 +278,16 @@ def test_train_with_mismatched_labels_is_a_clear_error(tmp_path, capsys):
     assert "do not match" in capsys.readouterr().err
 
 
-def test_train_defaults_are_the_trainer_defaults():
+@pytest.mark.parametrize("preset", ["default", "paper"])
+def test_train_defaults_are_the_trainer_defaults(preset):
     """The command line repeats TrainConfig's defaults (it does not import torch to
     build --help); this keeps the two from drifting apart."""
-    from napari_unet.cli import build_parser
+    from napari_unet.cli_args import build_parser, preset_in
     from napari_unet.core.config import TrainConfig
 
-    args = build_parser().parse_args(["train", "--images", "i", "--labels", "l", "--out", "o"])
-    config = TrainConfig()
+    argv = ["train", "--images", "i", "--labels", "l", "--out", "o", "--preset", preset]
+    args = build_parser(preset_in(argv)).parse_args(argv)
+    config = TrainConfig.paper() if preset == "paper" else TrainConfig()
     pairs = {
         "tile": "tile",
         "batch": "batch_size",
@@ -303,8 +305,27 @@ def test_train_defaults_are_the_trainer_defaults():
     }
     for option, setting in pairs.items():
         assert getattr(args, option) == getattr(config, setting), option
-    argv = ["train", "--images", "i", "--labels", "l", "--out", "o", "--keep-best"]
-    assert build_parser().parse_args(argv).keep_best
+    network = UNet(depth=args.depth, width=args.width, padding=args.padding, norm=args.norm)
+    if preset == "paper":  # the paper's network is UNet()'s defaults
+        assert network.cfg == UNet().cfg
+    assert build_parser().parse_args([*argv, "--keep-best"]).keep_best
+
+
+def test_the_paper_preset_trains_with_the_papers_settings(tmp_path):
+    from napari_unet.core.config import TrainConfig
+    from napari_unet.core.synthetic import touching_cells
+
+    image, labels = touching_cells((80, 80), n_cells=10, seed=0)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "lab.tif", labels)
+    files = ["--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif")]
+    small = ["--tile", "36", "--width", "4", "--depth", "2", "--steps", "1"]
+    argv = ["train", *files, *small, "--preset", "paper", "--out", str(tmp_path / "m")]
+    assert main(argv) == 0
+    model, saved = checkpoint.load(tmp_path / "m.safetensors")
+    assert (model.cfg.padding, model.cfg.norm, model.cfg.dropout) == ("valid", "none", 0.5)
+    expected = TrainConfig.paper(steps=1, tile=36, preview_every=0, out=str(tmp_path / "m"))
+    assert TrainConfig.from_dict(saved["training"]) == expected
 
 
 def test_predict_and_evaluate_average_the_symmetries_unless_told_not_to():

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import signal
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from .cli_args import build_parser, preset_in
 
 # Above this many pixels an image's results go to zarr rather than TIFF.
 ZARR_PIXELS = 2**26
@@ -150,7 +153,9 @@ def train_command(args: argparse.Namespace) -> None:
         pairs, validation = split_validation(pairs, args.val_fraction)
     # A time budget alone runs until the time is up.
     steps = args.steps or (10**9 if args.minutes else 1000)
-    config = TrainConfig(
+    preset = TrainConfig.paper() if args.preset == "paper" else TrainConfig()
+    config = dataclasses.replace(
+        preset,
         steps=steps,
         minutes=args.minutes,
         batch_size=args.batch,
@@ -245,180 +250,15 @@ def evaluate_command(args: argparse.Namespace) -> None:
         )
 
 
-def add_tta_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="average the probabilities over the 8 flips and rotations of each tile, as "
-        "the paper did for ISBI 2012: fewer merged and broken cells, 8x slower "
-        "(--no-tta for speed on large data)",
-    )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="napari-unet", description="U-Net segmentation without a screen."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    predict = commands.add_parser(
-        "predict",
-        help="segment images with a trained model",
-        description="Exact overlap-tile prediction; writes <name>_labels.tif and "
-        "<name>_probabilities.tif, or <name>.zarr for large or zarr inputs.",
-    )
-    predict.add_argument(
-        "images",
-        nargs="+",
-        type=Path,
-        metavar="IMAGE",
-        help="TIFF, PNG, zarr array or any image scikit-image reads",
-    )
-    predict.add_argument("--model", required=True, type=Path, help="a .safetensors model file")
-    predict.add_argument("--out", required=True, type=Path, help="folder for the results")
-    add_tta_flag(predict)
-    predict.add_argument(
-        "--tile",
-        type=int,
-        default=None,
-        help="output pixels per tile side (default: largest that fits memory)",
-    )
-    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
-    predict.add_argument(
-        "--threshold",
-        type=float,
-        default=0.5,
-        help="cell probability above which a pixel is foreground",
-    )
-    predict.add_argument(
-        "--min-size", type=int, default=10, help="drop instances smaller than this many pixels"
-    )
-    predict.set_defaults(run=predict_command)
-
-    train = commands.add_parser(
-        "train",
-        help="train a model on images and their labels",
-        description="Labels are instance labels (0 = background) or two-valued masks "
-        "(split into cells by connected components); negative labels (e.g. -1) mark "
-        "pixels that are not annotated, and slices with no cell are not annotated.",
-    )
-    train.add_argument("--images", nargs="+", type=Path, required=True, metavar="IMAGE")
-    train.add_argument("--labels", nargs="+", type=Path, required=True, metavar="LABELS")
-    train.add_argument("--out", type=Path, required=True, help="the model file to write")
-    budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=_positive_int, default=None, help="default 1000")
-    budget.add_argument(
-        "--minutes",
-        type=float,
-        default=None,
-        help="train for this long instead of a number of steps",
-    )
-    train.add_argument("--val-images", nargs="+", type=Path, default=[], metavar="IMAGE")
-    train.add_argument(
-        "--val-labels",
-        nargs="+",
-        type=Path,
-        default=[],
-        metavar="LABELS",
-        help="validation set; without one, --val-fraction of the slices is held out",
-    )
-    train.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.2,
-        help="share of the training slices held out for validation when there are 5 or "
-        "more and no --val-images, at most 0.5 (0 keeps them all)",
-    )
-    train.add_argument("--validate-every", type=int, default=200, help="steps (0: at the end)")
-    train.add_argument(
-        "--keep-best",
-        action="store_true",
-        help="end with the weights that scored best on the validation set, not the last",
-    )
-    train.add_argument(
-        "--init", type=Path, default=None, help="fine-tune this model instead of starting afresh"
-    )
-    train.add_argument("--w0", type=float, default=3.0, help="border weight height (Eq. 2)")
-    train.add_argument("--sigma", type=float, default=5.0, help="border weight width, pixels")
-    train.add_argument("--tile", type=int, default=256, help="output pixels per tile side")
-    train.add_argument("--batch", type=int, default=4)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    train.add_argument(
-        "--schedule",
-        choices=["constant", "cosine"],
-        default="cosine",
-        help="learning rate over the budget",
-    )
-    train.add_argument("--width", type=int, default=16, help="channels of the first level")
-    train.add_argument("--depth", type=int, default=4, help="number of poolings")
-    train.add_argument(
-        "--padding",
-        choices=["valid", "same"],
-        default="same",
-        help="valid is the paper's; same trains faster on the CPU; both predict exactly",
-    )
-    train.add_argument(
-        "--norm",
-        choices=["none", "batch"],
-        default="batch",
-        help="batch norm keeps tiled prediction exact; instance norm would not",
-    )
-    train.add_argument(
-        "--class-balance",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="give cells and background the same total loss weight, border term "
-        "included (Eq. 2's w_c); off: every annotated pixel weighs 1 plus the border term",
-    )
-    train.add_argument(
-        "--ignore-outline",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="no loss weight on the background pixel along each cell's outline where the "
-        "background is wider than 2 pixels (hand-drawn outlines are uncertain by a pixel); "
-        "the gaps between touching cells keep theirs",
-    )
-    train.add_argument("--device", default="auto")
-    train.add_argument("--seed", type=int, default=0)
-    train.set_defaults(run=train_command)
-
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="score a model on images with ground truth",
-        description="Pixel error, adapted Rand error and VI (ISBI 2012 scoring: "
-        "4-connected components of the cell interior), at threshold 0.5 and "
-        "at the best of 0.1..0.9; means over images, each slice of a stack one image.",
-    )
-    evaluate.add_argument("--model", type=Path, required=True)
-    evaluate.add_argument("--images", nargs="+", type=Path, required=True, metavar="IMAGE")
-    evaluate.add_argument(
-        "--labels",
-        nargs="+",
-        type=Path,
-        required=True,
-        metavar="LABELS",
-        help="ground truth: instance labels (touching cells are scored apart), or a "
-        "two-valued mask whose larger value is the cell interior (ISBI 2012's 0 / 255)",
-    )
-    add_tta_flag(evaluate)
-    evaluate.add_argument("--device", default="auto")
-    evaluate.set_defaults(run=evaluate_command)
-    return parser
+COMMANDS = {"predict": predict_command, "train": train_command, "evaluate": evaluate_command}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(preset_in(argv))
     args = parser.parse_args(argv)
     try:
-        args.run(args)
+        COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         parser.exit(2, f"napari-unet: error: {err}\n")
     return 0

@@ -72,6 +72,30 @@ class TrainConfig:
         if min(self.validate_every, self.preview_every, self.checkpoint_every) < 0:
             raise ValueError("validate_every, preview_every and checkpoint_every must be >= 0")
 
+    @classmethod
+    def paper(cls, **changes) -> TrainConfig:
+        """The training of Ronneberger et al. (2015), for their network (``UNet()``'s
+        defaults): SGD with momentum 0.99 on one 388-pixel output tile (572-pixel
+        input) a step at a constant rate; Eq. 2 with w0 10, sigma 5 and class balance,
+        no outline ignored; the elastic deformation alone; float32. The paper gives
+        no learning rate: 0.01 here, for this loss (the weighted mean over pixels).
+        ``changes`` override any setting."""
+        settings = {
+            "optimizer": "sgd",
+            "momentum": 0.99,
+            "lr": 0.01,
+            "batch_size": 1,
+            "tile": 388,
+            "schedule": "constant",
+            "w0": 10.0,
+            "sigma": 5.0,
+            "class_balance": True,
+            "ignore_outline": False,
+            "augment": AugmentSettings.elastic_only(),
+            "amp": False,
+        }
+        return cls(**{**settings, **changes})
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

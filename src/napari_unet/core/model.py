@@ -108,7 +108,8 @@ def _center_crop(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 class UNet(nn.Module):
-    """U-Net for 2D images, channel-first ``(N, C, Y, X)`` float tensors.
+    """U-Net for 2D images, channel-first ``(N, C, Y, X)`` float tensors; the defaults
+    are the paper's network (trained as in ``TrainConfig.paper()``).
 
     Parameters
     ----------
