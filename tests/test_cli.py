@@ -249,6 +249,7 @@ def test_ctrl_c_stops_training_and_keeps_the_model(tmp_path):
         (["--images", "bad.png"], "cannot read"),
     ],
 )
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # imageio trying its plugins
 def test_bad_training_options_are_clear_errors(tmp_path, capsys, monkeypatch, change, message):
     monkeypatch.chdir(tmp_path)
     tifffile.imwrite("img.tif", np.zeros((30, 30), np.float32))
