@@ -102,6 +102,14 @@ def test_unpainted_planes_train_only_inside_a_region(sample):
     assert empty.labels.max() == 0 and empty.annotated.all() and painted.labels.max() > 0
 
 
+def test_a_cell_free_image_trains_as_background_but_an_unpainted_slice_does_not(sample):
+    image, labels = sample
+    empty = np.zeros_like(labels)
+    _, background = make_pairs([image, image], [labels, empty])
+    assert background.annotated.all() and background.labels.max() == 0
+    assert len(make_pairs([np.stack([image, image])], [np.stack([labels, empty])])) == 1
+
+
 def test_negative_labels_mark_unannotated_pixels(sample):
     image, labels = sample
     marked = np.where(np.arange(labels.shape[1]) < 40, -1, labels).astype(np.int32)
@@ -360,6 +368,8 @@ def test_config_round_trip_and_typos():
         TrainConfig.from_dict({**config.to_dict(), "stpes": 3})
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="linear")
+    with pytest.raises(ValueError, match="seed"):
+        TrainConfig(seed=-1)
 
 
 def test_split_validation_spreads_the_held_out_pairs(sample):

@@ -15,23 +15,17 @@ def loss_weights():
     """``loss_weights(labels, w0, sigma, class_balance, ignore_outline=True,
     annotated=None)``: what the loss weighs each pixel with
     (``data.target_and_weights``), for a plane or a stack, with the labels read as
-    ``data.make_pairs`` reads them (a two-valued plane is a mask of cells; without
-    a region, a plane with no cell is not annotated)."""
-    from napari_unet.core.data import Pair, target_and_weights
-    from napari_unet.core.instances import as_instances
+    training reads them (``data.annotated_labels``)."""
+    from napari_unet.core.data import Pair, annotated_labels, target_and_weights
 
     def compute(labels, w0, sigma, class_balance, ignore_outline=True, annotated=None):
-        labels = np.asarray(labels)
-        planes = labels.reshape(-1, *labels.shape[-2:])
-        if annotated is None:
-            annotated = planes.any(axis=(1, 2))[:, None, None] & np.ones(planes.shape, bool)
-        regions = annotated.reshape(planes.shape)
+        instances, regions = annotated_labels(labels, annotated)
+        flat = (-1, *instances.shape[-2:])
+        settings = (w0, sigma, class_balance, ignore_outline)
         weights = [
-            target_and_weights(
-                Pair(None, as_instances(plane), region), w0, sigma, class_balance, ignore_outline
-            )[1]
-            for plane, region in zip(planes, regions, strict=True)
+            target_and_weights(Pair(None, plane, region), *settings)[1]
+            for plane, region in zip(instances.reshape(flat), regions.reshape(flat), strict=True)
         ]
-        return np.stack(weights).reshape(labels.shape)
+        return np.stack(weights).reshape(instances.shape)
 
     return compute

@@ -54,6 +54,7 @@ def test_cells_painted_with_one_label_are_counted_as_training_reads_them(
     viewer.add_image(np.zeros((40, 48), np.float32), name="cells")
     painted = np.zeros((40, 48), np.int32)
     painted[5:20, 5:20] = painted[5:20, 20:35] = painted[25:35, 5:15] = 1
+    painted[36:, 30:] = -1  # not annotated
     viewer.add_labels(painted, name="cells labels")
     widget = plugin_widget(viewer)
     settle(widget, qtbot)

@@ -100,14 +100,17 @@ def test_cells_of_one_label_and_unpainted_slices_are_read_as_training_reads_them
     make_napari_viewer, qtbot, defaults
 ):
     viewer = make_napari_viewer()
-    stack = np.zeros((2, 40, 48), np.int32)
+    stack = np.zeros((3, 40, 48), np.int32)
     stack[0, 5:20, 5:20] = stack[0, 5:20, 23:35] = 1  # two cells, one label, 3 px apart
+    stack[0, 30:, :] = -1  # not annotated
+    stack[2, :10] = -1  # nothing but unannotated pixels and background: left out
     labels = viewer.add_labels(stack, name="nuclei")
     widget = WeightsWidget(viewer)
     settle(widget, qtbot)
     weights = shown(viewer, "nuclei weights")
     assert weights[0].max() > 1.5  # the border term between the two cells
-    assert not weights[1].any()  # nothing painted, no region: not annotated
+    assert not weights[0, 30:].any()
+    assert not weights[1].any() and not weights[2].any()  # no cell, no region
     np.testing.assert_array_equal(weights, defaults(stack))
     labels.data_setitem((np.array([1]), np.array([30]), np.array([30])), 1)
     settle(widget, qtbot)

@@ -2,10 +2,10 @@
 see what training will make of them, and add the pair to the training set.
 
 Training trusts the labels only inside the annotated region (a Labels layer,
-painted = annotated; no region = every image or slice with a painted cell,
-``core.data.make_pairs``), so the counts and the separation gaps shown here are
-those of the labels inside it, computed by the core in a worker on snapshots,
-debounced while the user paints.
+painted = annotated; no region = the whole image, or of a stack every slice
+with a painted cell: ``core.data.annotated_labels``), so the counts and the
+separation gaps shown here are those of the labels inside it, computed by the
+core in a worker on snapshots, debounced while the user paints.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from magicgui.widgets import Container, Label, PushButton, Select, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from ..core.instances import as_instances, cell_count, touching_pairs
+from ..core.data import annotated_labels
+from ..core.instances import cell_count, touching_pairs
 from ..core.weights import separation_borders
 from ._common import LiveJob, on_removed
 from ._session import session
@@ -43,11 +44,10 @@ class Summary:
 
 def summary_job(labels: np.ndarray, annotated: np.ndarray | None) -> Summary:
     """Worker body: counts and gaps of the labels inside the annotated region, read
-    as training reads them (``core.instances.as_instances``: cells all painted with
-    one label are told apart where they do not touch)."""
-    trusted = as_instances(labels)
-    if annotated is not None:
-        trusted = np.where(annotated, trusted, 0)
+    as training reads them (``core.data.annotated_labels``: e.g. cells all painted
+    with one label are told apart where they do not touch)."""
+    instances, region = annotated_labels(labels, annotated)
+    trusted = np.where(region, instances, 0)
     try:
         gaps = (trusted != 0) & (separation_borders(trusted) == 0)
     except ValueError as err:  # e.g. negative labels

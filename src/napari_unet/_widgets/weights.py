@@ -5,11 +5,11 @@ every slice of a stack: ``weight_map(labels, w0, sigma, class_balance,
 ignore=~annotated)``, the Eq. 2 map, with the background pixel along each
 outline at 0 when "Ignore outline" is on (``core.outline``,
 ``TrainConfig.ignore_outline``, on by default). The labels are read as training
-reads them (``core.data.make_pairs``): a plane of two values is a mask of cells,
-and without a region a plane with no painted cell is not annotated. Each slice keeps a
-:class:`~napari_unet.core.weights.WeightMap`; after an edit the worker compares
-the new labels with the slice's previous ones and recomputes only the window
-the edit can reach. Comparing, rather than reading the atoms of
+reads them (``core.data.annotated_labels``: e.g. a plane of two values is a mask
+of cells, and without a region a slice with no cell is not annotated). Each
+slice keeps a :class:`~napari_unet.core.weights.WeightMap`; after an edit the
+worker compares the new labels with the slice's previous ones and recomputes
+only the window the edit can reach. Comparing, rather than reading the atoms of
 ``events.paint``, also catches undo and redo, which emit no paint event. The
 work runs in one worker at a time on snapshots taken on the GUI thread; edits
 made meanwhile are picked up when it finishes.
@@ -23,7 +23,7 @@ from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, create_wi
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
-from ..core.instances import as_instances
+from ..core.data import annotated_labels
 from ..core.outline import outline_update
 from ..core.weights import WeightMap
 from ..core.windows import changed_window
@@ -35,11 +35,10 @@ from ._session import WeightSettings, session
 IGNORE = np.iinfo(np.int64).max
 
 
-def with_region(labels: np.ndarray, annotated: np.ndarray | None) -> np.ndarray:
+def with_region(labels: np.ndarray, annotated: np.ndarray) -> np.ndarray:
     """int64 labels, with ``IGNORE`` outside the annotated region (a copy)."""
     out = labels.astype(np.int64)
-    if annotated is not None:
-        out[~annotated] = IGNORE
+    out[~annotated] = IGNORE
     return out
 
 
@@ -54,14 +53,14 @@ def weights_job(
     layer created again), and returns "" or, for labels the core refuses, a
     message.
     """
-    planes = labels[None] if labels.ndim == 2 else labels
-    regions = [None] * len(planes) if annotated is None else annotated.reshape(planes.shape)
     whole = (slice(None), slice(None))
     try:
-        for z, (plane, region) in enumerate(zip(planes, regions, strict=True)):
-            if region is None and not plane.any():
-                region = np.zeros(plane.shape, bool)
-            target = with_region(as_instances(plane), region)
+        instances, regions = annotated_labels(labels, annotated)
+        flat = (-1, *labels.shape[-2:])
+        for z, (plane, region) in enumerate(
+            zip(instances.reshape(flat), regions.reshape(flat), strict=True)
+        ):
+            target = with_region(plane, region)
             current, eq2 = maps[z], (settings.w0, settings.sigma, settings.class_balance)
             if current is None or (current.w0, current.sigma, current.class_balance) != eq2:
                 maps[z] = WeightMap(target, *eq2, ignore=IGNORE)
@@ -103,7 +102,8 @@ class WeightsWidget(Container):
             label="Annotated region",
             options={
                 "nullable": True,
-                "tooltip": "Painted = annotated; none = every slice with a painted cell",
+                "tooltip": "Painted = annotated; none = everywhere (of a stack, every "
+                "slice with a painted cell)",
             },
         )
         self.w0 = FloatSpinBox(label="w0", min=0.0, max=100.0, step=1.0)

@@ -40,12 +40,8 @@ class Pair:
 def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pair]:
     """Check and split (image, labels[, annotated]) triples into 2D pairs.
 
-    Only planes with annotated pixels become pairs. Negative labels (e.g. -1) mark
-    pixels that are not annotated. Without an annotated region a plane is
-    annotated everywhere if it has a labelled pixel and nowhere if it has none: a
-    stack painted on one slice trains on that slice, not on its unpainted
-    neighbours as if they held no cell. To train on cell-free planes as
-    background, give a region that covers them.
+    The labels are read by :func:`annotated_labels`, and only planes with
+    annotated pixels become pairs.
 
     Parameters
     ----------
@@ -82,27 +78,50 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pai
             raise ValueError(f"pair {k}: labels must be integers; got {label.dtype}")
         if not np.isfinite(image).all():
             raise ValueError(f"pair {k}: the image contains NaN or infinite values")
-        if region is None:
-            painted = np.any(label > 0, axis=(-2, -1), keepdims=True)
-            region = np.broadcast_to(painted, label.shape).copy()
-        region = np.asarray(region, bool)
-        if region.shape != label.shape:
+        if region is not None and np.shape(region) != label.shape:
             raise ValueError(
-                f"pair {k}: annotated region {region.shape} and labels "
+                f"pair {k}: annotated region {np.shape(region)} and labels "
                 f"{label.shape} differ in shape"
             )
-        if label.dtype != bool and label.min(initial=0) < 0:
-            region = region & (label >= 0)
-            label = np.where(label < 0, 0, label)
+        label, region = annotated_labels(label, region)
         planes = (
             [(image, label, region)]
             if label.ndim == 2
             else [(image[:, z], label[z], region[z]) for z in range(label.shape[0])]
         )
-        pairs += [Pair(i, as_instances(lab), r) for i, lab, r in planes if r.any()]
+        pairs += [Pair(i, lab, r) for i, lab, r in planes if r.any()]
     if not any(np.any(p.annotated & (p.labels > 0)) for p in pairs):
         raise ValueError("no labelled pixel: paint at least one cell before training")
     return pairs
+
+
+def annotated_labels(
+    labels: np.ndarray, region: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Painted labels as training reads them: ``(instance labels, annotated mask)``.
+
+    Negative labels (e.g. -1) mark pixels that are not annotated, and become 0. A
+    plane of two values is a mask of cells (``instances.as_instances``). Without a
+    region, a 2D image is annotated everywhere, and of a stack only the slices with
+    a cell are: a stack painted on one slice trains on that slice, not on its
+    unpainted neighbours as if they held no cell (give a region to train on
+    cell-free slices as background).
+
+    Parameters
+    ----------
+    labels : ndarray, integer or bool, shape ``(Y, X)`` or ``(Z, Y, X)``
+    region : ndarray, bool, same shape, optional
+        Where the labels are to be trusted.
+    """
+    labels = np.asarray(labels)
+    if region is None:
+        painted = np.any(labels > 0, axis=(-2, -1), keepdims=True) | (labels.ndim == 2)
+        region = np.broadcast_to(painted, labels.shape)
+    region = np.asarray(region, bool)
+    if labels.dtype != bool and labels.min(initial=0) < 0:
+        region = region & (labels >= 0)
+        labels = np.where(labels < 0, 0, labels)
+    return as_instances(labels), region.copy()
 
 
 def split_validation(pairs: list[Pair], fraction: float = 0.2) -> tuple[list, list]:
