@@ -1,6 +1,7 @@
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -233,6 +234,8 @@ def test_ctrl_c_stops_training_and_keeps_the_model(tmp_path):
     seen = b""
     deadline = time.monotonic() + 120
     while b"loss=" not in seen and time.monotonic() < deadline:  # the bar shows steps
+        if train.poll() is not None:
+            break
         seen += train.stderr.read1(4096)
     train.send_signal(signal.SIGINT)
     out, err = train.communicate(timeout=60)
@@ -259,6 +262,22 @@ def test_bad_training_options_are_clear_errors(tmp_path, capsys, monkeypatch, ch
     with pytest.raises(SystemExit) as exit_info:
         main(run)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_train_runs_from_another_thread(tmp_path):
+    from napari_unet.core.synthetic import touching_cells
+
+    image, labels = touching_cells((80, 80), n_cells=10, seed=0)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "lab.tif", labels)
+    files = ["--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif")]
+    small = ["--tile", "36", "--batch", "1", "--width", "4", "--depth", "2", "--steps", "1"]
+    argv = ["train", *files, *small, "--out", str(tmp_path / "m")]
+    returned = []
+    worker = threading.Thread(target=lambda: returned.append(main(argv)))
+    worker.start()
+    worker.join(timeout=120)
+    assert returned == [0] and (tmp_path / "m.safetensors").exists()
 
 
 def test_train_with_mismatched_labels_is_a_clear_error(tmp_path, capsys):

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -200,8 +201,14 @@ def train_command(args: argparse.Namespace) -> None:
 @contextlib.contextmanager
 def _stop_on_interrupt(trainer, say):
     """The first Ctrl-C stops ``trainer`` after its step, which saves the model; a
-    second one interrupts at once."""
+    second one interrupts at once. Only the main thread receives signals: called
+    from another, this changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # installed outside Python: give Ctrl-C its usual effect
+        previous = signal.default_int_handler
 
     def stop(*_):
         say("stopping after this step and saving the model (Ctrl-C again to quit now)")

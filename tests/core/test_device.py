@@ -57,6 +57,8 @@ def test_out_of_memory_is_recognised_on_every_device():
         torch.empty(2**62, dtype=torch.uint8)  # more than any machine has
     assert devices.is_out_of_memory(cpu.value)
     assert devices.is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    windows = "DefaultCPUAllocator: not enough memory: you tried to allocate 4 GB."
+    assert devices.is_out_of_memory(RuntimeError(windows))
     assert not devices.is_out_of_memory(RuntimeError("something else"))
 
 

@@ -258,3 +258,5 @@ def test_the_true_interior_keeps_touching_cells_apart():
     assert score_segmentation(interior[0].astype(np.float32), interior[0])["rand_error"] == 0
     mask = np.where(labels > 0, 255, 0).astype(np.uint8)  # ISBI 2012: scored as given
     np.testing.assert_array_equal(true_interior(mask), mask == 255)
+    with pytest.raises(ValueError, match="annotated everywhere"):
+        true_interior(np.where(labels > 0, labels, -1))

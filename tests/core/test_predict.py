@@ -169,6 +169,14 @@ def test_bad_input_is_refused(small_valid, image, match):
         predict_tiled(small_valid, image)
 
 
+def test_a_numpy_tile_size_is_taken(small_valid, rng):
+    image = rng.random((40, 40), dtype=np.float32)
+    np.testing.assert_array_equal(
+        predict_tiled(small_valid, image, tile_size=np.array([16, 24])),
+        predict_tiled(small_valid, image, tile_size=(16, 24)),
+    )
+
+
 @pytest.mark.parametrize("tile_size", [388.0, (0, 16), (16,), "388"])
 def test_a_bad_tile_size_is_refused(small_valid, tile_size):
     with pytest.raises(ValueError, match="tile_size must be"):

@@ -188,6 +188,10 @@ def test_the_preview_lies_over_a_calibrated_image(viewer, qtbot):
     preview = viewer.layers["cells preview"]
     assert tuple(preview.scale) == (0.25, 0.5) and tuple(preview.translate) == (100, 50)
     stop_and_wait(widget, qtbot)
+    viewer.layers["cells"].scale = (2, 2)  # calibrated again: the kept preview follows
+    widget.start()
+    assert preview is viewer.layers["cells preview"] and tuple(preview.scale) == (2, 2)
+    stop_and_wait(widget, qtbot)
 
 
 def test_save_model_as_keeps_the_name_and_reports_failures(viewer, errors, tmp_path):

@@ -234,6 +234,8 @@ class TrainWidget(Container):
             # Made now, on the click, so that the first preview is a cheap data swap.
             self._preview_where = placement(annotations[0].image, 2)
             self._show_preview(np.zeros(preview.shape[-2:], np.float32))
+            for key, value in self._preview_where.items():  # also a layer kept from before
+                setattr(self._viewer.layers[self._preview_name], key, value)
         self._job = TrainJob(images, labels, regions, model, config, fine_tune, preview)
         self._worker = create_worker(self._job.run, _ignore_errors=True)
         self._worker.yielded.connect(self._publish)

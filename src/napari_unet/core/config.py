@@ -69,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine'; got {self.schedule!r}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be 0 or more; got {self.seed}")
         if min(self.validate_every, self.preview_every, self.checkpoint_every) < 0:
             raise ValueError("validate_every, preview_every and checkpoint_every must be >= 0")
 

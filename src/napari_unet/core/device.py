@@ -88,7 +88,9 @@ def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return True
     message = str(error).lower()
-    # The CPU allocator says "DefaultCPUAllocator: can't allocate memory".
-    return isinstance(error, RuntimeError) and (
-        "out of memory" in message or "can't allocate memory" in message
+    # The CPU allocator says "DefaultCPUAllocator: can't allocate memory" (POSIX) or
+    # "not enough memory" (Windows).
+    return isinstance(error, RuntimeError) and any(
+        words in message
+        for words in ("out of memory", "can't allocate memory", "not enough memory")
     )

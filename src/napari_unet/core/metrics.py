@@ -307,6 +307,11 @@ def true_interior(labels: np.ndarray) -> np.ndarray:
     ndarray, bool, same shape
     """
     labels = np.asarray(labels)
+    if labels.dtype != bool and labels.min(initial=0) < 0:
+        raise ValueError(
+            "the ground truth must be annotated everywhere: negative labels (pixels "
+            "not annotated) cannot be scored"
+        )
     if labels.ndim == 3:
         return np.stack([true_interior(plane) for plane in labels])
     if is_mask(labels):

@@ -80,6 +80,8 @@ def choose_tile(
             tile_size = min(tile_size, CPU_TILE)
     if isinstance(tile_size, int | np.integer):
         tile_size = (int(tile_size), int(tile_size))
+    elif isinstance(tile_size, np.ndarray):
+        tile_size = tuple(tile_size.tolist())
     if (
         not isinstance(tile_size, Sequence)
         or len(tile_size) != 2
