@@ -127,7 +127,7 @@ def test_holding_out_never_takes_every_painted_slice(sample):
     stack[4] = labels
     region = np.ones(stack.shape, bool)  # every slice annotated, cells only on slice 4
     pairs = make_pairs([np.stack([image] * 10)], [stack], [region])
-    assert split_validation(pairs) == (pairs, [])
+    assert split_validation(pairs, 0.2) == (pairs, [])
     trainer = Trainer(tiny_model(), pairs, TrainConfig(steps=2, batch_size=2, tile=36))
     assert isinstance(list(trainer.run())[-1], Done)
 
@@ -375,9 +375,9 @@ def test_config_round_trip_and_typos():
 def test_split_validation_spreads_the_held_out_pairs(sample):
     image, labels = sample
     pairs = make_pairs([np.stack([image] * 10)], [np.stack([labels] * 10)])
-    train_pairs, held = split_validation(pairs)
+    train_pairs, held = split_validation(pairs, 0.2)
     assert len(train_pairs) == 8 and held == [pairs[4], pairs[9]]
-    assert split_validation(pairs[:4]) == (pairs[:4], [])
+    assert split_validation(pairs[:4], 0.2) == (pairs[:4], [])
 
 
 @pytest.mark.parametrize("keep_best", [True, False])

@@ -169,6 +169,30 @@ def test_bad_input_is_a_notification(viewer, errors, tmp_path, case):
     assert session(viewer).model is None
 
 
+def test_a_validation_share_holds_out_slices_and_plots_their_scores(viewer, qtbot):
+    image, labels = viewer.layers["cells"].data, viewer.layers["cells labels"].data
+    widget = dock(viewer)
+    assert widget.val_fraction.value == 0  # all the painted slices train by default
+    widget.image.value = viewer.add_image(np.stack([image] * 5), name="stack")
+    widget.labels_layer.value = viewer.add_labels(np.stack([labels] * 5), name="stack labels")
+    widget.add_pair()
+    widget.val_fraction.value = 0.2
+    widget.minutes.value = widget.minutes.min
+    trainers = []
+
+    def started() -> bool:
+        job = widget._job
+        if not trainers and job is not None and job.trainer is not None:
+            trainers.append(job.trainer)
+        return bool(trainers)
+
+    widget.start()
+    qtbot.waitUntil(started, timeout=60_000)
+    assert len(trainers[0].pairs) == 4 and len(trainers[0].validation) == 1
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=120_000)
+    assert widget.plot.validations  # scored at the end at least
+
+
 def test_adding_a_pair_again_keeps_its_region(viewer):
     widget = dock(viewer)
     labels = viewer.layers["cells labels"]

@@ -29,6 +29,7 @@ class TrainJob:
     config: TrainConfig
     fine_tune: bool
     preview: np.ndarray | None = None
+    val_fraction: float = 0.0  # of the pairs, held out for validation
     trainer: Trainer | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _events: Generator | None = None
@@ -39,7 +40,7 @@ class TrainJob:
             pairs = make_pairs(
                 self.images, self.labels, self.regions, in_channels=self.model.in_channels
             )
-            pairs, validation = split_validation(pairs)
+            pairs, validation = split_validation(pairs, self.val_fraction)
             trainer = Trainer(
                 self.model,
                 pairs,

@@ -98,6 +98,15 @@ class TrainWidget(Container):
         self.sigma = FloatSpinBox(label="sigma", min=0.5, max=50)
         self.class_balance = CheckBox(text="Class balance")
         self.ignore_outline = ignore_outline_box()
+        self.val_fraction = FloatSpinBox(
+            label="Validation share",
+            value=0.0,
+            min=0.0,
+            max=0.5,
+            step=0.1,
+            tooltip="Share of the training images or slices (from 5) held out to plot "
+            "validation scores; 0 trains on all of them",
+        )
         self._weights = WeightControls(
             self._session, self.w0, self.sigma, self.class_balance, self.ignore_outline
         )
@@ -124,6 +133,7 @@ class TrainWidget(Container):
                 _row(self.batch, self.lr),
                 _row(self.w0, self.sigma),
                 _row(self.padding, self.class_balance, self.ignore_outline),
+                self.val_fraction,
                 _row(self.train_button, self.pause_button, self.stop_button, labels=False),
                 self.progress,
                 self.status,
@@ -236,7 +246,9 @@ class TrainWidget(Container):
             self._show_preview(np.zeros(preview.shape[-2:], np.float32))
             for key, value in self._preview_where.items():  # also a layer kept from before
                 setattr(self._viewer.layers[self._preview_name], key, value)
-        self._job = TrainJob(images, labels, regions, model, config, fine_tune, preview)
+        self._job = TrainJob(
+            images, labels, regions, model, config, fine_tune, preview, self.val_fraction.value
+        )
         self._worker = create_worker(self._job.run, _ignore_errors=True)
         self._worker.yielded.connect(self._publish)
         self._worker.aborted.connect(self._job.abandon, Qt.ConnectionType.DirectConnection)

@@ -124,7 +124,7 @@ def annotated_labels(
     return as_instances(labels), region.copy()
 
 
-def split_validation(pairs: list[Pair], fraction: float = 0.2) -> tuple[list, list]:
+def split_validation(pairs: list[Pair], fraction: float) -> tuple[list, list]:
     """Hold out every ``1/fraction``-th pair for validation, spread over the set (a
     stack's slices alternate rather than its end going missing). Fewer than 5 pairs
     are all kept for training, and so are all pairs when holding out would leave no
