@@ -24,6 +24,17 @@ def model_file(tmp_path):
     return checkpoint.save(tmp_path / "tiny.safetensors", UNet(width=4, depth=2))
 
 
+@pytest.fixture
+def cell_files(tmp_path) -> list[str]:
+    """``--images IMG --labels LAB`` of one generated image of touching cells."""
+    from napari_unet.core.synthetic import touching_cells
+
+    image, labels = touching_cells((80, 80), n_cells=10, seed=0)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "lab.tif", labels)
+    return ["--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif")]
+
+
 def test_help():
     for argv in (["--help"], ["predict", "--help"], ["train", "--help"], ["evaluate", "--help"]):
         result = subprocess.run(
@@ -217,13 +228,8 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert "threshold 0.5: pixel error" in out and "adapted Rand error" in out
 
 
-def test_ctrl_c_stops_training_and_keeps_the_model(tmp_path):
-    from napari_unet.core.synthetic import touching_cells
-
-    image, labels = touching_cells((80, 80), n_cells=10, seed=0)
-    tifffile.imwrite(tmp_path / "img.tif", image)
-    tifffile.imwrite(tmp_path / "lab.tif", labels)
-    files = ["--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif")]
+def test_ctrl_c_stops_training_and_keeps_the_model(tmp_path, cell_files):
+    files = cell_files
     small = ["--tile", "36", "--batch", "1", "--width", "4", "--depth", "2", "--device", "cpu"]
     cli = [sys.executable, "-m", "napari_unet.cli"]
     train = subprocess.Popen(
@@ -264,13 +270,8 @@ def test_bad_training_options_are_clear_errors(tmp_path, capsys, monkeypatch, ch
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
-def test_train_runs_from_another_thread(tmp_path):
-    from napari_unet.core.synthetic import touching_cells
-
-    image, labels = touching_cells((80, 80), n_cells=10, seed=0)
-    tifffile.imwrite(tmp_path / "img.tif", image)
-    tifffile.imwrite(tmp_path / "lab.tif", labels)
-    files = ["--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif")]
+def test_train_runs_from_another_thread(tmp_path, cell_files):
+    files = cell_files
     small = ["--tile", "36", "--batch", "1", "--width", "4", "--depth", "2", "--steps", "1"]
     argv = ["train", *files, *small, "--out", str(tmp_path / "m")]
     returned = []
@@ -331,16 +332,11 @@ def test_train_defaults_are_the_trainer_defaults(preset):
     assert build_parser().parse_args([*argv, "--keep-best"]).keep_best
 
 
-def test_the_paper_preset_trains_with_the_papers_settings(tmp_path):
+def test_the_paper_preset_trains_with_the_papers_settings(tmp_path, cell_files):
     from napari_unet.core.config import TrainConfig
-    from napari_unet.core.synthetic import touching_cells
 
-    image, labels = touching_cells((80, 80), n_cells=10, seed=0)
-    tifffile.imwrite(tmp_path / "img.tif", image)
-    tifffile.imwrite(tmp_path / "lab.tif", labels)
-    files = ["--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif")]
     small = ["--tile", "36", "--width", "4", "--depth", "2", "--steps", "1"]
-    argv = ["train", *files, *small, "--preset", "paper", "--out", str(tmp_path / "m")]
+    argv = ["train", *cell_files, *small, "--preset", "paper", "--out", str(tmp_path / "m")]
     assert main(argv) == 0
     model, saved = checkpoint.load(tmp_path / "m.safetensors")
     assert (model.cfg.padding, model.cfg.norm, model.cfg.dropout) == ("valid", "none", 0.5)
