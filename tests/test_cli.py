@@ -3,6 +3,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 import zarr
 from skimage import io
 
-from napari_unet.cli import main
+from napari_unet.cli import main, output_stem
 from napari_unet.core import checkpoint
 from napari_unet.core.instances import to_instances
 from napari_unet.core.model import UNet
@@ -118,6 +119,19 @@ def test_evaluate_scores_each_slice_of_a_stack(model_file, tmp_path, rng, capsys
     stack = [str(tmp_path / "stack.tif"), "--labels", str(tmp_path / "labels.tif")]
     assert main([*run, "--images", *stack]) == 0
     assert capsys.readouterr().out == separate and "adapted Rand error" in separate
+
+
+def test_arrays_in_zarr_groups_are_named_after_the_group_and_inputs_are_never_overwritten(
+    model_file, tmp_path, rng, monkeypatch
+):
+    assert output_stem(Path("plate/a.ome.zarr/0")) == "a_0"
+    assert output_stem(Path("b.zarr/images/1")) == "b_images_1"
+    monkeypatch.chdir(tmp_path)
+    zarr.open("img.zarr", mode="w", shape=(20, 24), dtype="float32")[:] = rng.random((20, 24))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--model", str(model_file), "img.zarr", "--out", "."])
+    assert exit_info.value.code == 2
+    assert zarr.open("img.zarr", mode="r").shape == (20, 24)  # the input is untouched
 
 
 def test_a_grey_and_alpha_png_is_read_as_grey(model_file, tmp_path, rng):
@@ -256,6 +270,7 @@ def test_ctrl_c_stops_training_and_keeps_the_model(tmp_path, cell_files):
         (["--steps", "0"], "must be at least 1"),
         (["--val-fraction", "0.7"], "between 0 and 0.5"),
         (["--images", "bad.png"], "cannot read"),
+        (["--keep-best"], "keep_best needs a validation set"),
     ],
 )
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # imageio trying its plugins

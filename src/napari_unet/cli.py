@@ -47,12 +47,35 @@ def read_image(path: Path):
 
 def output_stem(path: Path) -> str:
     """The name ``predict`` gives an image's results: the file name without its image
-    suffix (two for OME files), so ``well.A1.tif`` and ``well.B2.tif`` stay apart."""
+    suffix (two for OME files), so ``well.A1.tif`` and ``well.B2.tif`` stay apart; for
+    an array inside a zarr group, the group's name and the array's path
+    (``a.ome.zarr/0`` gives ``a_0``)."""
+    for container in path.parents:
+        if container.suffix == ".zarr":
+            inside = path.relative_to(container).parts
+            return "_".join([output_stem(container), *inside])
     name = path.name
     for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
+
+
+def _check_outputs(images: list[Path], stems: list[str], out: Path) -> None:
+    """Refuse results that would overwrite each other or an input."""
+    clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if clashes:
+        raise ValueError(
+            f"several images would write their results as {', '.join(clashes)}: "
+            "predict them into different --out folders"
+        )
+    inputs = {path.resolve() for path in images}
+    for image, stem in zip(images, stems, strict=True):
+        names = (f"{stem}.zarr", f"{stem}_labels.tif", f"{stem}_probabilities.tif")
+        if any((out / name).resolve() in inputs for name in names):
+            raise ValueError(
+                f"the results of {image} would overwrite an input: choose another --out"
+            )
 
 
 class _BarProgress:
@@ -77,12 +100,7 @@ def predict_command(args: argparse.Namespace) -> None:
     from .core.predict import check_input, predict_tiled
 
     stems = [output_stem(path) for path in args.images]
-    clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
-    if clashes:
-        raise ValueError(
-            f"several images would write their results as {', '.join(clashes)}: "
-            "predict them into different --out folders"
-        )
+    _check_outputs(args.images, stems, args.out)
     device = default_device(args.device)
     model, _ = load(args.model, device=device)
     args.out.mkdir(parents=True, exist_ok=True)

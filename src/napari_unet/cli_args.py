@@ -145,7 +145,8 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     train.add_argument(
         "--keep-best",
         action="store_true",
-        help="end with the weights that scored best on the validation set, not the last",
+        help="end with the weights that scored best on the validation set, not the last "
+        "(needs --val-images or --val-fraction)",
     )
     train.add_argument(
         "--init", type=Path, default=None, help="fine-tune this model instead of starting afresh"

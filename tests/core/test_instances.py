@@ -101,6 +101,11 @@ def test_as_instances_reads_two_valued_planes_as_masks():
     out = as_instances(mask)
     assert sorted(np.unique(out[0])) == [0, 1, 2] and out[0, 2, 2] != out[0, 7, 7]
     np.testing.assert_array_equal(out[1], mask[1])
+    mixed = np.zeros((2, 10, 12), np.uint64)
+    mixed[0, 1:4, 1:4] = mixed[0, 6:9, 6:9] = 1  # every cell painted with label 1
+    mixed[1, 1:4, 1:4], mixed[1, 6:9, 6:9], mixed[1, 0, 11] = 2**63, 5, 9
+    out = as_instances(mixed)
+    assert out.dtype == np.uint64 and out[1, 2, 2] == 2**63 and out[0, 7, 7] == 2
     full = np.full((4, 4), 3)
     full[:, 2:] = 5  # no background: the larger value is the cell
     assert np.array_equal(as_instances(full) > 0, full == 5)

@@ -372,10 +372,17 @@ def test_config_round_trip_and_typos():
         TrainConfig(seed=-1)
 
 
+def test_keep_best_without_a_validation_set_is_refused(sample):
+    pairs = make_pairs([sample[0]], [sample[1]])
+    with pytest.raises(ValueError, match="keep_best needs a validation set"):
+        Trainer(tiny_model(), pairs, TrainConfig(tile=36, keep_best=True))
+
+
 def test_split_validation_spreads_the_held_out_pairs(sample):
     image, labels = sample
     pairs = make_pairs([np.stack([image] * 10)], [np.stack([labels] * 10)])
     train_pairs, held = split_validation(pairs, 0.2)
+    assert [len(split_validation(pairs, f)[1]) for f in (0.1, 0.3, 0.4, 0.5)] == [1, 3, 4, 5]
     assert len(train_pairs) == 8 and held == [pairs[4], pairs[9]]
     assert split_validation(pairs[:4], 0.2) == (pairs[:4], [])
 

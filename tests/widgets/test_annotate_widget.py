@@ -154,6 +154,10 @@ def test_bad_inputs_are_messages(make_napari_viewer, monkeypatch, qtbot):
     labels = widget.create_labels()
     widget.add_to_training_set()
     assert "Paint at least one cell" in errors[-1]
+    labels.data = np.full(labels.data.shape, -1, labels.data.dtype)  # all "not annotated"
+    widget.add_to_training_set()
+    assert "Paint at least one cell" in errors[-1] and session(viewer).annotations == []
+    labels.data = np.zeros(labels.data.shape, labels.data.dtype)
     widget.region.value = other
     assert "cannot be the annotated region" in errors[-1]
     viewer.add_image(np.zeros((4, 4)), name="grey labels region")

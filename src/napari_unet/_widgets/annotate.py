@@ -225,7 +225,7 @@ class AnnotateWidget(Container):
         if message:
             return self._fail(message)
         labels, region = self.labels_layer.value, self.region.value
-        painted = np.asarray(labels.data) != 0
+        painted = np.asarray(labels.data) > 0  # negative labels mark unannotated pixels
         if region is not None:
             painted &= np.asarray(region.data) != 0
         if not painted.any():

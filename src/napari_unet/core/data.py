@@ -125,16 +125,18 @@ def annotated_labels(
 
 
 def split_validation(pairs: list[Pair], fraction: float) -> tuple[list, list]:
-    """Hold out every ``1/fraction``-th pair for validation, spread over the set (a
-    stack's slices alternate rather than its end going missing). Fewer than 5 pairs
-    are all kept for training, and so are all pairs when holding out would leave no
+    """Hold out ``fraction`` of the pairs (at least one) for validation, spread
+    evenly over the set (a stack's slices alternate rather than its end going
+    missing; of 25 pairs at 0.2, the 5th, 10th, ... 25th). Fewer than 5 pairs are
+    all kept for training, and so are all pairs when holding out would leave no
     labelled cell to train on. ``fraction`` is at most 0.5."""
     if not 0 <= fraction <= 0.5:
         raise ValueError(f"the validation fraction must be between 0 and 0.5; got {fraction}")
-    if fraction == 0 or len(pairs) < 5:
+    n = len(pairs)
+    if fraction == 0 or n < 5:
         return list(pairs), []
-    every = max(2, round(1 / fraction))
-    held = set(range(every - 1, len(pairs), every))
+    count = max(1, min(n // 2, round(fraction * n)))
+    held = {(k + 1) * n // count - 1 for k in range(count)}
     kept = [p for k, p in enumerate(pairs) if k not in held]
     if not any(np.any(p.annotated & (p.labels > 0)) for p in kept):
         return list(pairs), []

@@ -95,7 +95,12 @@ def as_instances(labels: np.ndarray) -> np.ndarray:
     """
     labels = np.asarray(labels)
     if labels.ndim == 3:
-        return np.stack([as_instances(plane) for plane in labels])
+        # Room for both the ids kept and the component counts (int32), as an integer.
+        dtype = np.result_type(labels.dtype, np.int32)
+        out = np.empty(labels.shape, dtype if np.issubdtype(dtype, np.integer) else np.uint64)
+        for plane, instances in zip(labels, out, strict=True):
+            instances[:] = as_instances(plane)
+        return out
     return ndi.label(labels == labels.max())[0] if is_mask(labels) else labels
 
 

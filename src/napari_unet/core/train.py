@@ -69,6 +69,11 @@ class Trainer:
         self.config = cfg = config or TrainConfig()
         self.model, self.pairs = model, pairs
         self.validation = list(validation or [])
+        if cfg.keep_best and not self.validation:
+            raise ValueError(
+                "keep_best needs a validation set: give validation pairs (napari-unet "
+                "train: --val-images, or --val-fraction to hold some out)"
+            )
         self.step = 0
         self.seconds = 0.0  # spent training, pauses left out; a time budget counts it
         # The step, validation score and weights that scored best, and the last score.
