@@ -4,10 +4,10 @@
 and :class:`Preview` at their intervals, :class:`Saved` whenever a checkpoint is
 written, :class:`Notice` for what the user should know (a batch or tile halved
 after running out of memory, an earlier model kept), :class:`Paused` while held,
-and ends with :class:`Done`. ``stop()``, ``pause()`` and ``resume()`` work from any thread and
-act between steps. The loss is the pixel-weighted cross entropy of the paper
-with the Eq. 2 weights, warped with each sample's augmentation on the training
-device.
+and ends with :class:`Done`. ``stop()``, ``pause()`` and ``resume()`` work from
+any thread and act between steps. The loss is the pixel-weighted cross entropy
+of the paper with the Eq. 2 weights, warped with each sample's augmentation on
+the training device.
 """
 
 from __future__ import annotations
