@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_unet.core.augment import AugmentSettings, augment, elastic_field
+from napari_unet.core.augment import augment, elastic_field
+from napari_unet.core.config import AugmentSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "shared" / "reference"))
 from elastic import elastic  # the textbook anchor, not a package

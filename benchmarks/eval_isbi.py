@@ -32,8 +32,7 @@ from scipy import ndimage as ndi
 from skimage import io
 from skimage.segmentation import expand_labels
 
-from napari_unet.core.augment import AugmentSettings
-from napari_unet.core.config import TrainConfig
+from napari_unet.core.config import AugmentSettings, TrainConfig
 from napari_unet.core.data import make_pairs, split_validation
 from napari_unet.core.events import Validation
 from napari_unet.core.metrics import THRESHOLD_SWEEP, best_threshold, rand_error, score_stack

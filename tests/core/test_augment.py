@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_unet.core.augment import AugmentSettings, augment, elastic_field, warp
+from napari_unet.core.augment import augment, elastic_field, warp
+from napari_unet.core.config import AugmentSettings
 
 GEOMETRY_ONLY = {"brightness": (0.0, 0.0), "contrast": (1.0, 1.0), "gamma": (1.0, 1.0)}
 

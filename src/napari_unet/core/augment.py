@@ -18,13 +18,11 @@ or uint8, the annotated region; field ``(B, 2, H, W)`` float, displacements
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-from .intensity import NO_INTENSITY, adjust_intensity, work_dtype
+from .config import AugmentSettings
+from .intensity import adjust_intensity, work_dtype
 
 LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 MASK_DTYPES = (torch.bool, torch.uint8)
@@ -41,65 +39,6 @@ _LATTICE_MAPS = {
     "transpose": (0, 1, 0, 1, 0, 0),
     "antitranspose": (0, -1, 1, -1, 0, 1),
 }
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """How training samples are augmented; saved with the model like its other settings.
-
-    Parameters
-    ----------
-    elastic : bool
-        Random elastic deformation, as in the paper.
-    sigma, grid : float, int
-        Standard deviation in pixels of each displacement component on the coarse grid,
-        and its points per side (10 and 3 in the paper). Sigma 0 deforms nothing.
-    flips, rotations : bool
-        Mirror each sample along y and/or x; rotate it by a multiple of 90 degrees
-        (only 0 or 180 when the samples are not square, so that their shape is kept).
-    brightness : (float, float)
-        Additive change, as a fraction of each channel's intensity span (max - min) in
-        the sample; drawn uniformly.
-    contrast, gamma : (float, float)
-        Contrast factor around each channel's mean, and gamma exponent applied to each
-        channel rescaled to [0, 1] and mapped back (so any intensity range works);
-        drawn log-uniformly, so that ``(1/a, a)`` is symmetric about 1.
-
-    Brightness ``(0, 0)`` or contrast or gamma ``(1, 1)`` turns that change off.
-    """
-
-    elastic: bool = True
-    sigma: float = 10.0
-    grid: int = 3
-    flips: bool = True
-    rotations: bool = True
-    brightness: tuple[float, float] = (-0.1, 0.1)
-    contrast: tuple[float, float] = (0.8, 1.25)
-    gamma: tuple[float, float] = (0.8, 1.25)
-
-    def __post_init__(self):
-        for name in ("brightness", "contrast", "gamma"):
-            values = tuple(float(v) for v in getattr(self, name))
-            if len(values) != 2 or not all(math.isfinite(v) for v in values):
-                raise ValueError(f"{name} must be a (low, high) pair of finite numbers")
-            object.__setattr__(self, name, values)
-        object.__setattr__(self, "sigma", float(self.sigma))
-        checks = [
-            (0 <= self.sigma < math.inf, "sigma (displacement in pixels) must be 0 or more"),
-            (int(self.grid) == self.grid >= 2, "grid must be a whole number of at least 2"),
-            (self.brightness[0] <= self.brightness[1], "brightness needs low <= high"),
-            (0 < self.contrast[0] <= self.contrast[1], "contrast needs 0 < low <= high"),
-            (0 < self.gamma[0] <= self.gamma[1], "gamma needs 0 < low <= high"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"{message}; got {self}")
-        object.__setattr__(self, "grid", int(self.grid))
-
-    @classmethod
-    def elastic_only(cls, sigma: float = 10.0, grid: int = 3) -> AugmentSettings:
-        """The paper's elastic deformation alone: no flips, rotations or intensity changes."""
-        return cls(sigma=sigma, grid=grid, flips=False, rotations=False, **NO_INTENSITY)
 
 
 def augment(

@@ -1,12 +1,73 @@
-"""Training settings, saved with every checkpoint (kept apart from the loop that
-uses them, :mod:`.train`)."""
+"""Training settings, how samples are augmented among them, saved with every
+checkpoint (kept apart from the code that uses them, :mod:`.train` and
+:mod:`.augment`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
-from .augment import AugmentSettings
+from .intensity import NO_INTENSITY
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """How training samples are augmented; saved with the model like its other settings.
+
+    Parameters
+    ----------
+    elastic : bool
+        Random elastic deformation, as in the paper.
+    sigma, grid : float, int
+        Standard deviation in pixels of each displacement component on the coarse grid,
+        and its points per side (10 and 3 in the paper). Sigma 0 deforms nothing.
+    flips, rotations : bool
+        Mirror each sample along y and/or x; rotate it by a multiple of 90 degrees
+        (only 0 or 180 when the samples are not square, so that their shape is kept).
+    brightness : (float, float)
+        Additive change, as a fraction of each channel's intensity span (max - min) in
+        the sample; drawn uniformly.
+    contrast, gamma : (float, float)
+        Contrast factor around each channel's mean, and gamma exponent applied to each
+        channel rescaled to [0, 1] and mapped back (so any intensity range works);
+        drawn log-uniformly, so that ``(1/a, a)`` is symmetric about 1.
+
+    Brightness ``(0, 0)`` or contrast or gamma ``(1, 1)`` turns that change off.
+    """
+
+    elastic: bool = True
+    sigma: float = 10.0
+    grid: int = 3
+    flips: bool = True
+    rotations: bool = True
+    brightness: tuple[float, float] = (-0.1, 0.1)
+    contrast: tuple[float, float] = (0.8, 1.25)
+    gamma: tuple[float, float] = (0.8, 1.25)
+
+    def __post_init__(self):
+        for name in ("brightness", "contrast", "gamma"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) != 2 or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{name} must be a (low, high) pair of finite numbers")
+            object.__setattr__(self, name, values)
+        object.__setattr__(self, "sigma", float(self.sigma))
+        checks = [
+            (0 <= self.sigma < math.inf, "sigma (displacement in pixels) must be 0 or more"),
+            (int(self.grid) == self.grid >= 2, "grid must be a whole number of at least 2"),
+            (self.brightness[0] <= self.brightness[1], "brightness needs low <= high"),
+            (0 < self.contrast[0] <= self.contrast[1], "contrast needs 0 < low <= high"),
+            (0 < self.gamma[0] <= self.gamma[1], "gamma needs 0 < low <= high"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"{message}; got {self}")
+        object.__setattr__(self, "grid", int(self.grid))
+
+    @classmethod
+    def elastic_only(cls, sigma: float = 10.0, grid: int = 3) -> AugmentSettings:
+        """The paper's elastic deformation alone: no flips, rotations or intensity changes."""
+        return cls(sigma=sigma, grid=grid, flips=False, rotations=False, **NO_INTENSITY)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ def adjust_intensity(
     gamma: tuple[float, float],
 ) -> torch.Tensor:
     """Gamma, then contrast, then brightness, each drawn per sample between its bounds
-    (see :class:`.augment.AugmentSettings`); ``uniform`` (B, 3) holds the draws in [0, 1)."""
+    (see :class:`.config.AugmentSettings`); ``uniform`` (B, 3) holds the draws in [0, 1)."""
     if (brightness, contrast, gamma) == tuple(NO_INTENSITY.values()):
         return image
     work = work_dtype(image)
