@@ -248,3 +248,4 @@ class PredictWidget(Container):
     def _on_finished(self):
         self.run_button.enabled, self.cancel_button.enabled = True, False
         self._worker = None
+        self._source_layer = None  # not to keep a layer the user removes alive
