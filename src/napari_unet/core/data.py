@@ -114,14 +114,17 @@ def annotated_labels(
         Where the labels are to be trusted.
     """
     labels = np.asarray(labels)
-    if region is None:
-        painted = np.any(labels > 0, axis=(-2, -1), keepdims=True) | (labels.ndim == 2)
-        region = np.broadcast_to(painted, labels.shape)
-    region = np.asarray(region, bool)
+    if region is not None:
+        region = np.array(region, bool)  # a copy: the caller's stays as it is
+    elif labels.ndim == 2:
+        region = np.ones(labels.shape, bool)
+    else:
+        painted = np.any(labels > 0, axis=(-2, -1), keepdims=True)
+        region = np.broadcast_to(painted, labels.shape).copy()
     if labels.dtype != bool and labels.min(initial=0) < 0:
-        region = region & (labels >= 0)
+        region &= labels >= 0
         labels = np.where(labels < 0, 0, labels)
-    return as_instances(labels), region.copy()
+    return as_instances(labels), region
 
 
 def split_validation(pairs: list[Pair], fraction: float) -> tuple[list, list]:
