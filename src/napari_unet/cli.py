@@ -61,6 +61,16 @@ def output_stem(path: Path) -> str:
     return path.stem
 
 
+def result_paths(out: Path, stem: str) -> dict[str, Path]:
+    """Where ``predict`` writes an image's results: a zarr group for large or zarr
+    inputs, else one TIFF of labels and one of probabilities."""
+    return {
+        "zarr": out / f"{stem}.zarr",
+        "labels": out / f"{stem}_labels.tif",
+        "probabilities": out / f"{stem}_probabilities.tif",
+    }
+
+
 def _check_outputs(images: list[Path], stems: list[str], out: Path) -> None:
     """Refuse results that would overwrite each other or an input."""
     clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
@@ -71,8 +81,7 @@ def _check_outputs(images: list[Path], stems: list[str], out: Path) -> None:
         )
     inputs = {path.resolve() for path in images}
     for image, stem in zip(images, stems, strict=True):
-        names = (f"{stem}.zarr", f"{stem}_labels.tif", f"{stem}_probabilities.tif")
-        if any((out / name).resolve() in inputs for name in names):
+        if any(path.resolve() in inputs for path in result_paths(out, stem).values()):
             raise ValueError(
                 f"the results of {image} would overwrite an input: choose another --out"
             )
@@ -105,6 +114,7 @@ def predict_command(args: argparse.Namespace) -> None:
     model, _ = load(args.model, device=device)
     args.out.mkdir(parents=True, exist_ok=True)
     for path, stem in zip(args.images, stems, strict=True):
+        results = result_paths(args.out, stem)
         image = read_image(path)
         spatial, is_stack = check_input(model, image)
         shape = (model.n_classes, *spatial)
@@ -114,7 +124,7 @@ def predict_command(args: argparse.Namespace) -> None:
             if large:
                 import zarr
 
-                group = zarr.open_group(str(args.out / f"{stem}.zarr"), mode="w")
+                group = zarr.open_group(str(results["zarr"]), mode="w")
                 chunks = (1, *((1,) if is_stack else ()), 1024, 1024)
                 probs = group.zeros(
                     name="probabilities", shape=shape, chunks=chunks, dtype="float32"
@@ -131,12 +141,12 @@ def predict_command(args: argparse.Namespace) -> None:
                 plane = to_instances(probabilities, args.threshold, args.min_size, offset=last)
                 labels[() if z is None else (z,)] = plane
                 last = max(last, int(plane.max(initial=0)))
-            print(f"{path.name}: wrote {args.out / (stem + '.zarr')}")
+            print(f"{path.name}: wrote {results['zarr']}")
         else:
             labels = to_instances(probs, args.threshold, args.min_size)
             for name, data in (("probabilities", probs), ("labels", labels)):
                 tifffile.imwrite(
-                    args.out / f"{stem}_{name}.tif",
+                    results[name],
                     data,
                     compression="zlib",
                     photometric="minisblack",
