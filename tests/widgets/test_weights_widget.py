@@ -230,3 +230,35 @@ def test_a_deleted_weights_layer_comes_back_with_the_loss_weights(
     labels.paint((20, 20), 55)  # a small edit: the rest of the plane is not recomputed
     settle(widget, qtbot)
     np.testing.assert_array_equal(shown(viewer), defaults(labels.data))
+
+
+def test_only_the_slices_that_changed_are_read_again(
+    make_napari_viewer, qtbot, monkeypatch, defaults
+):
+    viewer = make_napari_viewer()
+    stack = np.zeros((4, 40, 48), np.int32)
+    stack[:, 5:20, 5:20], stack[:, 5:20, 20:35] = 1, 2
+    labels = viewer.add_labels(stack, name="nuclei")
+    region = viewer.add_labels(np.ones_like(stack, np.uint8), name="nuclei region")
+    widget = WeightsWidget(viewer)
+    assert widget.region.value is region
+    settle(widget, qtbot)
+    read = []
+    target = weights._target
+    monkeypatch.setattr(
+        weights, "_target", lambda plane, r: read.append(plane) or target(plane, r)
+    )
+
+    viewer.dims.set_current_step(0, 2)  # scrolling starts a run that reads nothing again
+    widget._live.start()
+    settle(widget, qtbot)
+    assert read == []
+    labels.data_setitem((np.array([2]), np.array([30]), np.array([30])), 7)
+    settle(widget, qtbot)
+    assert len(read) == 1 and read[0][0, 30, 30] == 7
+    region.data_setitem((np.array([3]), np.array([10]), np.array([10])), 0)
+    settle(widget, qtbot)
+    assert len(read) == 2
+    np.testing.assert_array_equal(
+        shown(viewer, "nuclei weights"), defaults(labels.data, region.data != 0)
+    )

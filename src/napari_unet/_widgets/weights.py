@@ -11,11 +11,13 @@ slice keeps a :class:`~napari_unet.core.weights.WeightMap`; after an edit the
 worker compares the new labels with the slice's previous ones and recomputes
 only the window the edit can reach. Comparing, rather than reading the atoms of
 ``events.paint``, also catches undo and redo, which emit no paint event. The
-work runs in one worker at a time on snapshots taken on the GUI thread; edits
-made meanwhile are picked up when it finishes.
+work runs in one worker at a time, which reads the layers slice by slice (the
+GUI thread copies nothing); edits made meanwhile are picked up when it finishes.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import napari
 import numpy as np
@@ -42,46 +44,83 @@ def with_region(labels: np.ndarray, annotated: np.ndarray) -> np.ndarray:
     return out
 
 
-def weights_job(
-    maps: list, labels: np.ndarray, annotated: np.ndarray | None, settings, redraw=False
-):
-    """Worker body: bring ``maps`` (one WeightMap or None per slice) up to date.
+@dataclass
+class Plane:
+    """A slice as the dock last read it, and the WeightMap computed from it."""
 
-    Yields ``(slice index, window, weights in the window)`` for each slice that
-    changed, or for every slice whole when ``redraw`` (the maps are unchanged
-    but what is shown of them is not: "Ignore outline" toggled, or the weights
-    layer created again), and returns "" or, for labels the core refuses, a
-    message.
+    labels: np.ndarray  # (1, Y, X) for a slice of a stack: annotated_labels reads it as one
+    region: np.ndarray | None
+    map: WeightMap
+
+
+def weights_job(planes: list, labels, region, settings, redraw=False):
+    """Worker body: bring ``planes`` (one :class:`Plane` or None per slice) up to
+    date with the layers' data, ``labels`` and ``region`` (or None).
+
+    The data is read here, slice by slice, rather than copied whole on the GUI
+    thread: a slice equal to the one last read costs one comparison (scrolling
+    through a stack starts a run, as undo does), and a slice painted while it is
+    read is read again by the run that the paint schedules. Yields ``(slice
+    index, window, weights in the window)`` for each slice that changed, or for
+    every slice whole when ``redraw`` (the maps are unchanged but what is shown of
+    them is not: "Ignore outline" toggled, or the weights layer created again),
+    and returns "" or, for labels the core refuses, a message.
     """
     whole = (slice(None), slice(None))
+    eq2 = (settings.w0, settings.sigma, settings.class_balance)
     try:
-        instances, regions = annotated_labels(labels, annotated)
-        flat = (-1, *labels.shape[-2:])
-        for z, (plane, region) in enumerate(
-            zip(instances.reshape(flat), regions.reshape(flat), strict=True)
-        ):
-            target = with_region(plane, region)
-            current, eq2 = maps[z], (settings.w0, settings.sigma, settings.class_balance)
-            if current is None or (current.w0, current.sigma, current.class_balance) != eq2:
-                maps[z] = WeightMap(target, *eq2, ignore=IGNORE)
+        for z, old in enumerate(planes):
+            index = ... if labels.ndim == 2 else slice(z, z + 1)
+            live, live_region = labels[index], None if region is None else region[index]
+            kept = old is not None and (old.map.w0, old.map.sigma, old.map.class_balance) == eq2
+            if kept and _same(old.labels, live) and _same(old.region, live_region):
+                if not redraw:
+                    continue
                 window = whole
             else:
-                window = changed_window(current.labels, target)
-                if window is not None:
-                    window = current.update(target, window)
-                if redraw:
+                plane = np.array(live)  # a copy: the layer may be painted meanwhile
+                plane_region = None if live_region is None else np.array(live_region)
+                target = _target(plane, plane_region)
+                if kept:
+                    window = changed_window(old.map.labels, target)
+                    if window is not None:
+                        window = old.map.update(target, window)
+                    planes[z] = Plane(plane, plane_region, old.map)
+                    if redraw:
+                        window = whole
+                    elif window is None:  # e.g. painted outside the annotated region
+                        continue
+                else:
+                    weight_map = WeightMap(target, *eq2, ignore=IGNORE)
+                    planes[z] = Plane(plane, plane_region, weight_map)
                     window = whole
-                elif window is None:
-                    continue
-            if settings.ignore_outline:
-                window, edges = outline_update(maps[z].gapped, window)
-                weights = np.where(edges, np.float32(0), maps[z].weights[window])
-            else:
-                weights = maps[z].weights[window].copy()
-            yield z, window, weights
+            yield z, *_shown(planes[z].map, window, settings.ignore_outline)
     except ValueError as err:
         return str(err)
     return ""
+
+
+def _same(seen: np.ndarray | None, live) -> bool:
+    if seen is None or live is None:
+        return seen is None and live is None
+    return np.array_equal(seen, live)
+
+
+def _target(plane: np.ndarray, region: np.ndarray | None) -> np.ndarray:
+    """The labels a slice's WeightMap takes: read as training reads them, 2D, with
+    ``IGNORE`` where they are not annotated."""
+    instances, annotated = annotated_labels(plane, None if region is None else region != 0)
+    flat = plane.shape[-2:]
+    return with_region(instances.reshape(flat), annotated.reshape(flat))
+
+
+def _shown(weight_map: WeightMap, window, ignore_outline: bool):
+    """``(window, weights)``: the weights of ``window`` as the loss uses them, grown
+    to the outline pixels that change with it when the outline is ignored."""
+    if not ignore_outline:
+        return window, weight_map.weights[window].copy()
+    window, edges = outline_update(weight_map.gapped, window)
+    return window, np.where(edges, np.float32(0), weight_map.weights[window])
 
 
 class WeightsWidget(Container):
@@ -90,7 +129,7 @@ class WeightsWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         super().__init__(labels=True)
         self._viewer = viewer
-        self._maps: list = []
+        self._planes: list = []
         self._shape = None
         self._output = None
         self._settings = None
@@ -195,12 +234,11 @@ class WeightsWidget(Container):
         if self.labels_layer.value is None or message:
             self._report(message or "Choose a Labels layer to see its weights.", message)
             return None
-        labels = np.array(self.labels_layer.value.data)
-        region = self.region.value
-        annotated = None if region is None else np.asarray(region.data) != 0
+        labels = self.labels_layer.value.data
+        region = None if self.region.value is None else self.region.value.data
         settings = session(self._viewer).weights  # what the controls show
         if labels.shape != self._shape:
-            self._maps = [None] * (1 if labels.ndim == 2 else labels.shape[0])
+            self._planes = [None] * (1 if labels.ndim == 2 else labels.shape[0])
             self._shape = labels.shape
         outline_toggled = self._settings is not None and (
             settings.ignore_outline != self._settings.ignore_outline
@@ -208,10 +246,10 @@ class WeightsWidget(Container):
         if self._show_output(labels.shape, settings) or outline_toggled:
             self._stale = True
         self._settings = settings
-        worker = create_worker(weights_job, self._maps, labels, annotated, settings, self._stale)
+        worker = create_worker(weights_job, self._planes, labels, region, settings, self._stale)
         worker.yielded.connect(self._on_plane)
         worker.returned.connect(self._on_returned)
-        first = any(m is None for m in self._maps)
+        first = any(p is None for p in self._planes)
         self.status.value = "computing" if first else "updating"
         return worker
 
@@ -261,7 +299,8 @@ class WeightsWidget(Container):
         """The most a pixel can weigh: w0 on the background's class weight, or the
         cells' class weight (which the balance can raise above that)."""
         w0 = self._settings.w0
-        return max(max(m.classes[0] + w0, m.classes[1]) for m in self._maps if m is not None)
+        maps = [p.map for p in self._planes if p is not None]
+        return max(max(m.classes[0] + w0, m.classes[1]) for m in maps)
 
     def _report(self, status: str, error: str):
         """Show ``status``; notify ``error`` once, not on every stroke."""
