@@ -195,3 +195,27 @@ def test_nan_in_dask_input_is_refused_at_compute(small_valid):
     lazy = predict_tiled(small_valid, da.from_array(image, chunks=20), tile_size=16)
     with pytest.raises(ValueError, match="NaN"):
         lazy.compute()
+
+
+@pytest.mark.parametrize(
+    "shape, chunks", [((2, 40, 44), (2, 16, 16)), ((2, 3, 40, 44), (2, 1, 40, 20))]
+)
+def test_multichannel_dask_input_equals_numpy(rng, shape, chunks):
+    model = UNet(in_channels=2, width=4, depth=2).eval()
+    image = rng.random(shape, dtype=np.float32)
+    lazy = predict_tiled(model, da.from_array(image, chunks=chunks), tile_size=8)
+    np.testing.assert_allclose(lazy.compute(), predict_tiled(model, image, tile_size=8), atol=1e-6)
+
+
+def test_a_dask_graph_for_a_device_the_client_lacks_is_built_lazily(small_valid, rng, monkeypatch):
+    import napari_unet.core.predict_dask as predict_dask
+
+    def no_such_device(name):
+        raise ValueError(f"{name} is not available")
+
+    monkeypatch.setattr(predict_dask, "default_device", no_such_device)
+    image = da.from_array(rng.random((40, 40), dtype=np.float32), chunks=20)
+    lazy = predict_tiled(small_valid, image, tile_size=24, device="cuda:1")  # no error yet
+    assert lazy.shape == (2, 40, 40)
+    with pytest.raises(ValueError, match="cuda:1 is not available"):
+        lazy.compute()  # the tasks resolve it, where they run

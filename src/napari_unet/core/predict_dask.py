@@ -44,7 +44,8 @@ def _predict_block(
     runner = TileRunner(model.to(dev).eval(), dev, tta)
     h, w = region[0].stop - region[0].start, region[1].stop - region[1].start
     out = np.empty((model.n_classes, h, w), np.float32)
-    source = PlaneView(window, add_channel=add_channel, origin=origin)
+    channels = () if add_channel else (slice(None),)
+    source = PlaneView(window, channels, add_channel=add_channel, origin=origin)
     target = PlaneView(out, origin=(region[0].start, region[1].start))
     for _ in predict_region(runner, geom, source, plane_shape, target, region):
         pass
@@ -55,9 +56,12 @@ def predict_dask(
     model: UNet, image: da.Array, spatial, is_stack: bool, tile_size, tta: bool, device
 ) -> da.Array:
     """The lazy counterpart of ``predict_tiled`` for a dask ``image`` (already checked)."""
-    device = str(device) if device is not None else next(model.parameters()).device.type
+    # The tasks resolve the device where they run: a client without a GPU may
+    # build the graph for workers with one.
+    device = str(device if device is not None else next(model.parameters()).device)
     plane_shape = tuple(spatial[-2:])
-    geom = choose_tile(model, plane_shape, default_device(device), tile_size)
+    sizing = default_device(device) if tile_size is None else torch.device("cpu")
+    geom = choose_tile(model, plane_shape, sizing, tile_size)
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     payload = dask.delayed(
         (model.config, state), name=f"napari-unet-model-{uuid.uuid4().hex}", traverse=False
