@@ -120,6 +120,14 @@ def test_evaluate_scores_each_slice_of_a_stack(model_file, tmp_path, rng, capsys
     assert main([*run, "--images", *stack]) == 0
     assert capsys.readouterr().out == separate and "adapted Rand error" in separate
 
+    tifffile.imwrite(tmp_path / "labels.tif", np.stack([pairs[0][1], 0 * pairs[1][1]]))
+    assert main([*run, "--images", *stack]) == 0
+    assert "1 of 2 slices hold no cell" in capsys.readouterr().out
+    tifffile.imwrite(tmp_path / "labels.tif", np.zeros((2, 40, 40), np.uint8))
+    with pytest.raises(SystemExit):
+        main([*run, "--images", *stack])
+    assert "the labels hold no cell" in capsys.readouterr().err
+
 
 def test_arrays_in_zarr_groups_are_named_after_the_group_and_inputs_are_never_overwritten(
     model_file, tmp_path, rng, monkeypatch

@@ -275,6 +275,14 @@ def evaluate_command(args: argparse.Namespace) -> None:
         # Stacks are scored slice by slice, as ISBI 2012 is.
         probabilities += list(probability.reshape(-1, *probability.shape[-2:]))
         truths += list(truth.reshape(-1, *truth.shape[-2:]))
+    empty = sum(not truth.any() for truth in truths)
+    if empty == len(truths):
+        raise ValueError("the labels hold no cell: there is nothing to score")
+    if empty:
+        print(
+            f"{empty} of {len(truths)} slices hold no cell: their adapted Rand error is "
+            "undefined and left out of its mean"
+        )
     scores = score_stack(probabilities, truths, THRESHOLD_SWEEP)
     best = best_threshold(scores)
     for name, threshold in (("threshold 0.5", 0.5), (f"best threshold {best:.1f}", best)):

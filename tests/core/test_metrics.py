@@ -243,6 +243,18 @@ def test_score_stack_averages_slices_and_finds_the_best_threshold():
     assert stacked == {0.5: scores[0.5]}
 
 
+def test_a_slice_without_a_cell_leaves_only_the_undefined_score_out():
+    interior, _ = cell_grid()
+    probability = np.where(interior, 0.75, 0.25)
+    empty = np.zeros_like(interior)
+    scores = score_stack([probability, probability], [interior, empty])[0.5]
+    assert scores["rand_error"] == 0.0  # the cell-free slice's is undefined
+    alone = score_segmentation(probability, empty)
+    assert np.isnan(alone["rand_error"])
+    assert scores["pixel_error"] == pytest.approx(alone["pixel_error"] / 2)
+    assert np.isnan(score_stack([probability], [empty])[0.5]["rand_error"])
+
+
 def test_the_true_interior_keeps_touching_cells_apart():
     _, labels = touching_cells((96, 96), n_cells=14, seed=0)
     assert touching_pairs(labels) > 0

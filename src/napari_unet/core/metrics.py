@@ -8,6 +8,7 @@ instance id, and ids need not be consecutive.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -339,7 +340,9 @@ def score_stack(
     -------
     dict
         ``{threshold: {"pixel_error": mean, "rand_error": mean, "vi": mean}}``
-        in the order of ``thresholds``.
+        in the order of ``thresholds``. A slice whose score is undefined (the Rand
+        error of a truth without a cell) is left out of that score's mean, which
+        is NaN only when no slice has one.
     """
     if len(probabilities) != len(truths):
         raise ValueError(
@@ -355,9 +358,14 @@ def score_stack(
         for t in thresholds:
             per_slice[t].append(score_segmentation(probability, truth, t))
     return {
-        t: {key: float(np.mean([s[key] for s in scores])) for key in SCORE_KEYS}
+        t: {key: _defined_mean([s[key] for s in scores]) for key in SCORE_KEYS}
         for t, scores in per_slice.items()
     }
+
+
+def _defined_mean(values: list[float]) -> float:
+    defined = [v for v in values if not np.isnan(v)]
+    return float(np.mean(defined)) if defined else math.nan
 
 
 def best_threshold(scores: dict[float, dict[str, float]], metric: str = "rand_error") -> float:
