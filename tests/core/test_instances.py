@@ -35,6 +35,22 @@ def test_predicted_gap_gives_two_touching_labels():
     assert np.all(np.abs(outside[1] - 46.5) <= 4)
 
 
+def test_a_gap_wider_than_closed_stays_open_and_leaves_no_stray_piece():
+    from scipy import ndimage as ndi
+
+    from napari_unet.core.synthetic import touching_cells
+    from napari_unet.core.weights import separation_borders
+
+    foreground = np.zeros((20, 30), bool)
+    foreground[5:15, 2:12] = foreground[5:15, 15:25] = True  # 3 pixels apart
+    labels = to_instances(as_probabilities(foreground), min_size=1, gap=2)
+    np.testing.assert_array_equal(labels[10, 10:17], [1, 1, 0, 0, 0, 2, 2])
+    # The training target of touching cells: every cell comes back in one piece.
+    _, truth = touching_cells((128, 128), 25, seed=1)
+    labels = to_instances(as_probabilities(separation_borders(truth) > 0), min_size=1)
+    assert all(ndi.label(labels == i)[1] == 1 for i in range(1, labels.max() + 1))
+
+
 def test_small_objects_are_dropped():
     foreground = np.zeros((30, 30), bool)
     foreground[2:4, 2:4] = True
