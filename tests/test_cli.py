@@ -250,7 +250,8 @@ def test_train_then_evaluate(tmp_path, capsys):
     assert "threshold 0.5: pixel error" in out and "adapted Rand error" in out
 
 
-def test_ctrl_c_stops_training_and_keeps_the_model(tmp_path, cell_files):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_training_and_keeps_the_model(tmp_path, cell_files, stop):
     files = cell_files
     small = ["--tile", "36", "--batch", "1", "--width", "4", "--depth", "2", "--device", "cpu"]
     cli = [sys.executable, "-m", "napari_unet.cli"]
@@ -265,7 +266,7 @@ def test_ctrl_c_stops_training_and_keeps_the_model(tmp_path, cell_files):
         if train.poll() is not None:
             break
         seen += train.stderr.read1(4096)
-    train.send_signal(signal.SIGINT)
+    train.send_signal(stop)
     out, err = train.communicate(timeout=60)
     assert train.returncode == 0, (seen + err).decode()[-2000:]
     assert b"stopping after this step" in out
@@ -291,6 +292,18 @@ def test_bad_training_options_are_clear_errors(tmp_path, capsys, monkeypatch, ch
     with pytest.raises(SystemExit) as exit_info:
         main(run)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_checkpoints_every_so_many_steps(tmp_path, cell_files, monkeypatch):
+    from napari_unet.core.train import Trainer
+
+    saved = []
+    save = Trainer.save
+    monkeypatch.setattr(Trainer, "save", lambda t: saved.append(t.step) or save(t))
+    small = ["--tile", "36", "--batch", "1", "--width", "4", "--depth", "2", "--steps", "4"]
+    argv = ["train", *cell_files, *small, "--out", str(tmp_path / "m"), "--checkpoint-every", "2"]
+    assert main(argv) == 0
+    assert saved == [2, 4, 4]  # and once more at the end
 
 
 def test_train_runs_from_another_thread(tmp_path, cell_files):

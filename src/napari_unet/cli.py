@@ -199,6 +199,7 @@ def train_command(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
         validate_every=args.validate_every,
+        checkpoint_every=args.checkpoint_every,
         keep_best=args.keep_best,
         preview_every=0,
         out=str(args.out),
@@ -208,7 +209,7 @@ def train_command(args: argparse.Namespace) -> None:
         tqdm(
             total=None if args.minutes and not args.steps else steps, unit="step", file=sys.stderr
         ) as bar,
-        _stop_on_interrupt(trainer, bar.write),
+        _stop_on_signals(trainer, bar.write),
     ):
         for event in trainer.run():
             if isinstance(event, Progress):
@@ -227,27 +228,36 @@ def train_command(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_interrupt(trainer, say):
-    """The first Ctrl-C stops ``trainer`` after its step, which saves the model; a
-    second one interrupts at once. Only the main thread receives signals: called
+def _stop_on_signals(trainer, say):
+    """The first Ctrl-C (SIGINT), or SIGTERM as a batch system sends at a time
+    limit, stops ``trainer`` after its step, which saves the model; a second one
+    has its usual effect at once. Only the main thread receives signals: called
     from another, this changes nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is None:  # installed outside Python: give Ctrl-C its usual effect
-        previous = signal.default_int_handler
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    if previous[signal.SIGINT] is None:  # installed outside Python: give Ctrl-C its usual effect
+        previous[signal.SIGINT] = signal.default_int_handler
+    if previous[signal.SIGTERM] is None:
+        previous[signal.SIGTERM] = signal.SIG_DFL
 
-    def stop(*_):
-        say("stopping after this step and saving the model (Ctrl-C again to quit now)")
+    def restore():
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    def stop(number, _):
+        name = "Ctrl-C" if number == signal.SIGINT else signal.Signals(number).name
+        say(f"stopping after this step and saving the model ({name} again to quit now)")
         trainer.stop()
-        signal.signal(signal.SIGINT, previous)
+        restore()
 
-    signal.signal(signal.SIGINT, stop)
+    for number in previous:
+        signal.signal(number, stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        restore()
 
 
 def evaluate_command(args: argparse.Namespace) -> None:

@@ -143,6 +143,13 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     )
     train.add_argument("--validate-every", type=int, default=200, help="steps (0: at the end)")
     train.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        help="also save the model every this many steps (0: only at the end, or when "
+        "stopped by Ctrl-C or SIGTERM)",
+    )
+    train.add_argument(
         "--keep-best",
         action="store_true",
         help="end with the weights that scored best on the validation set, not the last "
