@@ -143,6 +143,28 @@ def test_low_threshold_maximises_the_number_of_matches():
     assert match_instances(true, pred, iou_threshold=0.5).true_positives == 0
 
 
+def test_conflicts_are_solved_group_by_group():
+    # The conflict above, 50 times over with ids of its own, beside the pairs of
+    # known_ious: each group is matched as it is alone.
+    width = 50 * 25 + 40
+    true = np.zeros((1, width), np.int32)
+    pred = np.zeros_like(true)
+    for k in range(50):
+        at = 25 * k
+        true[strip(10, at, width)], true[strip(10, at + 10, width)] = 2 * k + 1, 2 * k + 2
+        pred[strip(3, at, width)], pred[strip(12, at + 3, width)] = 2 * k + 2, 2 * k + 1
+    single_true, single_pred = known_ious()
+    true[:, -40:], pred[:, -40:] = (
+        single_true + 1000,
+        np.where(single_pred > 0, single_pred + 1000, 0),
+    )
+    true[:, -40:][single_true == 0] = 0
+    m = match_instances(true, pred, iou_threshold=0.25)
+    assert (m.true_positives, m.false_positives, m.false_negatives) == (102, 0, 0)
+    expected = (50 * (5 / 17 + 3 / 10) + 2 * 0.5) / 102
+    assert m.mean_matched_iou == pytest.approx(expected)
+
+
 def test_large_and_sparse_ids():
     true, pred = known_ious()
     big_true = np.where(true > 0, true + 2**40, 0)

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from skimage import metrics as skmetrics
 
 from .instances import is_mask
@@ -184,19 +185,32 @@ def _pair_ious(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _assign(rows: np.ndarray, cols: np.ndarray, ious: np.ndarray) -> np.ndarray:
     """IoUs of the one-to-one matching with the most pairs, then the highest total IoU."""
-    # Only instances with a candidate enter the (dense) weight matrix.
     true_used, r = np.unique(rows, return_inverse=True)
-    pred_used, c = np.unique(cols, return_inverse=True)
-    # Each pair is worth more than any sum of IoUs can make up for, so the
-    # solver first maximises the number of matches, then their total IoU.
-    bonus = min(true_used.size, pred_used.size) + 1.0
-    weight = np.zeros((true_used.size, pred_used.size))
-    weight[r, c] = bonus + ious
-    pair = np.full(weight.shape, -1)
-    pair[r, c] = np.arange(ious.size)
-    chosen = pair[linear_sum_assignment(weight, maximize=True)]
-    # A rectangular matrix also gets pairs of weight 0, which are no candidates.
-    return ious[chosen[chosen >= 0]]
+    _, c = np.unique(cols, return_inverse=True)
+    # Instances that share no candidate do not compete: the matching is solved in
+    # each connected group of candidates, with a dense matrix as small as the group
+    # (one matrix of every instance with a candidate grows with their square).
+    n = true_used.size + c.max() + 1
+    graph = coo_matrix((np.ones(r.size), (r, true_used.size + c)), shape=(n, n))
+    group = connected_components(graph, directed=False)[1][r]
+    alone = np.bincount(group)[group] == 1
+    chosen = [np.flatnonzero(alone)]
+    contested = np.flatnonzero(~alone)
+    order = contested[np.argsort(group[contested], kind="stable")]
+    groups = np.split(order, np.flatnonzero(np.diff(group[order])) + 1) if order.size else []
+    for pairs in groups:
+        _, gr = np.unique(r[pairs], return_inverse=True)
+        _, gc = np.unique(c[pairs], return_inverse=True)
+        # Each pair is worth more than any sum of IoUs can make up for, so the
+        # solver first maximises the number of matches, then their total IoU.
+        weight = np.zeros((gr.max() + 1, gc.max() + 1))
+        weight[gr, gc] = min(weight.shape) + 1.0 + ious[pairs]
+        pair = np.full(weight.shape, -1)
+        pair[gr, gc] = pairs
+        picked = pair[linear_sum_assignment(weight, maximize=True)]
+        # A rectangular matrix also gets pairs of weight 0, which are no candidates.
+        chosen.append(picked[picked >= 0])
+    return ious[np.sort(np.concatenate(chosen))]
 
 
 def match_instances(
