@@ -154,11 +154,8 @@ def test_conflicts_are_solved_group_by_group():
         true[strip(10, at, width)], true[strip(10, at + 10, width)] = 2 * k + 1, 2 * k + 2
         pred[strip(3, at, width)], pred[strip(12, at + 3, width)] = 2 * k + 2, 2 * k + 1
     single_true, single_pred = known_ious()
-    true[:, -40:], pred[:, -40:] = (
-        single_true + 1000,
-        np.where(single_pred > 0, single_pred + 1000, 0),
-    )
-    true[:, -40:][single_true == 0] = 0
+    true[:, -40:] = np.where(single_true > 0, single_true + 1000, 0)
+    pred[:, -40:] = np.where(single_pred > 0, single_pred + 1000, 0)
     m = match_instances(true, pred, iou_threshold=0.25)
     assert (m.true_positives, m.false_positives, m.false_negatives) == (102, 0, 0)
     expected = (50 * (5 / 17 + 3 / 10) + 2 * 0.5) / 102
