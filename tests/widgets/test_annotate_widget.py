@@ -120,7 +120,11 @@ def test_stacks_and_several_pairs(make_napari_viewer, qtbot):
         "flat: flat labels (16x16)",
     ]
 
+    viewer.add_points(name="any other layer")  # the list stays as it is
+    assert widget.pairs.choices == (first, second)
     widget.pairs.value = [first]
+    viewer.layers.remove("any other layer")
+    assert widget.pairs.value == [first]
     widget.remove_selected()
     assert session(viewer).annotations == [second] and widget.pairs.choices == (second,)
     widget.image.value = viewer.layers["stack"]

@@ -112,7 +112,9 @@ class AnnotateWidget(Container):
         self.hint = Label(value=HINT)
         self.counts = Label(label="Training sees", value="")
         self.add_button = PushButton(text="Add to training set")
-        self.pairs = Select(label="Training set", choices=[])
+        # Choices read from the session, so that the dock's reset_choices on every
+        # layer added or removed lists the training set again rather than emptying it.
+        self.pairs = Select(label="Training set", choices=self._training_set)
         self.remove_button = PushButton(text="Remove from training set")
         self.status = Label(label="", value="")
         self.extend(
@@ -278,8 +280,11 @@ class AnnotateWidget(Container):
             self._fail(f"'{region.name}' cannot be the annotated region of '{labels.name}'.")
         self._live.timer.watch((self.labels_layer.value, self.region.value))
 
+    def _training_set(self, _widget=None) -> list:
+        return [(describe(a), a) for a in self._session.annotations]
+
     def _show_training_set(self):
-        self.pairs.choices = [(describe(a), a) for a in self._session.annotations]
+        self.pairs.reset_choices()
 
     def _begin(self):
         if self._pair_message():
