@@ -125,6 +125,29 @@ def test_stop_while_paused_ends_training(viewer, qtbot):
     assert session(viewer).model is not None
 
 
+def test_pause_at_once_holds_and_stop_before_a_step_keeps_the_current_model(
+    viewer, qtbot, tmp_path
+):
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    widget.start()
+    widget.toggle_pause()  # while the training set is still being prepared
+    assert widget._job.trainer is None
+    qtbot.waitUntil(lambda: widget.status.value == "paused at step 0", timeout=30_000)
+    stop_and_wait(widget, qtbot)
+    assert widget.status.value == "stopped before the first step: the model is unchanged"
+    assert session(viewer).model is None and session(viewer).model_path is None
+    assert not list((tmp_path / "models").glob("*"))  # no untrained model file left
+
+
+def test_runs_started_in_the_same_second_get_files_of_their_own(viewer, monkeypatch):
+    monkeypatch.setattr(train_module.time, "strftime", lambda _: "20261128-030000")
+    first = train_module._new_model_path("cells")
+    checkpoint.save(first, UNet(width=4, depth=2))
+    second = train_module._new_model_path("cells")
+    assert first.name == "cells-20261128-030000" and second.name == "cells-20261128-030000-2"
+
+
 def test_fine_tune_continues_from_the_current_model(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)

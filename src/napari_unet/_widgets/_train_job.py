@@ -32,6 +32,7 @@ class TrainJob:
     val_fraction: float = 0.0  # of the pairs, held out for validation
     trainer: Trainer | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
+    _paused: threading.Event = field(default_factory=threading.Event)
     _events: Generator | None = None
 
     def run(self):
@@ -54,6 +55,8 @@ class TrainJob:
         self.trainer = trainer
         if self._stop.is_set():
             trainer.stop()
+        if self._paused.is_set():
+            trainer.pause()
         self._events = trainer.run()
         yield from self._events
         return ""
@@ -69,3 +72,13 @@ class TrainJob:
         self._stop.set()
         if self.trainer is not None:
             self.trainer.stop()
+
+    def pause(self) -> None:
+        self._paused.set()
+        if self.trainer is not None:
+            self.trainer.pause()
+
+    def resume(self) -> None:
+        self._paused.clear()
+        if self.trainer is not None:
+            self.trainer.resume()

@@ -60,6 +60,17 @@ def models_dir() -> Path:
     return Path(platformdirs.user_data_dir("napari-unet")) / "models"
 
 
+def _new_model_path(name: str) -> Path:
+    """A file name in ``models_dir()`` for a run on ``name`` that no file has yet."""
+    models_dir().mkdir(parents=True, exist_ok=True)
+    stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, k = models_dir() / stem, 1
+    while model_path(out).exists():
+        k += 1
+        out = models_dir() / f"{stem}-{k}"
+    return out
+
+
 class TrainWidget(Container):
     """Dock widget: train a U-Net on the viewer's training set in the background."""
 
@@ -223,8 +234,7 @@ class TrainWidget(Container):
                 padding=self.padding.value,
                 norm="batch",
             )
-        models_dir().mkdir(parents=True, exist_ok=True)
-        out = models_dir() / f"{annotations[0].image.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = _new_model_path(annotations[0].image.name)
         config = TrainConfig(
             steps=10**9,
             minutes=self.minutes.value,
@@ -272,14 +282,13 @@ class TrainWidget(Container):
         return None
 
     def toggle_pause(self) -> None:
-        trainer = self._job.trainer if self._job else None
-        if trainer is None:
+        if self._job is None:
             return
         if self.pause_button.text == "Pause":
-            trainer.pause()
+            self._job.pause()
             self.pause_button.text = "Resume"
         else:
-            trainer.resume()
+            self._job.resume()
             self.pause_button.text = "Pause"
 
     def _slots(self) -> list:
@@ -303,7 +312,8 @@ class TrainWidget(Container):
         self.stop()
 
     def _publish(self, event) -> None:
-        if isinstance(event, Done):
+        # A run stopped before its first step leaves the current model as it was.
+        if isinstance(event, Done) and event.step > 0:
             self._session.set_model(self._job.trainer.model, event.path)
 
     def stop(self) -> None:
@@ -329,8 +339,12 @@ class TrainWidget(Container):
             self.status.value = f"paused at step {event.step}"
         elif isinstance(event, Notice):
             (show_info if event.level == "info" else show_warning)(event.message)
-        elif isinstance(event, Saved):
+        elif isinstance(event, Saved) and event.step > 0:
             self._session.model_path = event.path
+        elif isinstance(event, Done) and event.step == 0:
+            if event.path is not None:
+                event.path.unlink(missing_ok=True)  # an untrained network
+            self.status.value = "stopped before the first step: the model is unchanged"
         elif isinstance(event, Done):
             how = "stopped" if event.stopped else "finished"
             self.status.value = f"{how} after {event.step} steps; model saved to {event.path}"
