@@ -11,7 +11,7 @@ from napari_unet.core.data import TileSampler, make_pairs, split_validation, tar
 from napari_unet.core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from napari_unet.core.model import UNet
 from napari_unet.core.synthetic import touching_cells
-from napari_unet.core.train import Trainer
+from napari_unet.core.train import Trainer, fitting_tile, tile_sizes
 
 
 @pytest.fixture
@@ -198,6 +198,19 @@ def test_tile_larger_than_every_image():
     pairs = make_pairs([np.zeros((20, 20))], [np.ones((20, 20), int)])
     with pytest.raises(ValueError, match="larger than every"):
         Trainer(tiny_model(), pairs, TrainConfig(tile=100))
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_the_fitting_tile_is_the_largest_the_trainer_accepts(padding):
+    model = UNet(width=4, depth=2, padding=padding)
+    for largest in (20, 37, 64):
+        tile = fitting_tile(model, 256, largest)
+        assert tile <= largest < tile_sizes(model, tile + 1)[1]
+        pairs = make_pairs([np.zeros((largest, 9))], [np.ones((largest, 9), int)])
+        assert Trainer(model, pairs, TrainConfig(tile=tile)).out_size == tile
+    assert fitting_tile(model, 8, 64) == 8  # a tile that fits is kept
+    with pytest.raises(ValueError, match="too small for this network"):
+        fitting_tile(UNet(width=4, depth=4, padding="same"), 256, 10)
 
 
 def test_resume_continues_step_and_optimizer(sample, tmp_path):

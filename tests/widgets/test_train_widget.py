@@ -148,6 +148,31 @@ def test_runs_started_in_the_same_second_get_files_of_their_own(viewer, monkeypa
     assert first.name == "cells-20261128-030000" and second.name == "cells-20261128-030000-2"
 
 
+def test_a_tile_larger_than_the_images_is_lowered_to_fit(viewer, qtbot, errors, monkeypatch):
+    infos = []
+    monkeypatch.setattr(train_module, "show_info", infos.append)
+    widget = dock(viewer)
+    crop = (slice(0, 90), slice(0, 101))
+    image = viewer.add_image(viewer.layers["cells"].data[crop], name="crop")
+    labels = viewer.add_labels(viewer.layers["cells labels"].data[crop], name="crop labels")
+    widget.image.value, widget.labels_layer.value = image, labels
+    widget.add_pair()
+    widget.tile.value = 256
+    widget.start()
+    assert widget.tile.value == 100 and "Tile lowered to 100" in infos[-1]
+    train_until(widget, qtbot, 1)
+    stop_and_wait(widget, qtbot)
+    assert checkpoint.load(session(viewer).model_path)[1]["training"]["tile"] == 100
+    widget.net_depth.value = 4
+    tiny = viewer.add_image(np.zeros((10, 12), np.float32), name="tiny")
+    tiny_labels = viewer.add_labels(np.ones((10, 12), np.int32), name="tiny labels")
+    session(viewer).remove(session(viewer).annotations[0])
+    widget.image.value, widget.labels_layer.value = tiny, tiny_labels
+    widget.add_pair()
+    widget.start()
+    assert "too small for this network" in errors[-1] and widget._worker is None
+
+
 def test_fine_tune_continues_from_the_current_model(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)

@@ -41,7 +41,7 @@ from ..core.config import TrainConfig
 from ..core.device import default_device
 from ..core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from ..core.model import UNet
-from ..core.train import warm_up
+from ..core.train import fitting_tile, tile_sizes, warm_up
 from ._common import WeightControls, device_choices, ignore_outline_box, on_removed, placement
 from ._plot import TrainingPlot
 from ._session import session
@@ -234,12 +234,21 @@ class TrainWidget(Container):
                 padding=self.padding.value,
                 norm="batch",
             )
+        tile, largest = self.tile.value, max(max(np.shape(a)[-2:]) for a in labels)
+        if tile_sizes(model, tile)[1] > largest:  # e.g. the default tile on small crops
+            try:
+                tile = fitting_tile(model, tile, largest)
+            except ValueError as err:
+                show_error(f"Cannot train: {err}.")
+                return
+            self.tile.value = tile
+            show_info(f"Tile lowered to {tile} pixels, the largest the training images fit.")
         out = _new_model_path(annotations[0].image.name)
         config = TrainConfig(
             steps=10**9,
             minutes=self.minutes.value,
             batch_size=self.batch.value,
-            tile=self.tile.value,
+            tile=tile,
             lr=self.lr.value,
             w0=self.w0.value,
             sigma=self.sigma.value,

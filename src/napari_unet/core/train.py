@@ -152,10 +152,7 @@ class Trainer:
         self.generator.manual_seed(seed)
 
     def _set_tile(self, out_size: int) -> None:
-        in_size = self.model.input_size(out_size)
-        if self.model.cfg.padding == "same":
-            in_size = -(-out_size // self.model.grid) * self.model.grid
-        self.in_size, self.out_size = in_size, self.model.output_size(in_size)
+        self.in_size, self.out_size = tile_sizes(self.model, out_size)
 
     def loss(self) -> torch.Tensor:
         """One batch: sample, augment on the device, forward, weighted cross entropy."""
@@ -320,6 +317,29 @@ class Trainer:
         return checkpoint.save(
             self.config.out, self.model, _jsonable(config), self.optimizer.state_dict()
         )
+
+
+def tile_sizes(model: UNet, out_size: int) -> tuple[int, int]:
+    """``(input, output)`` pixels per side of the training tile for a requested
+    ``out_size``: the smallest the network takes with at least that output."""
+    in_size = model.input_size(out_size)
+    if model.cfg.padding == "same":
+        in_size = -(-out_size // model.grid) * model.grid
+    return in_size, model.output_size(in_size)
+
+
+def fitting_tile(model: UNet, tile: int, largest: int) -> int:
+    """The largest training tile (output pixels) up to ``tile`` that fits in an
+    image side of ``largest`` pixels; ValueError when even the smallest does not."""
+    for out_size in range(min(tile, largest), 0, -1):
+        fitted = tile_sizes(model, out_size)[1]
+        if fitted <= largest:
+            return fitted
+    raise ValueError(
+        f"the training images are too small for this network: its smallest tile has "
+        f"{tile_sizes(model, 1)[1]} output pixels a side, and the largest image side is "
+        f"{largest}; choose a shallower network"
+    )
 
 
 def warm_up() -> None:
