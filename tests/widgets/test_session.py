@@ -3,15 +3,27 @@ import numpy as np
 from napari_unet._widgets._session import session
 
 
-def test_session(make_napari_viewer):
+def test_session(make_napari_viewer, monkeypatch):
+    warnings = []
+    monkeypatch.setattr("napari_unet._widgets._session.show_warning", warnings.append)
     v = make_napari_viewer()
     s = session(v)
     assert session(v) is s
-    im = v.add_image(np.zeros((8, 8)))
-    lab = v.add_labels(np.zeros((8, 8), int))
+    im = v.add_image(np.zeros((8, 8)), name="im")
+    lab = v.add_labels(np.zeros((8, 8), int), name="lab")
     hits = []
     s.changed.connect(lambda: hits.append(1))
     a = s.add(im, lab)
     assert s.add(im, lab) is a and len(s.annotations) == 1
     v.layers.remove(lab)
     assert s.annotations == [] and len(hits) == 3
+    assert warnings == ["'lab' was deleted: 'im / lab' left the training set."]
+    region = v.add_labels(np.zeros((8, 8), np.uint8), name="region")
+    s.add(im, v.add_labels(np.zeros((8, 8), int), name="lab"), region)
+    v.layers.remove(im)  # said once, not for every removal
+    assert (
+        s.annotations == []
+        and warnings[-1] == "'im' was deleted: 'im / lab' left the training set."
+    )
+    v.layers.remove(region)
+    assert len(warnings) == 2

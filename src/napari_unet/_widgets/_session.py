@@ -15,6 +15,7 @@ from weakref import WeakKeyDictionary
 
 import napari
 import numpy as np
+from napari.utils.notifications import show_warning
 from psygnal import Signal
 
 from ..core.config import TrainConfig
@@ -94,9 +95,11 @@ class Session:
             self.weights_changed.emit()
 
     def _forget_removed(self, event) -> None:
-        kept = [a for a in self.annotations if event.value not in a.layers()]
-        if len(kept) != len(self.annotations):
-            self.annotations = kept
+        gone = [a for a in self.annotations if event.value in a.layers()]
+        if gone:
+            self.annotations = [a for a in self.annotations if a not in gone]
+            pairs = ", ".join(f"'{a.image.name} / {a.labels.name}'" for a in gone)
+            show_warning(f"'{event.value.name}' was deleted: {pairs} left the training set.")
             self.changed.emit()
 
 
