@@ -168,6 +168,11 @@ def test_bad_inputs_are_messages(make_napari_viewer, monkeypatch, qtbot):
     widget.mark_region()
     assert "not a Labels layer of shape (20, 20)" in errors[-1]
     assert session(viewer).annotations == [] and labels in viewer.layers
+    full = viewer.add_labels(np.full((20, 20), 255, np.uint8), name="full")
+    widget.labels_layer.value = full
+    widget.new_cell()
+    assert "no free label left in its uint8" in errors[-1]
+    assert widget.status.value == "'full' has no free label left"
     settle(widget, qtbot)
 
 

@@ -59,15 +59,17 @@ def fits(layer, shape) -> bool:
     return isinstance(layer, napari.layers.Labels) and layer.data.shape == shape
 
 
-def select_new_cell(layer: napari.layers.Labels) -> None:
-    """Select the next free label of ``layer`` (one above the largest painted)."""
+def select_new_cell(layer: napari.layers.Labels) -> bool:
+    """Select the next free label of ``layer`` (one above the largest painted);
+    False, with an error shown, when its data type holds none."""
     data = np.asarray(layer.data)
     following = int(data.max(initial=0)) + 1
     if following > np.iinfo(data.dtype).max:
         show_error(f"'{layer.name}' has no free label left in its {data.dtype} data type")
-        return
+        return False
     layer.selected_label = following
     layer.mode = "paint"
+    return True
 
 
 def spatial_shape(image: napari.layers.Image | None) -> tuple[tuple[int, ...] | None, str]:
@@ -190,9 +192,12 @@ class AnnotateWidget(Container):
         message = self._pair_message(need_region=False)
         if message:
             return self._fail(message)
-        select_new_cell(self.labels_layer.value)
-        self._viewer.layers.selection.active = self.labels_layer.value
-        self.status.value = f"painting cell {self.labels_layer.value.selected_label}"
+        labels = self.labels_layer.value
+        if not select_new_cell(labels):
+            self.status.value = f"'{labels.name}' has no free label left"
+            return None
+        self._viewer.layers.selection.active = labels
+        self.status.value = f"painting cell {labels.selected_label}"
         return None
 
     def mark_region(self):
