@@ -262,3 +262,18 @@ def test_only_the_slices_that_changed_are_read_again(
     np.testing.assert_array_equal(
         shown(viewer, "nuclei weights"), defaults(labels.data, region.data != 0)
     )
+
+
+def test_the_plugins_gaps_and_regions_are_never_chosen_as_cells(viewer_with_sample, qtbot):
+    viewer = viewer_with_sample
+    _, annotate = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    region = annotate.mark_region()
+    qtbot.waitUntil(lambda: "cells labels gaps" in viewer.layers, timeout=30_000)
+    widget = plugin_widget(viewer)
+    assert list(widget.labels_layer.choices) == [viewer.layers["cells labels"]]
+    assert region in widget.region.choices  # a region chooser still offers it
+    settle(widget, qtbot)
+    viewer.layers.remove("cells labels")
+    assert widget.labels_layer.value is None and annotate.labels_layer.value is None
+    settle(widget, qtbot)
+    assert "cells labels gaps weights" not in viewer.layers

@@ -25,6 +25,27 @@ def device_choices() -> list[tuple[str, str]]:
     return choices + [(describe(torch.device(name)), name) for name in names]
 
 
+# The metadata key that marks the Labels layers the Annotate dock makes beside the
+# cells (their gaps, the annotated region), which the docks' Labels choosers leave out.
+DERIVED = "napari_unet"
+
+
+def cell_labels(viewer) -> Callable:
+    """Choices for a Labels chooser: the layers cells are painted on, without the
+    gaps and regions the plugin made (``DERIVED``), so that removing the chosen
+    layer never moves the chooser onto one of those."""
+    import napari
+
+    def choices(_widget=None) -> list:
+        return [
+            layer
+            for layer in viewer.layers
+            if isinstance(layer, napari.layers.Labels) and DERIVED not in layer.metadata
+        ]
+
+    return choices
+
+
 def placement(layer, ndim: int) -> dict:
     """``scale`` and ``translate`` of the last ``ndim`` axes of ``layer``, so that a
     layer made from its data lies over it in a calibrated viewer."""

@@ -21,7 +21,7 @@ from napari.utils.notifications import show_error, show_info
 from ..core.data import annotated_labels
 from ..core.instances import cell_count, touching_pairs
 from ..core.weights import separation_borders
-from ._common import LiveJob, on_removed
+from ._common import DERIVED, LiveJob, cell_labels, on_removed
 from ._session import session
 
 NEW_CELL_KEY = "n"
@@ -99,7 +99,9 @@ class AnnotateWidget(Container):
         self._summarised = None
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(
-            annotation=napari.layers.Labels, label="Labels", options={"nullable": True}
+            annotation=napari.layers.Labels,
+            label="Labels",
+            options={"nullable": True, "choices": cell_labels(viewer)},
         )
         self.create_button = PushButton(text="Create labels")
         self.new_cell_button = PushButton(text=f"New cell ({NEW_CELL_KEY.upper()})")
@@ -217,6 +219,7 @@ class AnnotateWidget(Container):
                 name,
                 colormap={None: "transparent", 1: "cyan"},
                 opacity=0.3,
+                metadata={DERIVED: "region"},
                 scale=labels.scale,
                 translate=labels.translate,
             )
@@ -323,6 +326,7 @@ class AnnotateWidget(Container):
                 summary.gaps,
                 name,
                 colormap={None: "transparent", 1: "yellow"},
+                metadata={DERIVED: "gaps"},
                 scale=labels.scale,
                 translate=labels.translate,
             )

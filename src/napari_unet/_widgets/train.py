@@ -42,7 +42,14 @@ from ..core.device import default_device
 from ..core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from ..core.model import UNet
 from ..core.train import fitting_tile, tile_sizes, warm_up
-from ._common import WeightControls, device_choices, ignore_outline_box, on_removed, placement
+from ._common import (
+    WeightControls,
+    cell_labels,
+    device_choices,
+    ignore_outline_box,
+    on_removed,
+    placement,
+)
 from ._plot import TrainingPlot
 from ._session import session
 from ._train_job import TrainJob
@@ -85,7 +92,11 @@ class TrainWidget(Container):
         self._preview_where: dict = {}  # scale and translate of the previewed image
         self.pairs = Label(label="Training set", value="")
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
-        self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
+        self.labels_layer = create_widget(
+            annotation=napari.layers.Labels,
+            label="Labels",
+            options={"choices": cell_labels(viewer)},
+        )
         self.add_button = PushButton(text="Add image + labels to the training set")
         self.start_from = ComboBox(
             label="Start from", choices=["new model", "current model (fine-tune)"]

@@ -29,7 +29,7 @@ from ..core.data import annotated_labels
 from ..core.outline import outline_update
 from ..core.weights import WeightMap
 from ..core.windows import changed_window
-from ._common import LiveJob, WeightControls, ignore_outline_box, on_removed
+from ._common import LiveJob, WeightControls, cell_labels, ignore_outline_box, on_removed
 from ._session import WeightSettings, session
 
 # The label value that marks unannotated pixels for WeightMap: ids this large are
@@ -135,7 +135,11 @@ class WeightsWidget(Container):
         self._settings = None
         self._stale = False  # planes shown out of date: runs draw them all until one ends
         self._last_error = ""
-        self.labels_layer = create_widget(annotation=napari.layers.Labels, label="Labels")
+        self.labels_layer = create_widget(
+            annotation=napari.layers.Labels,
+            label="Labels",
+            options={"choices": cell_labels(viewer)},
+        )
         self.region = create_widget(
             annotation=napari.layers.Labels,
             label="Annotated region",
