@@ -70,6 +70,42 @@ def test_newer_format_is_refused(tmp_path):
         checkpoint.load(path)
 
 
+def write(path, model, header, weights=None):
+    weights = dict(model.state_dict()) if weights is None else weights
+    save_file(weights, str(path), metadata={"napari_unet": json.dumps(header)})
+    return path
+
+
+@pytest.mark.parametrize(
+    "header", ["[1, 2]", {"format": 1}, {"format": "1", "model": {}}, {"model": None}]
+)
+def test_a_damaged_description_is_refused(tmp_path, header):
+    path = tmp_path / "m.safetensors"
+    text = header if isinstance(header, str) else json.dumps(header)
+    save_file(dict(UNet(width=2, depth=1).state_dict()), str(path), {"napari_unet": text})
+    with pytest.raises(ValueError, match="description is damaged"):
+        checkpoint.load(path)
+
+
+def test_settings_of_a_newer_version_ask_for_an_upgrade(tmp_path):
+    model = UNet(width=2, depth=1)
+    header = {"format": 1, "version": "9.0", "model": {**model.config, "attention": True}}
+    path = write(tmp_path / "m.safetensors", model, header)
+    with pytest.raises(
+        ValueError, match=r"9\.0 with network settings .* attention\. Please upgrade"
+    ):
+        checkpoint.load(path)
+
+
+def test_weights_of_another_precision_load_as_float32(tmp_path):
+    model = UNet(width=2, depth=1, norm="batch")
+    half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    path = write(tmp_path / "m.safetensors", model, {"format": 1, "model": model.config}, half)
+    loaded, _ = checkpoint.load(path)
+    assert {v.dtype for v in loaded.state_dict().values()} == {torch.float32, torch.int64}
+    assert loaded(torch.zeros(1, 1, 18, 18)).dtype == torch.float32
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         checkpoint.load(tmp_path / "nothing.safetensors")

@@ -22,6 +22,11 @@ def test_missing_cuda_is_a_clear_error():
         devices.default_device("cuda")
 
 
+def test_a_name_that_is_no_device_is_a_clear_error():
+    with pytest.raises(ValueError, match="'nonsense' is not a device"):
+        devices.default_device("nonsense")
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_bfloat16_only_where_the_cpu_computes_it(native, monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)

@@ -8,6 +8,7 @@ never leaves a half-written model behind.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import __version__
+from .device import default_device
 from .model import UNet
 
 FORMAT = 1
@@ -101,7 +103,11 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[U
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            # float32 whatever the file holds (e.g. float16 from elsewhere): the
+            # network computes in float32. The optimizer state is not read.
+            weights = {
+                k: _float32(f.get_tensor(k)) for k in f.keys() if not k.startswith(_OPTIMIZER)
+            }
     except Exception as err:
         raise ValueError(
             f"{path.name} is not a readable model file (truncated or corrupted?): {err}"
@@ -111,21 +117,47 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[U
             f"{path.name} is a safetensors file but not a napari-unet model "
             "(its header has no napari-unet description)"
         )
-    header = json.loads(meta[_KEY])
+    header = _header(path, meta[_KEY])
+    try:
+        model = UNet.from_state(header["model"], weights)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ValueError(
+            f"{path.name}: the weights do not match the described network: {err}"
+        ) from err
+    return model.to(default_device(device)).eval(), header.get("config", {})
+
+
+def _header(path: Path, text: str) -> dict:
+    """The napari-unet description of a model file, checked enough to be read."""
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path.name}: its napari-unet description is damaged: {err}") from err
+    if (
+        not isinstance(header, dict)
+        or not isinstance(header.get("format", 0), int)
+        or not isinstance(header.get("model"), dict)
+        or not isinstance(header.get("config", {}), dict)
+    ):
+        raise ValueError(f"{path.name}: its napari-unet description is damaged")
     if header.get("format", 0) > FORMAT:
         raise ValueError(
             f"{path.name} was saved by napari-unet {header.get('version', '?')} in file format "
             f"{header['format']}; this napari-unet ({__version__}) reads up to format {FORMAT}. "
             "Please upgrade napari-unet."
         )
-    weights = {k: v for k, v in tensors.items() if not k.startswith(_OPTIMIZER)}
-    try:
-        model = UNet.from_state(header["model"], weights)
-    except (RuntimeError, TypeError) as err:
+    unknown = sorted(set(header["model"]) - set(inspect.signature(UNet).parameters))
+    if unknown:
         raise ValueError(
-            f"{path.name}: the weights do not match the described network: {err}"
-        ) from err
-    return model.to(device).eval(), header.get("config", {})
+            f"{path.name} was saved by napari-unet {header.get('version', '?')} with network "
+            f"settings this napari-unet ({__version__}) does not know: {', '.join(unknown)}. "
+            "Please upgrade napari-unet."
+        )
+    return header
+
+
+def _float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.is_floating_point() else tensor
 
 
 def load_optimizer_state(path: str | os.PathLike) -> dict | None:

@@ -25,7 +25,12 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{device!r} is not a device: use auto, cpu, cuda, cuda:1 or mps"
+        ) from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for, but CUDA is not available here")
     if dev.type == "mps" and not torch.backends.mps.is_available():
