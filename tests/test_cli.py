@@ -276,10 +276,34 @@ def test_ctrl_c_or_sigterm_stops_training_and_keeps_the_model(tmp_path, cell_fil
 @pytest.mark.parametrize(
     ("change", "message"),
     [
+        (["--threshold", "1.5"], "must be at least 0 and below 1"),
+        (["--min-size", "-5"], "must be 0 or more"),
+        (["--out", "taken"], "is a file: give a folder"),
+        (["--device", "nonsense"], "'nonsense' is not a device"),
+    ],
+)
+def test_bad_prediction_options_are_clear_errors(
+    model_file, tmp_path, capsys, monkeypatch, change, message
+):
+    monkeypatch.chdir(tmp_path)
+    tifffile.imwrite("img.tif", np.zeros((30, 30), np.float32))
+    Path("taken").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--model", str(model_file), "img.tif", "--out", "results", *change])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not Path("results").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
         (["--steps", "0"], "must be at least 1"),
         (["--val-fraction", "0.7"], "between 0 and 0.5"),
         (["--images", "bad.png"], "cannot read"),
         (["--keep-best"], "keep_best needs a validation set"),
+        (["--out", "."], "is a folder: give the model file"),
+        (["--device", "nonsense"], "'nonsense' is not a device"),
+        (["--checkpoint-every", "-1"], "must be >= 0"),
     ],
 )
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # imageio trying its plugins

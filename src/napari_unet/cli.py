@@ -73,6 +73,8 @@ def result_paths(out: Path, stem: str) -> dict[str, Path]:
 
 def _check_outputs(images: list[Path], stems: list[str], out: Path) -> None:
     """Refuse results that would overwrite each other or an input."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder for the results")
     clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
     if clashes:
         raise ValueError(
@@ -168,6 +170,8 @@ def train_command(args: argparse.Namespace) -> None:
     from .core.model import UNet
     from .core.train import Trainer
 
+    if args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a folder: give the model file to write")
     if args.init is not None:
         model, _ = load(args.init)
     else:

@@ -67,6 +67,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more; got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1; got {value}")
+    return value
+
+
 def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     """The command line's parser; ``train``'s settings default to ``PRESETS[preset]``."""
     parser = argparse.ArgumentParser(
@@ -98,12 +112,12 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
     predict.add_argument(
         "--threshold",
-        type=float,
+        type=_probability,
         default=0.5,
         help="cell probability above which a pixel is foreground",
     )
     predict.add_argument(
-        "--min-size", type=int, default=10, help="drop instances smaller than this many pixels"
+        "--min-size", type=_count, default=10, help="drop instances smaller than this many pixels"
     )
 
     train = commands.add_parser(
