@@ -103,6 +103,9 @@ def test_dask_input_gives_an_equal_dask_result(small_valid, rng):
     np.testing.assert_allclose(out, expected, atol=1e-6)
     with pytest.raises(ValueError, match="out has shape"):
         predict_tiled(small_valid, image, out=np.zeros((5, 5), np.float32))
+    for source in (image, stack):  # integers would cut every probability to 0 or 1
+        with pytest.raises(ValueError, match="out must hold floats"):
+            predict_tiled(small_valid, source, out=np.zeros(expected.shape, np.uint8))
 
 
 def test_zarr_in_and_out(small_same, rng, tmp_path):

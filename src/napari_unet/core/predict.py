@@ -387,6 +387,8 @@ def _predict_planes(runner: TileRunner, image, spatial, is_stack, tile_size, out
 def _check_out(out, shape: tuple[int, ...]) -> None:
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"out has shape {tuple(out.shape)}; expected {tuple(shape)}")
+    if not np.issubdtype(np.dtype(out.dtype), np.floating):
+        raise ValueError(f"out must hold floats (probabilities); it holds {out.dtype}")
 
 
 def _is_dask(image) -> bool:
