@@ -22,3 +22,14 @@ def test_cuda_tiles_equal_the_whole_image(padding, rng, monkeypatch):
     cpu = predict_tiled(model, image, tile_size=200, device="cpu")
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
     np.testing.assert_allclose(tiled, cpu, atol=1e-4)
+
+
+def test_a_model_on_the_gpu_is_not_copied_for_device_cuda(rng, monkeypatch):
+    import copy
+
+    copies = []
+    deepcopy = copy.deepcopy
+    monkeypatch.setattr(copy, "deepcopy", lambda x, *a: copies.append(x) or deepcopy(x, *a))
+    model = UNet(width=4, depth=2).cuda()
+    predict_tiled(model, rng.random((64, 64), dtype=np.float32), device="cuda")
+    assert copies == []

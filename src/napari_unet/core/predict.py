@@ -254,6 +254,7 @@ def check_input(model: UNet, image) -> tuple[tuple[int, ...], bool]:
 
 def _runner_for(model: UNet, device, tta: bool) -> TileRunner:
     dev = default_device(device) if device is not None else next(model.parameters()).device
+    dev = torch.empty(0, device=dev).device  # "cuda" as "cuda:0", which the model reports
     if next(model.parameters()).device != dev:
         model = copy.deepcopy(model).to(dev)
     return TileRunner(model, dev, tta)
