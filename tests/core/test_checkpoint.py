@@ -1,4 +1,5 @@
 import json
+import os
 import pickle
 
 import pytest
@@ -23,6 +24,16 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert not loaded.training
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_model_files_get_the_permissions_of_any_new_file(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = checkpoint.save(tmp_path / "m", UNet(width=2, depth=1))
+    finally:
+        os.umask(previous)
+    assert os.stat(path).st_mode & 0o777 == 0o644  # colleagues can read it
 
 
 def test_a_header_length_that_begins_like_a_pickle_still_loads(tmp_path):

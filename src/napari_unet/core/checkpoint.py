@@ -65,7 +65,12 @@ def save(
                     header["optimizer"]["scalars"][key] = value
     tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
+    # safetensors writes files only their owner can read; give the model the
+    # permissions any new file gets here (the umask's), e.g. for a shared cluster.
+    with open(tmp, "wb"):
+        mode = os.stat(tmp).st_mode & 0o777
     save_file(tensors, str(tmp), metadata={_KEY: json.dumps(header)})
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
     return path
 
