@@ -39,6 +39,7 @@ class Summary:
     cells: int = 0
     pairs: int = 0
     gaps: np.ndarray | None = None  # uint8, 1 where separation_borders removes a pixel
+    slices: int = 0  # of a stack, those training takes (with annotated pixels)
     message: str = ""
 
 
@@ -52,7 +53,8 @@ def summary_job(labels: np.ndarray, annotated: np.ndarray | None) -> Summary:
         gaps = (trusted != 0) & (separation_borders(trusted) == 0)
     except ValueError as err:  # e.g. negative labels
         return Summary(message=str(err))
-    return Summary(cell_count(trusted), touching_pairs(trusted), gaps.astype(np.uint8))
+    slices = int(np.count_nonzero(region.any(axis=(-2, -1)))) if region.ndim == 3 else 0
+    return Summary(cell_count(trusted), touching_pairs(trusted), gaps.astype(np.uint8), slices)
 
 
 def fits(layer, shape) -> bool:
@@ -312,7 +314,9 @@ class AnnotateWidget(Container):
             self.counts.value = ""
             return self._fail(summary.message)
         labels = self._summarised
-        slices = f" over {labels.data.shape[0]} slices" if labels.ndim == 3 else ""
+        slices = ""
+        if labels.ndim == 3:
+            slices = f" over {summary.slices} of {labels.data.shape[0]} slices"
         self.counts.value = (
             f"{summary.cells} cells, {summary.pairs} touching pairs, "
             f"{int(summary.gaps.sum())} gap pixels{slices}"
