@@ -241,6 +241,21 @@ def test_a_validation_share_holds_out_slices_and_plots_their_scores(viewer, qtbo
     assert widget.plot.validations  # scored at the end at least
 
 
+def test_a_validation_share_too_small_a_set_cannot_give_is_said(viewer, qtbot, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(train_module, "show_warning", warnings.append)
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)  # one image
+    widget.val_fraction.value = 0.2
+    widget.start()
+    qtbot.waitUntil(lambda: bool(warnings), timeout=60_000)
+    assert warnings == [
+        "No validation: holding out a share needs 5 or more annotated images or slices, "
+        "and the training set has 1; all of them train."
+    ]
+    stop_and_wait(widget, qtbot)
+
+
 def test_adding_a_pair_again_keeps_its_region(viewer):
     widget = dock(viewer)
     labels = viewer.layers["cells labels"]

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..core.config import TrainConfig
 from ..core.data import make_pairs, split_validation
+from ..core.events import Notice
 from ..core.model import UNet
 from ..core.train import Trainer
 
@@ -53,6 +54,11 @@ class TrainJob:
         except ValueError as err:
             return str(err)
         self.trainer = trainer
+        if self.val_fraction > 0 and not validation:
+            yield Notice(
+                f"No validation: holding out a share needs 5 or more annotated images or "
+                f"slices, and the training set has {len(pairs)}; all of them train."
+            )
         if self._stop.is_set():
             trainer.stop()
         if self._paused.is_set():
