@@ -177,10 +177,18 @@ def train_command(args: argparse.Namespace) -> None:
     else:
         model = UNet(depth=args.depth, width=args.width, padding=args.padding, norm=args.norm)
     channels = model.in_channels
-    pairs = make_pairs(_read_all(args.images), _read_all(args.labels), in_channels=channels)
+    pairs = make_pairs(
+        _read_all(args.images),
+        _read_all(args.labels),
+        in_channels=channels,
+        names=[p.name for p in args.images],
+    )
     if args.val_images or args.val_labels:
         validation = make_pairs(
-            _read_all(args.val_images), _read_all(args.val_labels), in_channels=channels
+            _read_all(args.val_images),
+            _read_all(args.val_labels),
+            in_channels=channels,
+            names=[p.name for p in args.val_images],
         )
     else:
         pairs, validation = split_validation(pairs, args.val_fraction)

@@ -316,6 +316,16 @@ def test_a_training_set_without_cells_is_refused_in_the_widget(viewer, qtbot, er
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     assert errors == ["no labelled pixel: paint at least one cell before training"]
     assert "not started" in widget.status.value
+    assert "cells preview" not in viewer.layers  # made on the click, gone with the run
+
+
+def test_a_bad_image_is_named_in_the_message(viewer, qtbot, errors):
+    widget = dock(viewer)
+    viewer.layers["cells"].data = np.full((256, 256), np.nan, np.float32)
+    add_sample_pair(widget, viewer)
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert errors == ["'cells': the image contains NaN or infinite values"]
 
 
 def test_training_does_not_stall_the_viewer(viewer, qtbot):

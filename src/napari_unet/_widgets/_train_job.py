@@ -31,6 +31,7 @@ class TrainJob:
     fine_tune: bool
     preview: np.ndarray | None = None
     val_fraction: float = 0.0  # of the pairs, held out for validation
+    names: list[str] | None = None  # of the images, for messages
     trainer: Trainer | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _paused: threading.Event = field(default_factory=threading.Event)
@@ -40,7 +41,11 @@ class TrainJob:
         """Worker body: yields the Trainer's events; a bad training set returns a message."""
         try:
             pairs = make_pairs(
-                self.images, self.labels, self.regions, in_channels=self.model.in_channels
+                self.images,
+                self.labels,
+                self.regions,
+                in_channels=self.model.in_channels,
+                names=self.names,
             )
             pairs, validation = split_validation(pairs, self.val_fraction)
             trainer = Trainer(

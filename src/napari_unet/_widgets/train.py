@@ -90,6 +90,7 @@ class TrainWidget(Container):
         self._started = 0.0
         self._preview_name = ""
         self._preview_where: dict = {}  # scale and translate of the previewed image
+        self._preview_made = False  # by this run, to be removed if it does not start
         self.pairs = Label(label="Training set", value="")
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(
@@ -270,6 +271,7 @@ class TrainWidget(Container):
         )
         preview = self._preview_image(images[0])
         self._preview_name = f"{annotations[0].image.name} preview"
+        self._preview_made = preview is not None and self._preview_name not in self._viewer.layers
         if preview is not None:
             # Made now, on the click, so that the first preview is a cheap data swap.
             self._preview_where = placement(annotations[0].image, 2)
@@ -277,7 +279,15 @@ class TrainWidget(Container):
             for key, value in self._preview_where.items():  # also a layer kept from before
                 setattr(self._viewer.layers[self._preview_name], key, value)
         self._job = TrainJob(
-            images, labels, regions, model, config, fine_tune, preview, self.val_fraction.value
+            images,
+            labels,
+            regions,
+            model,
+            config,
+            fine_tune,
+            preview,
+            self.val_fraction.value,
+            names=[a.image.name for a in annotations],
         )
         self._worker = create_worker(self._job.run, _ignore_errors=True)
         self._worker.yielded.connect(self._publish)
@@ -388,6 +398,8 @@ class TrainWidget(Container):
         if message:
             show_error(message)
             self.status.value = "not started: see the message"
+            if self._preview_made and self._preview_name in self._viewer.layers:
+                self._viewer.layers.remove(self._preview_name)  # still empty
 
     def _on_error(self, error: Exception) -> None:
         show_error(f"Training failed: {error}")

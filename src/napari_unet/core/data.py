@@ -37,7 +37,7 @@ class Pair:
     annotated: np.ndarray
 
 
-def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pair]:
+def make_pairs(images, labels, annotated=None, in_channels: int = 1, names=None) -> list[Pair]:
     """Check and split (image, labels[, annotated]) triples into 2D pairs.
 
     The labels are read by :func:`annotated_labels`, and only planes with
@@ -49,6 +49,8 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pai
         ``(Y, X)`` or ``(Z, Y, X)`` images for one channel, ``(C, Y, X)`` or
         ``(C, Z, Y, X)`` for ``in_channels`` = C; labels ``(Y, X)`` or ``(Z, Y, X)``;
         annotated regions (bool) of the labels' shape, or None.
+    names : sequence of str, optional
+        What error messages call each triple (e.g. its image's name); "pair k" if not given.
 
     Raises
     ------
@@ -63,6 +65,7 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pai
         )
     pairs = []
     for k, (image, label, region) in enumerate(zip(images, labels, annotated, strict=True)):
+        which = f"'{names[k]}'" if names is not None else f"pair {k}"
         image = np.asarray(image, np.float32)
         label = np.asarray(label)
         if in_channels == 1:
@@ -70,17 +73,17 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1) -> list[Pai
         spatial = image.shape[1:]
         if image.shape[0] != in_channels or spatial != label.shape or label.ndim not in (2, 3):
             raise ValueError(
-                f"pair {k}: image of shape {image.shape[-label.ndim - 1 :]} and "
+                f"{which}: image of shape {image.shape[-label.ndim - 1 :]} and "
                 f"labels of shape {label.shape} do not match (the model takes "
                 f"{in_channels} channel(s))"
             )
         if not np.issubdtype(label.dtype, np.integer) and label.dtype != bool:
-            raise ValueError(f"pair {k}: labels must be integers; got {label.dtype}")
+            raise ValueError(f"{which}: labels must be integers; got {label.dtype}")
         if not np.isfinite(image).all():
-            raise ValueError(f"pair {k}: the image contains NaN or infinite values")
+            raise ValueError(f"{which}: the image contains NaN or infinite values")
         if region is not None and np.shape(region) != label.shape:
             raise ValueError(
-                f"pair {k}: annotated region {np.shape(region)} and labels "
+                f"{which}: annotated region {np.shape(region)} and labels "
                 f"{label.shape} differ in shape"
             )
         label, region = annotated_labels(label, region)
