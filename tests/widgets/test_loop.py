@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from training import stop_and_wait, train_until
 
-from napari_unet._widgets import train as train_module
+from napari_unet._widgets import _train_job
 from napari_unet._widgets._session import session
 from napari_unet.core.metrics import match_instances
 
 
 @pytest.fixture
 def viewer(make_napari_viewer, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr(_train_job, "models_dir", lambda: tmp_path / "models")
     viewer = make_napari_viewer()
     viewer.open_sample("napari-unet", "touching_cells")
     viewer.layers["cells labels"].name = "truth"

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from training import steps_seen, stop_and_wait, train_until
 
+from napari_unet._widgets import _train_job
 from napari_unet._widgets import train as train_module
 from napari_unet._widgets._session import session
 from napari_unet._widgets.train import TrainWidget
@@ -15,7 +16,7 @@ from napari_unet.core.model import UNet
 
 @pytest.fixture
 def viewer(make_napari_viewer, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr(_train_job, "models_dir", lambda: tmp_path / "models")
     viewer = make_napari_viewer()
     viewer.open_sample("napari-unet", "touching_cells")
     return viewer
@@ -141,10 +142,10 @@ def test_pause_at_once_holds_and_stop_before_a_step_keeps_the_current_model(
 
 
 def test_runs_started_in_the_same_second_get_files_of_their_own(viewer, monkeypatch):
-    monkeypatch.setattr(train_module.time, "strftime", lambda _: "20261128-030000")
-    first = train_module._new_model_path("cells")
+    monkeypatch.setattr(_train_job.time, "strftime", lambda _: "20261128-030000")
+    first = _train_job.new_model_path("cells")
     checkpoint.save(first, UNet(width=4, depth=2))
-    second = train_module._new_model_path("cells")
+    second = _train_job.new_model_path("cells")
     assert first.name == "cells-20261128-030000" and second.name == "cells-20261128-030000-2"
 
 

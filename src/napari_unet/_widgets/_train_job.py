@@ -1,4 +1,5 @@
-"""The worker side of a training run: arrays in, the core Trainer's events out.
+"""The worker side of a training run: arrays in, the core Trainer's events out;
+and where runs keep their model files.
 
 Kept apart from the dock so that what runs in the worker thread touches no
 layer and no control.
@@ -7,16 +8,36 @@ layer and no control.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import platformdirs
 
+from ..core.checkpoint import model_path
 from ..core.config import TrainConfig
 from ..core.data import make_pairs, split_validation
 from ..core.events import Notice
 from ..core.model import UNet
 from ..core.train import Trainer
+
+
+def models_dir() -> Path:
+    """Where runs keep their checkpoints until the user saves one elsewhere."""
+    return Path(platformdirs.user_data_dir("napari-unet")) / "models"
+
+
+def new_model_path(name: str) -> Path:
+    """A file name in ``models_dir()`` for a run on ``name`` that no file has yet."""
+    models_dir().mkdir(parents=True, exist_ok=True)
+    stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, k = models_dir() / stem, 1
+    while model_path(out).exists():
+        k += 1
+        out = models_dir() / f"{stem}-{k}"
+    return out
 
 
 @dataclass

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import napari
 import numpy as np
-import platformdirs
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
@@ -48,11 +47,11 @@ from ._common import (
     device_choices,
     ignore_outline_box,
     on_removed,
-    placement,
 )
 from ._plot import TrainingPlot
+from ._preview import PreviewLayer
 from ._session import session
-from ._train_job import TrainJob
+from ._train_job import TrainJob, new_model_path
 
 
 def _row(*widgets, labels: bool = True) -> Container:
@@ -60,22 +59,6 @@ def _row(*widgets, labels: bool = True) -> Container:
     row = Container(widgets=widgets, layout="horizontal", labels=labels)
     row.margins = (0, 0, 0, 0)
     return row
-
-
-def models_dir() -> Path:
-    """Where runs keep their checkpoints until the user saves one elsewhere."""
-    return Path(platformdirs.user_data_dir("napari-unet")) / "models"
-
-
-def _new_model_path(name: str) -> Path:
-    """A file name in ``models_dir()`` for a run on ``name`` that no file has yet."""
-    models_dir().mkdir(parents=True, exist_ok=True)
-    stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out, k = models_dir() / stem, 1
-    while model_path(out).exists():
-        k += 1
-        out = models_dir() / f"{stem}-{k}"
-    return out
 
 
 class TrainWidget(Container):
@@ -88,9 +71,7 @@ class TrainWidget(Container):
         self._job: TrainJob | None = None
         self._worker = None
         self._started = 0.0
-        self._preview_name = ""
-        self._preview_where: dict = {}  # scale and translate of the previewed image
-        self._preview_made = False  # by this run, to be removed if it does not start
+        self._preview = PreviewLayer(viewer)
         self.pairs = Label(label="Training set", value="")
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(
@@ -255,7 +236,7 @@ class TrainWidget(Container):
                 return
             self.tile.value = tile
             show_info(f"Tile lowered to {tile} pixels, the largest the training images fit.")
-        out = _new_model_path(annotations[0].image.name)
+        out = new_model_path(annotations[0].image.name)
         config = TrainConfig(
             steps=10**9,
             minutes=self.minutes.value,
@@ -269,15 +250,7 @@ class TrainWidget(Container):
             device=self.device.value,
             out=str(out),
         )
-        preview = self._preview_image(images[0])
-        self._preview_name = f"{annotations[0].image.name} preview"
-        self._preview_made = preview is not None and self._preview_name not in self._viewer.layers
-        if preview is not None:
-            # Made now, on the click, so that the first preview is a cheap data swap.
-            self._preview_where = placement(annotations[0].image, 2)
-            self._show_preview(np.zeros(preview.shape[-2:], np.float32))
-            for key, value in self._preview_where.items():  # also a layer kept from before
-                setattr(self._viewer.layers[self._preview_name], key, value)
+        preview = self._preview.prepare(annotations[0].image, images[0])
         self._job = TrainJob(
             images,
             labels,
@@ -301,15 +274,6 @@ class TrainWidget(Container):
         self.status.value = "preparing the training set..."
         self._started = time.monotonic()
         self._worker.start()
-
-    def _preview_image(self, image: np.ndarray) -> np.ndarray | None:
-        """The first pair's image, or its current slice for a stack."""
-        if image.ndim == 2:
-            return image
-        if image.ndim == 3 and self._viewer.dims.ndim >= 3:
-            z = min(self._viewer.dims.current_step[-3], image.shape[0] - 1)
-            return image[z]
-        return None
 
     def toggle_pause(self) -> None:
         if self._job is None:
@@ -364,7 +328,7 @@ class TrainWidget(Container):
         elif isinstance(event, Validation):
             self.plot.add_validation(event.step, event.pixel_error, event.rand_error)
         elif isinstance(event, Preview):
-            self._show_preview(event.probability)
+            self._preview.show(event.probability)
         elif isinstance(event, Paused):
             self.status.value = f"paused at step {event.step}"
         elif isinstance(event, Notice):
@@ -380,26 +344,11 @@ class TrainWidget(Container):
             self.status.value = f"{how} after {event.step} steps; model saved to {event.path}"
             show_info(f"Training {how}: the model is ready in the Predict dock.")
 
-    def _show_preview(self, probability: np.ndarray) -> None:
-        if self._preview_name in self._viewer.layers:
-            self._viewer.layers[self._preview_name].data = probability
-        else:
-            self._viewer.add_image(
-                probability,
-                name=self._preview_name,
-                colormap="magma",
-                contrast_limits=(0, 1),
-                opacity=0.6,
-                blending="additive",
-                **self._preview_where,
-            )
-
     def _on_returned(self, message: str) -> None:
         if message:
             show_error(message)
             self.status.value = "not started: see the message"
-            if self._preview_made and self._preview_name in self._viewer.layers:
-                self._viewer.layers.remove(self._preview_name)  # still empty
+            self._preview.discard()
 
     def _on_error(self, error: Exception) -> None:
         show_error(f"Training failed: {error}")

@@ -1,0 +1,55 @@
+"""The Train dock's preview: the cell probability of the first training image (of
+a stack, the slice in view), drawn over it while the model trains."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import placement
+
+
+class PreviewLayer:
+    """The Image layer "<image> preview" of one viewer."""
+
+    def __init__(self, viewer):
+        self._viewer = viewer
+        self.name = ""
+        self._where: dict = {}  # scale and translate of the previewed image
+        self._made = False  # by the last prepare, to be removed if the run does not start
+
+    def prepare(self, layer, image: np.ndarray) -> np.ndarray | None:
+        """The plane of ``image`` (the data of ``layer``) to preview, or None, with
+        its preview layer made now, on the click, so that the first preview is a
+        cheap data swap."""
+        plane = None
+        if image.ndim == 2:
+            plane = image
+        elif image.ndim == 3 and self._viewer.dims.ndim >= 3:
+            plane = image[min(self._viewer.dims.current_step[-3], image.shape[0] - 1)]
+        self.name = f"{layer.name} preview"
+        self._made = plane is not None and self.name not in self._viewer.layers
+        if plane is not None:
+            self._where = placement(layer, 2)
+            self.show(np.zeros(plane.shape[-2:], np.float32))
+            for key, value in self._where.items():  # also a layer kept from before
+                setattr(self._viewer.layers[self.name], key, value)
+        return plane
+
+    def show(self, probability: np.ndarray) -> None:
+        if self.name in self._viewer.layers:
+            self._viewer.layers[self.name].data = probability
+        else:
+            self._viewer.add_image(
+                probability,
+                name=self.name,
+                colormap="magma",
+                contrast_limits=(0, 1),
+                opacity=0.6,
+                blending="additive",
+                **self._where,
+            )
+
+    def discard(self) -> None:
+        """Remove the layer the last :meth:`prepare` made, still empty."""
+        if self._made and self.name in self._viewer.layers:
+            self._viewer.layers.remove(self.name)
