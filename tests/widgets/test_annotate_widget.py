@@ -189,3 +189,24 @@ def test_closing_stops_listening(viewer_with_sample, qtbot):
     viewer.layers["cells labels"].paint((128, 128), 77)
     assert not widget.busy
     session(viewer).changed.emit()  # no longer connected: nothing to refresh
+
+
+def test_renaming_a_layer_keeps_it_chosen_in_every_dock(viewer_with_sample, qtbot):
+    viewer = viewer_with_sample
+    annotate = plugin_widget(viewer)
+    annotate.mark_region()
+    region = viewer.layers["cells labels region"]  # not the proxy a plugin dock gets
+    _, predict = viewer.window.add_plugin_dock_widget("napari-unet", "Predict")
+    labels = viewer.layers["cells labels"]
+    predict.into.value = labels
+    changes = []
+    annotate.labels_layer.changed.connect(changes.append)
+    labels.name = "nuclei"
+    region.name = "nuclei region"
+    qtbot.wait(50)  # napari resets the choices from the event loop
+    assert annotate.labels_layer.value is labels and annotate.region.value is region
+    assert predict.into.value is labels
+    assert changes == []  # nothing happened to the choice: no handler ran
+    viewer.layers.remove(region)
+    assert annotate.region.value is None
+    settle(annotate, qtbot)

@@ -4,10 +4,12 @@ controls kept equal across docks."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
-from magicgui.widgets import CheckBox
+from magicgui.widgets import CheckBox, Container
+from magicgui.widgets.bases import CategoricalWidget
 from qtpy.QtCore import QEvent, QObject, QTimer
 
 DEBOUNCE_MS = 200  # quiet time after the last edit before recomputing
@@ -50,6 +52,39 @@ def placement(layer, ndim: int) -> dict:
     """``scale`` and ``translate`` of the last ``ndim`` axes of ``layer``, so that a
     layer made from its data lies over it in a calibrated viewer."""
     return {"scale": tuple(layer.scale[-ndim:]), "translate": tuple(layer.translate[-ndim:])}
+
+
+class KeepsChoices:
+    """For a dock (a magicgui Container): :meth:`reset_choices`, which napari calls
+    whenever a layer is added, removed or renamed, keeps what each chooser holds
+    while it is still offered. magicgui matches a chooser's items by their names, so
+    a renamed layer was dropped from it (an optional chooser went empty), and its
+    handlers saw the change. Now they see a change only when one is left."""
+
+    def reset_choices(self, *_) -> None:
+        choosers = list(_choosers(self))
+        before = [(widget, widget.value) for widget in choosers]
+        with contextlib.ExitStack() as stack:
+            for widget in choosers:
+                stack.enter_context(widget.changed.blocked())
+            super().reset_choices()
+            for widget, value in before:
+                offered = widget.choices
+                if isinstance(value, list):
+                    widget.value = [v for v in value if v in offered]
+                elif value in offered:
+                    widget.value = value
+        for widget, value in before:
+            if widget.value != value:
+                widget.changed.emit(widget.value)
+
+
+def _choosers(container):
+    for widget in container:
+        if isinstance(widget, CategoricalWidget):
+            yield widget
+        elif isinstance(widget, Container):
+            yield from _choosers(widget)
 
 
 class CloseWatcher(QObject):
@@ -152,7 +187,10 @@ class LiveJob:
         if self.stopped:
             return False
         self.stopped = True
-        self.timer.stop()
+        # At interpreter exit Qt may have deleted the timer already; an exception
+        # here, in a slot, would abort the process.
+        with contextlib.suppress(RuntimeError):
+            self.timer.stop()
         self._pending = False
         self.timer.unwatch()
         if self.worker is not None:

@@ -21,7 +21,7 @@ from napari.utils.notifications import show_error, show_info
 from ..core.data import annotated_labels
 from ..core.instances import cell_count, touching_pairs
 from ..core.weights import separation_borders
-from ._common import DERIVED, LiveJob, cell_labels, on_removed
+from ._common import DERIVED, KeepsChoices, LiveJob, cell_labels, on_removed
 from ._session import session
 
 NEW_CELL_KEY = "n"
@@ -91,7 +91,7 @@ def spatial_shape(image: napari.layers.Image | None) -> tuple[tuple[int, ...] | 
     return tuple(image.data.shape), ""
 
 
-class AnnotateWidget(Container):
+class AnnotateWidget(KeepsChoices, Container):
     """Dock widget: paint instance labels for training, with live counts and gaps."""
 
     def __init__(self, viewer: napari.viewer.Viewer):

@@ -36,7 +36,7 @@ from ..core.device import default_device
 from ..core.instances import to_instances
 from ..core.model import UNet
 from ..core.predict import check_input, iter_predict
-from ._common import device_choices, on_removed, placement
+from ._common import KeepsChoices, device_choices, on_removed, placement
 from ._session import session
 
 IN_MEMORY = "trained in this viewer"
@@ -73,7 +73,7 @@ def predict_job(
     return PredictResult(probabilities, to_instances(probabilities, threshold))
 
 
-class PredictWidget(Container):
+class PredictWidget(KeepsChoices, Container):
     """Dock widget: predict the chosen image layer with a U-Net."""
 
     def __init__(self, viewer: napari.viewer.Viewer):

@@ -42,6 +42,7 @@ from ..core.events import Done, Notice, Paused, Preview, Progress, Saved, Valida
 from ..core.model import UNet
 from ..core.train import fitting_tile, tile_sizes, warm_up
 from ._common import (
+    KeepsChoices,
     WeightControls,
     cell_labels,
     device_choices,
@@ -61,7 +62,7 @@ def _row(*widgets, labels: bool = True) -> Container:
     return row
 
 
-class TrainWidget(Container):
+class TrainWidget(KeepsChoices, Container):
     """Dock widget: train a U-Net on the viewer's training set in the background."""
 
     def __init__(self, viewer: napari.viewer.Viewer):

@@ -29,7 +29,14 @@ from ..core.data import annotated_labels
 from ..core.outline import outline_update
 from ..core.weights import WeightMap
 from ..core.windows import changed_window
-from ._common import LiveJob, WeightControls, cell_labels, ignore_outline_box, on_removed
+from ._common import (
+    KeepsChoices,
+    LiveJob,
+    WeightControls,
+    cell_labels,
+    ignore_outline_box,
+    on_removed,
+)
 from ._session import WeightSettings, session
 
 # The label value that marks unannotated pixels for WeightMap: ids this large are
@@ -123,7 +130,7 @@ def _shown(weight_map: WeightMap, window, ignore_outline: bool):
     return window, np.where(edges, np.float32(0), weight_map.weights[window])
 
 
-class WeightsWidget(Container):
+class WeightsWidget(KeepsChoices, Container):
     """Dock widget: preview the loss weights of a Labels layer while painting it."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
