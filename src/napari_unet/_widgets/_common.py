@@ -54,14 +54,30 @@ def placement(layer, ndim: int) -> dict:
     return {"scale": tuple(layer.scale[-ndim:]), "translate": tuple(layer.translate[-ndim:])}
 
 
-class KeepsChoices:
-    """For a dock (a magicgui Container): :meth:`reset_choices`, which napari calls
-    whenever a layer is added, removed or renamed, keeps what each chooser holds
-    while it is still offered. magicgui matches a chooser's items by their names, so
-    a renamed layer was dropped from it (an optional chooser went empty), and its
-    handlers saw the change. Now they see a change only when one is left."""
+class Dock(Container):
+    """The base of the plugin's docks: labelled controls in a column that scrolls
+    when the window is shorter than the docks (all four open need about 1900
+    pixels), and choosers that keep their layers when a layer is renamed."""
+
+    def __init__(self):
+        super().__init__(labels=True, scrollable=True)
+
+    @property
+    def native(self):
+        # napari docks a magicgui widget's .native, which is the widget inside the
+        # scroll area; the scroll area itself is the root.
+        return self.root_native_widget
+
+    def append_qt(self, widget) -> None:
+        """Add a plain Qt widget below the controls, inside the scroll area."""
+        self.root_native_widget.widget().layout().addWidget(widget)
 
     def reset_choices(self, *_) -> None:
+        """Called by napari whenever a layer is added, removed or renamed: keep what
+        each chooser holds while it is still offered. magicgui matches a chooser's
+        items by their names, so a renamed layer was dropped from it (an optional
+        chooser went empty) and its handlers saw the change; now they see a change
+        only when one is left."""
         choosers = list(_choosers(self))
         before = [(widget, widget.value) for widget in choosers]
         with contextlib.ExitStack() as stack:

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 import napari
 import numpy as np
-from magicgui.widgets import Container, Label, PushButton, Select, create_widget
+from magicgui.widgets import Label, PushButton, Select, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
 from ..core.data import annotated_labels
 from ..core.instances import cell_count, touching_pairs
 from ..core.weights import separation_borders
-from ._common import DERIVED, KeepsChoices, LiveJob, cell_labels, on_removed
+from ._common import DERIVED, Dock, LiveJob, cell_labels, on_removed
 from ._session import session
 
 NEW_CELL_KEY = "n"
@@ -91,11 +91,11 @@ def spatial_shape(image: napari.layers.Image | None) -> tuple[tuple[int, ...] | 
     return tuple(image.data.shape), ""
 
 
-class AnnotateWidget(KeepsChoices, Container):
+class AnnotateWidget(Dock):
     """Dock widget: paint instance labels for training, with live counts and gaps."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__(labels=True)
+        super().__init__()
         self._viewer = viewer
         self._session = session(viewer)
         self._summarised = None

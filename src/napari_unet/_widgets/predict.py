@@ -19,7 +19,6 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -36,7 +35,7 @@ from ..core.device import default_device
 from ..core.instances import to_instances
 from ..core.model import UNet
 from ..core.predict import check_input, iter_predict
-from ._common import KeepsChoices, device_choices, on_removed, placement
+from ._common import Dock, device_choices, on_removed, placement
 from ._session import session
 
 IN_MEMORY = "trained in this viewer"
@@ -73,11 +72,11 @@ def predict_job(
     return PredictResult(probabilities, to_instances(probabilities, threshold))
 
 
-class PredictWidget(KeepsChoices, Container):
+class PredictWidget(Dock):
     """Dock widget: predict the chosen image layer with a U-Net."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__(labels=True)
+        super().__init__()
         self._viewer = viewer
         self._session = session(viewer)
         self._worker = None

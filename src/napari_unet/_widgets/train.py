@@ -42,7 +42,7 @@ from ..core.events import Done, Notice, Paused, Preview, Progress, Saved, Valida
 from ..core.model import UNet
 from ..core.train import fitting_tile, tile_sizes, warm_up
 from ._common import (
-    KeepsChoices,
+    Dock,
     WeightControls,
     cell_labels,
     device_choices,
@@ -62,11 +62,11 @@ def _row(*widgets, labels: bool = True) -> Container:
     return row
 
 
-class TrainWidget(KeepsChoices, Container):
+class TrainWidget(Dock):
     """Dock widget: train a U-Net on the viewer's training set in the background."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__(labels=True)
+        super().__init__()
         self._viewer = viewer
         self._session = session(viewer)
         self._job: TrainJob | None = None
@@ -146,7 +146,7 @@ class TrainWidget(KeepsChoices, Container):
         )
         for label in (self.pairs, self.status):
             label.native.setWordWrap(True)  # a long path must not widen the dock
-        self.native.layout().addWidget(self.plot)
+        self.append_qt(self.plot)
         self.extend(
             [
                 _row(self.save_file, self.save_button, labels=False),

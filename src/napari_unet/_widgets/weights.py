@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, create_widget
+from magicgui.widgets import CheckBox, FloatSpinBox, Label, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
@@ -30,7 +30,7 @@ from ..core.outline import outline_update
 from ..core.weights import WeightMap
 from ..core.windows import changed_window
 from ._common import (
-    KeepsChoices,
+    Dock,
     LiveJob,
     WeightControls,
     cell_labels,
@@ -130,11 +130,11 @@ def _shown(weight_map: WeightMap, window, ignore_outline: bool):
     return window, np.where(edges, np.float32(0), weight_map.weights[window])
 
 
-class WeightsWidget(KeepsChoices, Container):
+class WeightsWidget(Dock):
     """Dock widget: preview the loss weights of a Labels layer while painting it."""
 
     def __init__(self, viewer: napari.viewer.Viewer):
-        super().__init__(labels=True)
+        super().__init__()
         self._viewer = viewer
         self._planes: list = []
         self._shape = None
