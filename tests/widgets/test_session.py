@@ -27,3 +27,12 @@ def test_session(make_napari_viewer, monkeypatch):
     )
     v.layers.remove(region)
     assert len(warnings) == 2
+
+
+def test_every_dock_scrolls_rather_than_growing_the_window(make_napari_viewer):
+    viewer = make_napari_viewer()
+    for name in ("Annotate", "Weight map", "Train", "Predict"):
+        dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
+        # The Train dock's controls alone need over 700 pixels.
+        assert dock.minimumSizeHint().height() < 150, name
+        assert widget.native is dock.widget()  # the scroll area around the controls
