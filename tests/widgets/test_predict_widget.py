@@ -96,7 +96,7 @@ def test_rgb_and_wrong_channels_are_messages(make_napari_viewer, monkeypatch, tm
         tmp_path / "three.safetensors", UNet(in_channels=3, width=2, depth=2)
     )
     widget.start()
-    assert "RGB" in shown[-1]
+    assert "RGB" in shown[-1] and "Split RGB" in shown[-1]
     viewer.add_image(np.zeros((32, 32), np.float32), name="grey")
     widget.image.value = viewer.layers["grey"]
     widget.start()

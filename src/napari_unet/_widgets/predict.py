@@ -162,8 +162,8 @@ class PredictWidget(Dock):
                 return
         if layer.rgb:
             show_error(
-                f"'{layer.name}' is an RGB image; convert it to grey "
-                "(Layers > Convert) or train a three-channel model."
+                f"'{layer.name}' is an RGB image and the docks' models take one channel: "
+                "split it (right-click the layer > Split RGB) and predict one channel."
             )
             return
         data = layer.data[0] if layer.multiscale else layer.data

@@ -214,7 +214,10 @@ class TrainWidget(Dock):
             show_error("There is no current model to fine-tune: train or load one first.")
             return
         if any(a.image.rgb for a in annotations):
-            show_error("RGB images cannot be trained on: convert them to grey first.")
+            show_error(
+                "RGB images cannot be trained on: split them (right-click the layer > "
+                "Split RGB) and annotate one channel."
+            )
             return
         arrays = [a.arrays() for a in annotations]
         images, labels, regions = (list(column) for column in zip(*arrays, strict=True))
