@@ -362,3 +362,17 @@ def test_closing_the_viewer_stops_training_and_keeps_the_checkpoint(viewer, qtbo
         viewer.close()
     saved = list((tmp_path / "models").glob("*.safetensors"))
     assert len(saved) == 1 and checkpoint.load(saved[0])[1]["step"] >= 2
+
+
+def test_a_device_of_the_other_kind_keeps_the_settings_the_user_chose(viewer, monkeypatch):
+    import torch
+
+    widget = dock(viewer)  # width 4, tile 36, batch 2 chosen; padding left at "same"
+    monkeypatch.setattr(train_module, "default_device", lambda _: torch.device("cuda"))
+    widget._device_defaults()
+    assert (widget.net_width.value, widget.padding.value) == (4, "valid")
+    assert (widget.tile.value, widget.batch.value) == (36, 2)
+    widget.tile.value = 388  # back at the GPU's default
+    monkeypatch.setattr(train_module, "default_device", lambda _: torch.device("cpu"))
+    widget._device_defaults()
+    assert (widget.padding.value, widget.tile.value) == ("same", TrainConfig.tile)

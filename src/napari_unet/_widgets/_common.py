@@ -1,6 +1,7 @@
-"""Small pieces the dock widgets share: device choices, where a derived layer lies,
-knowing when a dock closes, recomputing after debounced edits and the weight-map
-controls kept equal across docks."""
+"""Small pieces the dock widgets share: their base class (a scrolling column whose
+choosers survive renames) and rows, device choices, the Labels layers to offer,
+where a derived layer lies, knowing when a dock closes, recomputing after
+debounced edits and the weight-map controls kept equal across docks."""
 
 from __future__ import annotations
 
@@ -52,6 +53,13 @@ def placement(layer, ndim: int) -> dict:
     """``scale`` and ``translate`` of the last ``ndim`` axes of ``layer``, so that a
     layer made from its data lies over it in a calibrated viewer."""
     return {"scale": tuple(layer.scale[-ndim:]), "translate": tuple(layer.translate[-ndim:])}
+
+
+def row(*widgets, labels: bool = True) -> Container:
+    """Widgets side by side, to keep the dock short enough for a laptop screen."""
+    container = Container(widgets=widgets, layout="horizontal", labels=labels)
+    container.margins = (0, 0, 0, 0)
+    return container
 
 
 class Dock(Container):

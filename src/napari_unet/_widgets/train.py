@@ -22,7 +22,6 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -48,18 +47,18 @@ from ._common import (
     device_choices,
     ignore_outline_box,
     on_removed,
+    row,
 )
 from ._plot import TrainingPlot
 from ._preview import PreviewLayer
 from ._session import session
 from ._train_job import TrainJob, new_model_path
 
-
-def _row(*widgets, labels: bool = True) -> Container:
-    """Widgets side by side, to keep the dock short enough for a laptop screen."""
-    row = Container(widgets=widgets, layout="horizontal", labels=labels)
-    row.margins = (0, 0, 0, 0)
-    return row
+# Width, padding, tile and batch on the CPU (False) and on a GPU (True).
+_DEVICE_DEFAULTS = {
+    False: (16, "same", TrainConfig.tile, TrainConfig.batch_size),
+    True: (64, "valid", 388, 1),
+}
 
 
 class TrainWidget(Dock):
@@ -94,6 +93,7 @@ class TrainWidget(Dock):
         )
         self.minutes = FloatSpinBox(label="Minutes", value=2.0, min=0.1, max=10000, step=0.5)
         # Width, padding, tile and batch are set by _device_defaults.
+        self._on_gpu: bool | None = None
         self.tile = SpinBox(label="Tile (output px)", min=4, max=4096, step=4)
         self.batch = SpinBox(label="Batch", min=1, max=64)
         self.lr = FloatSpinBox(
@@ -133,13 +133,13 @@ class TrainWidget(Dock):
                 self.add_button,
                 self.start_from,
                 self.device,
-                _row(self.net_depth, self.net_width),
-                _row(self.minutes, self.tile),
-                _row(self.batch, self.lr),
-                _row(self.w0, self.sigma),
-                _row(self.padding, self.class_balance, self.ignore_outline),
+                row(self.net_depth, self.net_width),
+                row(self.minutes, self.tile),
+                row(self.batch, self.lr),
+                row(self.w0, self.sigma),
+                row(self.padding, self.class_balance, self.ignore_outline),
                 self.val_fraction,
-                _row(self.train_button, self.pause_button, self.stop_button, labels=False),
+                row(self.train_button, self.pause_button, self.stop_button, labels=False),
                 self.progress,
                 self.status,
             ]
@@ -149,8 +149,8 @@ class TrainWidget(Dock):
         self.append_qt(self.plot)
         self.extend(
             [
-                _row(self.save_file, self.save_button, labels=False),
-                _row(self.load_file, self.load_button, labels=False),
+                row(self.save_file, self.save_button, labels=False),
+                row(self.load_file, self.load_button, labels=False),
             ]
         )
         self.add_button.changed.connect(self.add_pair)
@@ -171,12 +171,17 @@ class TrainWidget(Dock):
 
     def _device_defaults(self) -> None:
         """The paper's network on a GPU; on the CPU a small same-padded one, which learns
-        more per minute there (benchmarks/README.md, ISBI)."""
+        more per minute there (benchmarks/README.md, ISBI). Moving between the two
+        changes only the settings the user left at the other's defaults."""
         on_gpu = default_device(self.device.value).type != "cpu"
-        self.net_width.value = 64 if on_gpu else 16
-        self.padding.value = "valid" if on_gpu else "same"
-        self.tile.value = 388 if on_gpu else TrainConfig.tile
-        self.batch.value = 1 if on_gpu else TrainConfig.batch_size
+        if on_gpu == self._on_gpu:
+            return
+        controls = (self.net_width, self.padding, self.tile, self.batch)
+        previous = None if self._on_gpu is None else _DEVICE_DEFAULTS[self._on_gpu]
+        for k, control in enumerate(controls):
+            if previous is None or control.value == previous[k]:
+                control.value = _DEVICE_DEFAULTS[on_gpu][k]
+        self._on_gpu = on_gpu
 
     def _show_session(self) -> None:
         names = [f"{a.image.name} / {a.labels.name}" for a in self._session.annotations]
