@@ -376,3 +376,18 @@ def test_a_device_of_the_other_kind_keeps_the_settings_the_user_chose(viewer, mo
     monkeypatch.setattr(train_module, "default_device", lambda _: torch.device("cpu"))
     widget._device_defaults()
     assert (widget.padding.value, widget.tile.value) == ("same", TrainConfig.tile)
+
+
+def test_the_preview_of_a_stack_lies_on_its_slice(viewer, qtbot):
+    image, labels = viewer.layers["cells"].data, viewer.layers["cells labels"].data
+    widget = dock(viewer)
+    widget.image.value = viewer.add_image(np.stack([image] * 3), name="stack", scale=(4, 1, 1))
+    widget.labels_layer.value = viewer.add_labels(np.stack([labels] * 3), name="stack labels")
+    widget.add_pair()
+    viewer.dims.set_point(0, 4)  # world z 4: slice 1
+    widget.start()
+    preview = viewer.layers["stack preview"]
+    assert preview.data.shape == (1, 256, 256) and tuple(preview.translate) == (4, 0, 0)
+    qtbot.waitUntil(lambda: preview.data.max() > 0, timeout=120_000)
+    assert preview.data.shape == (1, 256, 256)
+    stop_and_wait(widget, qtbot)

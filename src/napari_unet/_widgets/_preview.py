@@ -20,22 +20,34 @@ class PreviewLayer:
     def prepare(self, layer, image: np.ndarray) -> np.ndarray | None:
         """The plane of ``image`` (the data of ``layer``) to preview, or None, with
         its preview layer made now, on the click, so that the first preview is a
-        cheap data swap."""
+        cheap data swap. Of a stack, the layer holds the one slice it previews,
+        where that slice lies, so that it is not drawn over the others."""
         plane = None
-        if image.ndim == 2:
-            plane = image
-        elif image.ndim == 3 and self._viewer.dims.ndim >= 3:
-            plane = image[min(self._viewer.dims.current_step[-3], image.shape[0] - 1)]
         self.name = f"{layer.name} preview"
-        self._made = plane is not None and self.name not in self._viewer.layers
+        if image.ndim == 2:
+            plane, self._where = image, placement(layer, 2)
+        elif image.ndim == 3 and self._viewer.dims.ndim >= 3:
+            # The slice in view, in the layer's own (scaled, translated) coordinates.
+            z = round(float(layer.world_to_data(self._viewer.dims.point)[-3]))
+            z = min(max(z, 0), image.shape[0] - 1)
+            plane, self._where = image[z], placement(layer, 3)
+            first, *rest = self._where["translate"]
+            self._where["translate"] = (first + z * self._where["scale"][0], *rest)
+        layers = self._viewer.layers
+        ndim = len(self._where.get("scale", ()))
+        if plane is not None and self.name in layers and layers[self.name].ndim != ndim:
+            layers.remove(self.name)  # kept from a run on an image of the other kind
+        self._made = plane is not None and self.name not in layers
         if plane is not None:
-            self._where = placement(layer, 2)
             self.show(np.zeros(plane.shape[-2:], np.float32))
             for key, value in self._where.items():  # also a layer kept from before
-                setattr(self._viewer.layers[self.name], key, value)
+                setattr(layers[self.name], key, value)
         return plane
 
     def show(self, probability: np.ndarray) -> None:
+        """Draw ``probability``, ``(Y, X)``, over the previewed plane."""
+        if len(self._where["scale"]) == 3:
+            probability = probability[None]
         if self.name in self._viewer.layers:
             self._viewer.layers[self.name].data = probability
         else:
