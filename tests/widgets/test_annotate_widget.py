@@ -210,3 +210,17 @@ def test_renaming_a_layer_keeps_it_chosen_in_every_dock(viewer_with_sample, qtbo
     viewer.layers.remove(region)
     assert annotate.region.value is None
     settle(annotate, qtbot)
+
+
+def test_the_layers_a_dock_derives_follow_a_renamed_source(viewer_with_sample, qtbot):
+    viewer = viewer_with_sample
+    annotate = plugin_widget(viewer)
+    _, weights = viewer.window.add_plugin_dock_widget("napari-unet", "Weight map")
+    qtbot.waitUntil(lambda: not annotate.busy and not weights.busy, timeout=30_000)
+    derived = {"cells labels gaps", "cells labels weights"}
+    assert derived <= {layer.name for layer in viewer.layers}
+    viewer.layers["cells labels"].name = "nuclei"
+    qtbot.waitUntil(lambda: "nuclei weights" in viewer.layers, timeout=30_000)
+    qtbot.waitUntil(lambda: not annotate.busy and not weights.busy, timeout=30_000)
+    names = {layer.name for layer in viewer.layers}
+    assert {"nuclei gaps", "nuclei weights"} <= names and not derived & names

@@ -49,6 +49,15 @@ def cell_labels(viewer) -> Callable:
     return choices
 
 
+def follow_rename(viewer, previous: str | None, name: str) -> None:
+    """Rename a layer a dock derived from another (e.g. "<labels> gaps") from
+    ``previous`` to ``name`` after that other layer was renamed, rather than
+    leaving it behind under the old name beside a new one."""
+    layers = viewer.layers
+    if previous and previous != name and previous in layers and name not in layers:
+        layers[previous].name = name
+
+
 def placement(layer, ndim: int) -> dict:
     """``scale`` and ``translate`` of the last ``ndim`` axes of ``layer``, so that a
     layer made from its data lies over it in a calibrated viewer."""
@@ -141,7 +150,8 @@ def on_removed(widget, callback: Callable[[], None]) -> CloseWatcher:
 
 class EditWatcher(QTimer):
     """A debounce timer on the edits of some layers: calls ``callback`` DEBOUNCE_MS
-    after the last paint, data change or undo of any of them, or :meth:`schedule`."""
+    after the last paint, data change, undo or rename of any of them, or
+    :meth:`schedule`."""
 
     def __init__(self, callback: Callable[[], None]):
         super().__init__()
@@ -155,7 +165,8 @@ class EditWatcher(QTimer):
         self.unwatch()
         for layer in layers:
             if layer is not None:
-                for event in (layer.events.paint, layer.events.data, layer.events.set_data):
+                events = layer.events
+                for event in (events.paint, events.data, events.set_data, events.name):
                     event.connect(self.schedule)
                     self._events.append(event)
         self.schedule()

@@ -21,7 +21,7 @@ from napari.utils.notifications import show_error, show_info
 from ..core.data import annotated_labels
 from ..core.instances import cell_count, touching_pairs
 from ..core.weights import separation_borders
-from ._common import DERIVED, Dock, LiveJob, cell_labels, on_removed
+from ._common import DERIVED, Dock, LiveJob, cell_labels, follow_rename, on_removed
 from ._session import session
 
 NEW_CELL_KEY = "n"
@@ -99,6 +99,7 @@ class AnnotateWidget(Dock):
         self._viewer = viewer
         self._session = session(viewer)
         self._summarised = None
+        self._gaps = None  # (labels layer, name of the gaps layer made for it)
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(
             annotation=napari.layers.Labels,
@@ -322,6 +323,9 @@ class AnnotateWidget(Dock):
             f"{int(summary.gaps.sum())} gap pixels{slices}"
         )
         name = f"{labels.name} gaps"
+        if self._gaps is not None and self._gaps[0] is labels:
+            follow_rename(self._viewer, self._gaps[1], name)
+        self._gaps = (labels, name)
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
         if isinstance(layer, napari.layers.Labels) and layer.data.shape == summary.gaps.shape:
             layer.data = summary.gaps

@@ -34,6 +34,7 @@ from ._common import (
     LiveJob,
     WeightControls,
     cell_labels,
+    follow_rename,
     ignore_outline_box,
     on_removed,
 )
@@ -139,6 +140,7 @@ class WeightsWidget(Dock):
         self._planes: list = []
         self._shape = None
         self._output = None
+        self._output_of = None  # the labels layer whose weights _output shows
         self._settings = None
         self._stale = False  # planes shown out of date: runs draw them all until one ends
         self._last_error = ""
@@ -269,7 +271,10 @@ class WeightsWidget(Dock):
         Returns whether it was created, for the worker to fill every plane."""
         labels = self.labels_layer.value
         name = f"{labels.name} weights"
+        if self._output_of is labels:
+            follow_rename(self._viewer, self._output.name, name)
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
+        self._output_of = labels
         if isinstance(layer, napari.layers.Image) and layer.data.shape == shape:
             self._output = layer
             return False
