@@ -160,6 +160,13 @@ def test_predict_into_an_existing_labels_layer_is_one_undo(viewer_with_sample, m
     assert (target.data[:10, :10] == 7).all() and target.data[10:].max() == 0
     target.redo()
     np.testing.assert_array_equal(target.data, predicted)
+    shown = viewer.layers["cells probabilities"]
+    viewer.layers["cells"].name = "renamed"
+    viewer.layers["cells probabilities"].name = "renamed probabilities"
+    widget.start()  # again: the probabilities replace the last ones, under today's name
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert viewer.layers["renamed probabilities"] is shown
+    assert not any("probabilities [" in layer.name for layer in viewer.layers)
 
 
 def test_no_model_in_memory_and_a_target_of_another_shape_are_messages(

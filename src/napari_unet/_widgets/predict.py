@@ -80,7 +80,6 @@ class PredictWidget(Dock):
         self._viewer = viewer
         self._session = session(viewer)
         self._worker = None
-        self._layer_name = ""
         self._source_layer = None
         self._target = None
         self._model_seen = None
@@ -176,7 +175,7 @@ class PredictWidget(Dock):
             return
         if isinstance(data, np.ndarray):
             data = data.copy()  # the worker reads a snapshot, whatever happens to the layer
-        self._layer_name, self._source_layer = layer.name, layer
+        self._source_layer = layer
         tile = self.tile.value or None
         self._worker = create_worker(
             predict_job, model, data, tile, self.tta.value, self.device.value, self.threshold.value
@@ -219,16 +218,24 @@ class PredictWidget(Dock):
             show_error(result.message)
             self.status.value = "failed: see the message"
             return
-        name, labels = self._layer_name, result.labels
+        # The image's name now: it may have been renamed while the prediction ran.
+        name, labels = self._source_layer.name, result.labels
         where = placement(self._source_layer, labels.ndim)
-        self._viewer.add_image(
-            result.probabilities[1],
-            name=f"{name} probabilities",
-            colormap="magma",
-            contrast_limits=(0, 1),
-            visible=False,
-            **where,
-        )
+        layers = self._viewer.layers
+        shown = layers[f"{name} probabilities"] if f"{name} probabilities" in layers else None
+        if isinstance(shown, napari.layers.Image) and shown.data.shape == labels.shape:
+            shown.data = result.probabilities[1]  # the last prediction's, not one more layer
+            for key, value in where.items():
+                setattr(shown, key, value)
+        else:
+            self._viewer.add_image(
+                result.probabilities[1],
+                name=f"{name} probabilities",
+                colormap="magma",
+                contrast_limits=(0, 1),
+                visible=False,
+                **where,
+            )
         target = self._target
         if target is None or target not in self._viewer.layers:
             self._viewer.add_labels(labels, name=f"{name} labels", **where)
