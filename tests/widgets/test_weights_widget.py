@@ -277,3 +277,35 @@ def test_the_plugins_gaps_and_regions_are_never_chosen_as_cells(viewer_with_samp
     assert widget.labels_layer.value is None and annotate.labels_layer.value is None
     settle(widget, qtbot)
     assert "cells labels gaps weights" not in viewer.layers
+
+
+def test_labels_of_a_new_shape_keep_one_weights_layer(make_napari_viewer, qtbot, defaults):
+    viewer = make_napari_viewer()
+    stack = np.zeros((3, 40, 48), np.int32)
+    stack[:, 5:20, 5:20], stack[:, 5:20, 20:35] = 1, 2
+    labels = viewer.add_labels(stack, name="nuclei")
+    widget = WeightsWidget(viewer)
+    settle(widget, qtbot)
+    for data in (np.concatenate([stack, stack[:1]]), stack[0]):  # a slice more; one plane
+        labels.data = data
+        settle(widget, qtbot)
+        last = (data.shape[0] - 1,) if data.ndim == 3 else ()  # the new slice, or the plane
+        labels.data_setitem(tuple(np.array([k]) for k in (*last, 30, 30)), 5)
+        settle(widget, qtbot)
+        names = [layer.name for layer in viewer.layers if "weights" in layer.name]
+        assert names == ["nuclei weights"]
+        np.testing.assert_array_equal(shown(viewer, "nuclei weights"), defaults(labels.data))
+
+
+def test_a_weights_layer_the_user_renamed_is_left_alone(viewer_with_sample, qtbot):
+    viewer = viewer_with_sample
+    widget = plugin_widget(viewer)
+    settle(widget, qtbot)
+    kept = viewer.layers["cells labels weights"]
+    kept.name = "weights w0 3 (kept)"
+    before = kept.data.copy()
+    widget.w0.value = 6.0
+    settle(widget, qtbot)
+    assert kept.name == "weights w0 3 (kept)"
+    np.testing.assert_array_equal(kept.data, before)
+    assert viewer.layers["cells labels weights"].data.max() > before.max()

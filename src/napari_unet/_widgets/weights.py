@@ -141,6 +141,7 @@ class WeightsWidget(Dock):
         self._shape = None
         self._output = None
         self._output_of = None  # the labels layer whose weights _output shows
+        self._output_name = ""  # the name _output was given after them
         self._settings = None
         self._stale = False  # planes shown out of date: runs draw them all until one ends
         self._last_error = ""
@@ -268,16 +269,20 @@ class WeightsWidget(Dock):
 
     def _show_output(self, shape, settings: WeightSettings) -> bool:
         """Find the weights layer, or create it (again, if the user deleted it) empty.
-        Returns whether it was created, for the worker to fill every plane."""
+        Returns whether it was created or emptied (the labels changed shape), for
+        the worker to fill every plane."""
         labels = self.labels_layer.value
         name = f"{labels.name} weights"
-        if self._output_of is labels:
-            follow_rename(self._viewer, self._output.name, name)
+        if self._output_of is labels:  # follow the labels' new name, not one the user gave
+            follow_rename(self._viewer, self._output_name, name)
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
-        self._output_of = labels
-        if isinstance(layer, napari.layers.Image) and layer.data.shape == shape:
+        self._output_of, self._output_name = labels, name
+        if isinstance(layer, napari.layers.Image):
             self._output = layer
-            return False
+            if layer.data.shape == shape:
+                return False
+            layer.data = np.zeros(shape, np.float32)  # one layer, whatever the shape
+            return True
         active = self._viewer.layers.selection.active  # keep painting where the user was
         self._output = self._viewer.add_image(
             np.zeros(shape, np.float32),
