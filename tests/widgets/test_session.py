@@ -3,7 +3,7 @@ import numpy as np
 from napari_unet._widgets._session import session
 
 
-def test_session(make_napari_viewer, monkeypatch):
+def test_session(make_napari_viewer, monkeypatch, qtbot):
     warnings = []
     monkeypatch.setattr("napari_unet._widgets._session.show_warning", warnings.append)
     v = make_napari_viewer()
@@ -17,16 +17,19 @@ def test_session(make_napari_viewer, monkeypatch):
     assert s.add(im, lab) is a and len(s.annotations) == 1
     v.layers.remove(lab)
     assert s.annotations == [] and len(hits) == 3
+    qtbot.waitUntil(lambda: bool(warnings))  # said from the event loop
     assert warnings == ["'lab' was deleted: 'im / lab' left the training set."]
     region = v.add_labels(np.zeros((8, 8), np.uint8), name="region")
     s.add(im, v.add_labels(np.zeros((8, 8), int), name="lab"), region)
     v.layers.remove(im)  # said once, not for every removal
-    assert (
-        s.annotations == []
-        and warnings[-1] == "'im' was deleted: 'im / lab' left the training set."
-    )
     v.layers.remove(region)
-    assert len(warnings) == 2
+    qtbot.wait(20)
+    assert s.annotations == []
+    assert warnings[1:] == ["'im' was deleted: 'im / lab' left the training set."]
+    s.add(v.add_image(np.zeros((8, 8)), name="im"), v.layers["lab"])
+    v.layers.clear()  # as closing the viewer does: no warning
+    qtbot.wait(20)
+    assert s.annotations == [] and len(warnings) == 2
 
 
 def test_every_dock_scrolls_rather_than_growing_the_window(make_napari_viewer):

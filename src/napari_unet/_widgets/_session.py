@@ -10,6 +10,7 @@ thread before a worker starts.
 from __future__ import annotations
 
 import copy
+import weakref
 from dataclasses import dataclass, replace
 from weakref import WeakKeyDictionary
 
@@ -17,6 +18,7 @@ import napari
 import numpy as np
 from napari.utils.notifications import show_warning
 from psygnal import Signal
+from qtpy.QtCore import QTimer
 
 from ..core.config import TrainConfig
 from ..core.model import UNet
@@ -64,6 +66,7 @@ class Session:
         self.model_path = None
         # One set for the viewer, so the Weight map dock previews what Train uses.
         self.weights = WeightSettings()
+        self._viewer = weakref.ref(viewer)
         viewer.layers.events.removed.connect(self._forget_removed)
 
     def add(self, image, labels, region=None) -> Annotation:
@@ -99,8 +102,15 @@ class Session:
         if gone:
             self.annotations = [a for a in self.annotations if a not in gone]
             pairs = ", ".join(f"'{a.image.name} / {a.labels.name}'" for a in gone)
-            show_warning(f"'{event.value.name}' was deleted: {pairs} left the training set.")
+            message = f"'{event.value.name}' was deleted: {pairs} left the training set."
+            QTimer.singleShot(0, lambda: self._warn_unless_closed(message))
             self.changed.emit()
+
+    def _warn_unless_closed(self, message: str) -> None:
+        # Closing the viewer deletes every layer first: nothing to say then.
+        viewer = self._viewer()
+        if viewer is not None and len(viewer.layers):
+            show_warning(message)
 
 
 _sessions: WeakKeyDictionary = WeakKeyDictionary()
