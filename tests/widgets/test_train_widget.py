@@ -139,6 +139,14 @@ def test_pause_at_once_holds_and_stop_before_a_step_keeps_the_current_model(
     assert widget.status.value == "stopped before the first step: the model is unchanged"
     assert session(viewer).model is None and session(viewer).model_path is None
     assert not list((tmp_path / "models").glob("*"))  # no untrained model file left
+    assert "cells preview" not in viewer.layers  # nor an empty preview
+
+    widget.start()
+    worker = widget._worker
+    widget.stop()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        viewer.window.remove_dock_widget(widget.native)  # closed before a step either
+    assert not list((tmp_path / "models").glob("*"))
 
 
 def test_runs_started_in_the_same_second_get_files_of_their_own(viewer, monkeypatch):

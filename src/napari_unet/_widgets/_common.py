@@ -184,9 +184,10 @@ class LiveJob:
     """The worker of a dock that recomputes after each edit, one run at a time.
 
     Edits (followed by :attr:`timer`, an :class:`EditWatcher`) start ``begin``
-    after a quiet time; ``begin`` snapshots what it needs on the GUI thread and
-    returns an unstarted worker, or None when there is nothing to compute. Edits
-    made during a run start one more run when it finishes, with every edit so far.
+    after a quiet time; ``begin`` gathers on the GUI thread what the run needs
+    (copies, or the layers' data for a worker that reads them itself) and returns
+    an unstarted worker, or None when there is nothing to compute. Edits made
+    during a run start one more run when it finishes, which sees every edit so far.
     """
 
     def __init__(self, begin: Callable):
@@ -206,7 +207,7 @@ class LiveJob:
             self._pending = True
             return
         self._pending = False
-        self.timer.stop()  # this snapshot has every edit so far; later ones restart it
+        self.timer.stop()  # this run sees every edit so far; later ones restart the timer
         self.worker = self._begin()
         if self.worker is not None:
             self.worker.finished.connect(self._finished)

@@ -7,6 +7,7 @@ layer and no control.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Generator
@@ -19,7 +20,7 @@ import platformdirs
 from ..core.checkpoint import model_path
 from ..core.config import TrainConfig
 from ..core.data import make_pairs, split_validation
-from ..core.events import Notice
+from ..core.events import Done, Notice
 from ..core.model import UNet
 from ..core.train import Trainer
 
@@ -56,6 +57,7 @@ class TrainJob:
     trainer: Trainer | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _paused: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _events: Generator | None = None
 
     def run(self):
@@ -79,18 +81,20 @@ class TrainJob:
             )
         except ValueError as err:
             return str(err)
-        self.trainer = trainer
         if self.val_fraction > 0 and not validation:
-            yield Notice(
-                f"No validation: holding out a share needs 5 or more annotated images or "
-                f"slices, and the training set has {len(pairs)}; all of them train."
-            )
-        if self._stop.is_set():
-            trainer.stop()
-        if self._paused.is_set():
-            trainer.pause()
+            yield Notice(_no_validation(len(pairs)))
+        with self._lock:  # pause, resume and stop act on the trainer from now on
+            self.trainer = trainer
+            if self._stop.is_set():
+                trainer.stop()
+            if self._paused.is_set():
+                trainer.pause()
         self._events = trainer.run()
-        yield from self._events
+        for event in self._events:
+            if isinstance(event, Done) and event.step == 0:
+                self._forget_untrained()
+                event = dataclasses.replace(event, path=None)
+            yield event
         return ""
 
     def abandon(self) -> None:
@@ -99,18 +103,38 @@ class TrainJob:
         Runs in the worker's thread, so never during a step."""
         if self._events is not None:
             self._events.close()
+            if self.trainer.step == 0:
+                self._forget_untrained()
+
+    def _forget_untrained(self) -> None:
+        """A run stopped before its first step leaves no model file behind."""
+        model_path(self.config.out).unlink(missing_ok=True)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self.trainer is not None:
-            self.trainer.stop()
+        with self._lock:
+            self._stop.set()
+            if self.trainer is not None:
+                self.trainer.stop()
 
     def pause(self) -> None:
-        self._paused.set()
-        if self.trainer is not None:
-            self.trainer.pause()
+        with self._lock:
+            self._paused.set()
+            if self.trainer is not None:
+                self.trainer.pause()
 
     def resume(self) -> None:
-        self._paused.clear()
-        if self.trainer is not None:
-            self.trainer.resume()
+        with self._lock:
+            self._paused.clear()
+            if self.trainer is not None:
+                self.trainer.resume()
+
+
+def _no_validation(count: int) -> str:
+    if count < 5:
+        return (
+            "No validation: holding out a share needs 5 or more annotated images or "
+            f"slices, and the training set has {count}; all of them train."
+        )
+    return (
+        f"No validation: holding out would leave no painted cell to train on; all {count} train."
+    )

@@ -4,8 +4,9 @@ The layers' data are copied on the GUI thread when Train is clicked; the worker
 builds the pairs and the core ``Trainer`` from those copies and yields its
 events; the slots below, on the GUI thread, are the only code that touches
 layers. Stop, closing the dock and closing the viewer all end the run with a
-checkpoint of the last step (``Trainer.run`` saves even when abandoned), and
-the trained model is published to the Session for the Predict dock.
+checkpoint of the last step (``Trainer.run`` saves even when abandoned; a run
+stopped before its first step leaves none), and the trained model is published
+to the Session for the Predict dock.
 """
 
 from __future__ import annotations
@@ -344,10 +345,9 @@ class TrainWidget(Dock):
             (show_info if event.level == "info" else show_warning)(event.message)
         elif isinstance(event, Saved) and event.step > 0:
             self._session.model_path = event.path
-        elif isinstance(event, Done) and event.step == 0:
-            if event.path is not None:
-                event.path.unlink(missing_ok=True)  # an untrained network
+        elif isinstance(event, Done) and event.step == 0:  # the job deleted its file
             self.status.value = "stopped before the first step: the model is unchanged"
+            self._preview.discard()
         elif isinstance(event, Done):
             how = "stopped" if event.stopped else "finished"
             self.status.value = f"{how} after {event.step} steps; model saved to {event.path}"
