@@ -34,6 +34,12 @@ def test_model_files_get_the_permissions_of_any_new_file(tmp_path):
     finally:
         os.umask(previous)
     assert os.stat(path).st_mode & 0o777 == 0o644  # colleagues can read it
+    os.chmod(path, 0o664)
+    (tmp_path / ".m.safetensors.tmp").write_bytes(b"")  # left by a killed save
+    os.chmod(tmp_path / ".m.safetensors.tmp", 0o600)
+    checkpoint.save(tmp_path / "m", UNet(width=2, depth=1))
+    assert os.stat(path).st_mode & 0o777 == 0o664  # a model saved again keeps its mode
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
 
 
 def test_a_header_length_that_begins_like_a_pickle_still_loads(tmp_path):

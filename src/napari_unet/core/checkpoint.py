@@ -65,13 +65,18 @@ def save(
                     header["optimizer"]["scalars"][key] = value
     tmp = path.with_name(f".{path.name}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
-    # safetensors writes files only their owner can read; give the model the
-    # permissions any new file gets here (the umask's), e.g. for a shared cluster.
-    with open(tmp, "wb"):
-        mode = os.stat(tmp).st_mode & 0o777
-    save_file(tensors, str(tmp), metadata={_KEY: json.dumps(header)})
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    tmp.unlink(missing_ok=True)  # left by a save that was killed
+    try:
+        # safetensors writes files only their owner can read: give the model the
+        # mode of the file it replaces, or that of any new file here (the umask's),
+        # so that colleagues on a shared machine can read it.
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        mode = os.stat(path if path.exists() else tmp).st_mode & 0o777
+        save_file(tensors, str(tmp), metadata={_KEY: json.dumps(header)})
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
