@@ -218,7 +218,8 @@ def test_a_dask_graph_for_a_device_the_client_lacks_is_built_lazily(small_valid,
 
     monkeypatch.setattr(predict_dask, "default_device", no_such_device)
     image = da.from_array(rng.random((40, 40), dtype=np.float32), chunks=20)
-    lazy = predict_tiled(small_valid, image, tile_size=24, device="cuda:1")  # no error yet
-    assert lazy.shape == (2, 40, 40)
+    for tile_size in (24, None):  # None: the tile the client's CPU would take
+        lazy = predict_tiled(small_valid, image, tile_size=tile_size, device="cuda:1")
+        assert lazy.shape == (2, 40, 40)  # no error yet
     with pytest.raises(ValueError, match="cuda:1 is not available"):
         lazy.compute()  # the tasks resolve it, where they run

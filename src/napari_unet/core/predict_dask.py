@@ -60,7 +60,10 @@ def predict_dask(
     # build the graph for workers with one.
     device = str(device if device is not None else next(model.parameters()).device)
     plane_shape = tuple(spatial[-2:])
-    sizing = default_device(device) if tile_size is None else torch.device("cpu")
+    try:
+        sizing = default_device(device) if tile_size is None else torch.device("cpu")
+    except ValueError:
+        sizing = torch.device("cpu")  # the CPU's tile then: exact, maybe slower there
     geom = choose_tile(model, plane_shape, sizing, tile_size)
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     payload = dask.delayed(
