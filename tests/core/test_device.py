@@ -25,6 +25,16 @@ def test_missing_cuda_is_a_clear_error():
 def test_a_name_that_is_no_device_is_a_clear_error():
     with pytest.raises(ValueError, match="'nonsense' is not a device"):
         devices.default_device("nonsense")
+    with pytest.raises(ValueError, match="does not run on 'meta'"):
+        devices.default_device("meta")
+
+
+def test_a_gpu_the_machine_lacks_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert devices.default_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ValueError, match="has 1 CUDA device"):
+        devices.default_device("cuda:7")
 
 
 @pytest.mark.parametrize("native", [True, False])

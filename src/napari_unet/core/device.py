@@ -25,14 +25,21 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    kinds = "use auto, cpu, cuda, cuda:1 or mps"
     try:
         dev = torch.device(device)
     except RuntimeError as err:
-        raise ValueError(
-            f"{device!r} is not a device: use auto, cpu, cuda, cuda:1 or mps"
-        ) from err
+        raise ValueError(f"{device!r} is not a device: {kinds}") from err
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"napari-unet does not run on {device!r}: {kinds}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for, but CUDA is not available here")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ValueError(
+            f"device {device!r} was asked for, but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s): cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}"
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r} was asked for, but MPS is not available here")
     return dev
