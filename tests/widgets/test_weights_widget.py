@@ -309,3 +309,16 @@ def test_a_weights_layer_the_user_renamed_is_left_alone(viewer_with_sample, qtbo
     assert kept.name == "weights w0 3 (kept)"
     np.testing.assert_array_equal(kept.data, before)
     assert viewer.layers["cells labels weights"].data.max() > before.max()
+
+
+def test_uint64_ids_beyond_int64_are_weighted_as_training_weighs_them(
+    make_napari_viewer, qtbot, defaults
+):
+    viewer = make_napari_viewer()
+    data = np.zeros((40, 48), np.uint64)
+    data[5:20, 5:20], data[5:20, 20:35], data[25:35, 5:40] = 2**63 + 5, 3, 2**64 - 1
+    viewer.add_labels(data, name="big")
+    widget = WeightsWidget(viewer)
+    settle(widget, qtbot)
+    assert widget.status.value.startswith("'big weights'")  # no error
+    np.testing.assert_array_equal(shown(viewer, "big weights"), defaults(data))

@@ -46,7 +46,12 @@ IGNORE = np.iinfo(np.int64).max
 
 
 def with_region(labels: np.ndarray, annotated: np.ndarray) -> np.ndarray:
-    """int64 labels, with ``IGNORE`` outside the annotated region (a copy)."""
+    """int64 labels, with ``IGNORE`` outside the annotated region (a copy). uint64
+    ids too large for int64 (from 2**63) are numbered anew, 0 kept: the weights
+    depend only on which pixels share an id."""
+    if labels.dtype == np.uint64 and labels.max(initial=0) >= IGNORE:
+        values, index = np.unique(labels, return_inverse=True)
+        labels = index.reshape(labels.shape) + int(values[0] != 0)
     out = labels.astype(np.int64)
     out[~annotated] = IGNORE
     return out
