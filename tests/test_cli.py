@@ -303,7 +303,7 @@ def test_bad_prediction_options_are_clear_errors(
         (["--keep-best"], "keep_best needs a validation set"),
         (["--out", "."], "is a folder: give the model file"),
         (["--device", "nonsense"], "'nonsense' is not a device"),
-        (["--checkpoint-every", "-1"], "must be >= 0"),
+        (["--checkpoint-every", "-1"], "must be 0 or more"),
     ],
 )
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # imageio trying its plugins

@@ -155,10 +155,10 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         "or more, at most 0.5; 0 (the default) trains on all of them: on ISBI 2012 after "
         "5 minutes, holding out 5 of 25 slices scored worse (benchmarks/README.md)",
     )
-    train.add_argument("--validate-every", type=int, default=200, help="steps (0: at the end)")
+    train.add_argument("--validate-every", type=_count, default=200, help="steps (0: at the end)")
     train.add_argument(
         "--checkpoint-every",
-        type=int,
+        type=_count,
         default=0,
         help="also save the model every this many steps (0: only at the end, or when "
         "stopped by Ctrl-C or SIGTERM)",
