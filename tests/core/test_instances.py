@@ -51,6 +51,32 @@ def test_a_gap_wider_than_closed_stays_open_and_leaves_no_stray_piece():
     assert all(ndi.label(labels == i)[1] == 1 for i in range(1, labels.max() + 1))
 
 
+@pytest.mark.parametrize(
+    ("gap", "min_size", "tile"), [(2, 10, 37), (1, 1, 50), (3, 5, 23), (0, 10, 40)]
+)
+def test_instances_in_tiles_equal_the_whole_plane(gap, min_size, tile):
+    import dask.array as da
+
+    from napari_unet.core.instances import instance_tiles
+    from napari_unet.core.synthetic import touching_cells
+    from napari_unet.core.weights import separation_borders
+
+    rng = np.random.default_rng(gap)
+    _, truth = touching_cells((150, 170), 40, seed=gap)
+    cells = (separation_borders(truth) > 0).astype(np.float32)
+    # Noisy, as a network draws them: gaps opened and closed, specks.
+    probability = np.clip(cells + rng.normal(0, 0.3, cells.shape), 0, 1)
+    probabilities = np.stack([1 - probability, probability])
+    whole = to_instances(probabilities, min_size=min_size, gap=gap)
+    tiled = np.full(whole.shape, -1, np.int32)
+    source = da.from_array(probability, chunks=64)
+    for window, labels in instance_tiles(source, min_size=min_size, gap=gap, tile=tile):
+        assert (tiled[window] == -1).all()  # the tiles do not overlap
+        tiled[window] = labels
+    np.testing.assert_array_equal(tiled, whole)
+    assert whole.max() > 10
+
+
 def test_small_objects_are_dropped():
     foreground = np.zeros((30, 30), bool)
     foreground[2:4, 2:4] = True

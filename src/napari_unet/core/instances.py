@@ -5,7 +5,9 @@ The network is trained to leave a thin background gap between touching cells
 separates them; afterwards the gap pixels, those with two different cells
 within ``gap`` pixels, are given back to the nearest cell where they join it,
 so touching cells come out as separate labels that touch again, as they were
-painted.
+painted. ``instance_tiles`` gives the same labels for a plane too large to
+label whole in memory.
+
 ``as_instances`` reads painted labels as training does (a plane holding only
 two values is a mask of cells); ``cell_count`` and ``touching_pairs`` summarise
 instance labels the same way training sees them: slice by slice, touching in
@@ -16,37 +18,60 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.segmentation import expand_labels, relabel_sequential
+from skimage.segmentation import expand_labels
+
+from .windows import grow_window, window_within
+
+_ROWS = 1024  # rows at a time in passes over whole planes
 
 
-def _split_plane(foreground: np.ndarray, min_size: int, gap: int) -> np.ndarray:
-    labels, _ = ndi.label(foreground)  # 4-connected: a diagonal gap still separates
-    if min_size > 1:
-        small = np.bincount(labels.ravel()) < min_size
-        small[0] = False
-        labels[small[labels]] = 0
-        labels = relabel_sequential(labels)[0]
-    if gap < 1 or labels.max() < 2:
-        return labels.astype(np.int32)
+def _components(foreground: np.ndarray, min_size: int) -> np.ndarray:
+    """The 4-connected components of ``foreground`` (a diagonal gap still
+    separates), int32 ids 1..n, those under ``min_size`` pixels dropped; no
+    full-size array but the result."""
+    labels, n = ndi.label(foreground, output=np.int32)
+    if min_size > 1 and n:
+        # In bands of rows: bincount works on a 64-bit copy of what it counts.
+        sizes = np.zeros(n + 1, np.int64)
+        for start in range(0, labels.shape[0], _ROWS):
+            sizes += np.bincount(labels[start : start + _ROWS].ravel(), minlength=n + 1)
+        keep = sizes >= min_size
+        keep[0] = False
+        ids = np.zeros(n + 1, np.int32)
+        ids[keep] = np.arange(1, np.count_nonzero(keep) + 1, dtype=np.int32)
+        for start in range(0, labels.shape[0], _ROWS):
+            labels[start : start + _ROWS] = ids[labels[start : start + _ROWS]]
+    return labels
+
+
+def _close_gaps(labels: np.ndarray, gap: int) -> np.ndarray:
+    """``labels`` (a copy) with the background pixels that have two cells within
+    ``gap`` pixels given to the nearest, where that joins it. Each pixel depends
+    only on the labels within ``3 * gap`` pixels of it (``_fill_joined`` follows
+    a join at most ``2 * gap`` steps), so a tile with that margin is exact."""
+    closed = labels.copy()
+    if gap < 1 or labels.max(initial=0) < 2:
+        return closed
     size = 2 * gap + 1
     big = np.iinfo(np.int32).max
     highest = ndi.maximum_filter(labels, size=size)
     lowest = ndi.minimum_filter(np.where(labels > 0, labels, big), size=size)
     between = (labels == 0) & (highest > 0) & (lowest < highest)
-    _fill_joined(labels, expand_labels(labels, distance=gap), between)
-    return labels.astype(np.int32)
+    _fill_joined(closed, expand_labels(labels, distance=gap), between, 2 * gap)
+    return closed
 
 
-def _fill_joined(labels: np.ndarray, grown: np.ndarray, between: np.ndarray) -> None:
+def _fill_joined(labels: np.ndarray, grown: np.ndarray, between: np.ndarray, steps: int) -> None:
     """Give each pixel of ``between`` its nearest cell's id from ``grown``, in
-    place, where that joins the cell (through 4-neighbours given the same id): of
-    a gap a little wider than ``gap``, ``grown`` gives the middle pixels to a cell
-    that the pixels beside them do not reach, and they would be stray pieces."""
+    place, where that joins the cell through at most ``steps`` 4-neighbours given
+    the same id: of a gap a little wider than ``gap``, ``grown`` gives the middle
+    pixels to a cell that the pixels beside them do not reach, and they would be
+    stray pieces."""
     h, w = labels.shape
     flat = labels.reshape(-1)  # a view: labels is contiguous
     todo = np.flatnonzero(between & (grown > 0))
     want = grown.reshape(-1)[todo]
-    while todo.size:
+    for _ in range(steps):
         y, x = np.divmod(todo, w)
         joined = np.zeros(todo.size, bool)
         for inside, step in ((y > 0, -w), (y < h - 1, w), (x > 0, -1), (x < w - 1, 1)):
@@ -92,16 +117,57 @@ def to_instances(
             "expected probabilities of shape (n_classes, Y, X) or "
             f"(n_classes, Z, Y, X); got {probabilities.shape}"
         )
-    if not 0.0 <= threshold < 1.0:
-        raise ValueError(f"threshold must be in [0, 1); got {threshold}")
+    _check_threshold(threshold)
     foreground = probabilities[1] > threshold
     out = np.zeros(foreground.shape, np.int32)
     flat = (-1, *foreground.shape[-2:])
     for plane, labelled in zip(foreground.reshape(flat), out.reshape(flat), strict=True):
-        labels = _split_plane(plane, min_size, gap)  # ids 1..n
+        labels = _close_gaps(_components(plane, min_size), gap)  # ids 1..n
         labelled[:] = np.where(labels > 0, labels + offset, 0)
         offset += int(labels.max(initial=0))
     return out
+
+
+def instance_tiles(
+    probability, threshold: float = 0.5, min_size: int = 10, gap: int = 2, tile: int = 2048
+):
+    """:func:`to_instances` of one large plane, in tiles, for images too large to
+    label whole in memory: yields ``((rows, columns) window, int32 labels)`` that
+    together cover the plane, equal to ``to_instances`` of it (ids 1..n).
+
+    Memory: 5 bytes a pixel (the foreground and its components, which need the
+    whole plane) and one tile's work, against about 40 bytes a pixel and the
+    probabilities for ``to_instances``.
+
+    Parameters
+    ----------
+    probability : array-like, float, shape ``(Y, X)``
+        The cell probability (class 1 of ``predict_tiled``), read a band of rows at
+        a time: e.g. a dask view of a zarr array.
+    threshold, min_size, gap
+        As for :func:`to_instances`.
+    tile : int
+        Pixels per side of the tiles the gaps are closed in.
+    """
+    _check_threshold(threshold)
+    h, w = probability.shape
+    foreground = np.empty((h, w), bool)
+    for start in range(0, h, _ROWS):
+        foreground[start : start + _ROWS] = (
+            np.asarray(probability[start : start + _ROWS]) > threshold
+        )
+    labels = _components(foreground, min_size)
+    del foreground
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            inner = (slice(y0, min(y0 + tile, h)), slice(x0, min(x0 + tile, w)))
+            crop = grow_window(inner, 3 * gap + 1, labels.shape)
+            yield inner, _close_gaps(labels[crop], gap)[window_within(inner, crop)]
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold must be in [0, 1); got {threshold}")
 
 
 def as_instances(labels: np.ndarray) -> np.ndarray:
