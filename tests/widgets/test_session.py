@@ -32,10 +32,17 @@ def test_session(make_napari_viewer, monkeypatch, qtbot):
     assert s.annotations == [] and len(warnings) == 2
 
 
-def test_every_dock_scrolls_rather_than_growing_the_window(make_napari_viewer):
+def test_every_dock_scrolls_rather_than_growing_the_window(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
-    for name in ("Annotate", "Weight map", "Train", "Predict"):
-        dock, widget = viewer.window.add_plugin_dock_widget("napari-unet", name)
+    docks = [
+        viewer.window.add_plugin_dock_widget("napari-unet", name)
+        for name in ("Annotate", "Weight map", "Train", "Predict")
+    ]
+    qtbot.wait(20)
+    for dock, widget in docks:
         # The Train dock's controls alone need over 700 pixels.
-        assert dock.minimumSizeHint().height() < 150, name
+        assert dock.minimumSizeHint().height() < 150, dock.name
         assert widget.native is dock.widget()  # the scroll area around the controls
+        # Nor wider than the controls with their long lines wrapped: Annotate's hint
+        # made its dock 750 pixels wide, the canvas 270 on a laptop.
+        assert widget.native.minimumWidth() < 560, dock.name

@@ -78,6 +78,7 @@ class Dock(Container):
 
     def __init__(self):
         super().__init__(labels=True, scrollable=True)
+        self._column().addStretch()  # controls packed at the top of a tall dock
 
     @property
     def native(self):
@@ -85,9 +86,27 @@ class Dock(Container):
         # scroll area; the scroll area itself is the root.
         return self.root_native_widget
 
+    def _column(self):
+        return self.root_native_widget.widget().layout()
+
     def append_qt(self, widget) -> None:
         """Add a plain Qt widget below the controls, inside the scroll area."""
-        self.root_native_widget.widget().layout().addWidget(widget)
+        column = self._column()
+        column.insertWidget(column.count() - 1, widget)  # above the stretch
+
+    def wrap(self, *labels) -> None:
+        """Let the long lines of these labels wrap, and the dock be as narrow as
+        its controls then allow: magicgui sizes the scroll area to the widest line
+        it has seen, and a hint or a path can be 750 pixels long."""
+        for label in labels:
+            label.native.setWordWrap(True)
+        QTimer.singleShot(0, self._fit_width)  # once Qt has the wrapped labels' hints
+
+    def _fit_width(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the dock was deleted meanwhile
+            scroll = self.root_native_widget
+            bar = scroll.verticalScrollBar().sizeHint().width()
+            scroll.setMinimumWidth(scroll.widget().minimumSizeHint().width() + bar)
 
     def reset_choices(self, *_) -> None:
         """Called by napari whenever a layer is added, removed or renamed: keep what

@@ -140,8 +140,7 @@ class AnnotateWidget(Dock):
                 self.status,
             ]
         )
-        for label in (self.hint, self.counts, self.status):
-            label.native.setWordWrap(True)  # long lines would widen the dock over the canvas
+        self.wrap(self.hint, self.counts, self.status)  # not to widen the dock over the canvas
         self.pairs.native.setMaximumHeight(120)
         self._live = LiveJob(self._begin)
         self.image.changed.connect(self._on_image)

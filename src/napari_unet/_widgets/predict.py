@@ -116,6 +116,7 @@ class PredictWidget(Dock):
                 self.status,
             ]
         )
+        self.wrap(self.status)
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.source.changed.connect(self._show_source)

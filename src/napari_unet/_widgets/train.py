@@ -145,8 +145,7 @@ class TrainWidget(Dock):
                 self.status,
             ]
         )
-        for label in (self.pairs, self.status):
-            label.native.setWordWrap(True)  # a long path must not widen the dock
+        self.wrap(self.pairs, self.status)  # a long path must not widen the dock
         self.append_qt(self.plot)
         self.extend(
             [

@@ -172,7 +172,6 @@ class WeightsWidget(Dock):
             session(viewer), self.w0, self.sigma, self.class_balance, self.ignore_outline
         )
         self.status = Label(label="", value="")
-        self.status.native.setWordWrap(True)
         self.extend(
             [
                 self.labels_layer,
@@ -184,6 +183,7 @@ class WeightsWidget(Dock):
             ]
         )
         self.append(self.status)
+        self.wrap(self.status)
         self._live = LiveJob(self._begin)
         self.labels_layer.changed.connect(self._on_labels_chosen)
         self.region.changed.connect(self._watch_layers)
