@@ -224,3 +224,25 @@ def test_the_layers_a_dock_derives_follow_a_renamed_source(viewer_with_sample, q
     qtbot.waitUntil(lambda: not annotate.busy and not weights.busy, timeout=30_000)
     names = {layer.name for layer in viewer.layers}
     assert {"nuclei gaps", "nuclei weights"} <= names and not derived & names
+
+
+def test_another_image_of_the_same_shape_does_not_take_the_labels(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    t0 = viewer.add_image(np.zeros((40, 50), np.float32), name="t0")
+    t1 = viewer.add_image(np.ones((40, 50), np.float32), name="t1")
+    widget = AnnotateWidget(viewer)
+    widget.image.value = t0
+    labels = widget.create_labels()
+    square_cells(labels, (2, 8, 2, 8))
+    widget.add_to_training_set()
+    widget.image.value = t1  # e.g. the other channel: its labels are still to be made
+    assert widget.labels_layer.value is None
+    assert "Create labels" in widget._pair_message()
+    widget.labels_layer.value = labels  # chosen on purpose: re-paired, and said so
+    widget.add_to_training_set()
+    assert (
+        widget.status.value == "'t0 labels' is in the training set, now with 't1' instead of 't0'"
+    )
+    (annotation,) = session(viewer).annotations
+    assert annotation.image is t1
+    settle(widget, qtbot)

@@ -400,3 +400,29 @@ def test_the_preview_of_a_stack_lies_on_its_slice(viewer, qtbot):
     qtbot.waitUntil(lambda: preview.data.max() > 0, timeout=120_000)
     assert preview.data.shape == (1, 256, 256)
     stop_and_wait(widget, qtbot)
+
+
+def test_derived_layers_follow_a_rotated_sheared_image(viewer, qtbot):
+    image, labels = viewer.layers["cells"].data, viewer.layers["cells labels"].data
+    stack = viewer.add_image(
+        np.stack([image] * 3), name="stack", scale=(3, 1, 1), rotate=30, shear=[0, 0, 0.2]
+    )
+    stack.affine = np.diag([1.0, 2.0, 1.0, 1.0])
+    _, annotate = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    annotate.image.value = viewer.layers["stack"]
+    annotate.create_labels()
+    made = viewer.layers["stack labels"]
+    for corner in ((0, 0, 0), (2, 255, 255)):
+        np.testing.assert_allclose(made.data_to_world(corner), stack.data_to_world(corner))
+    made.data = np.stack([labels] * 3)
+    widget = dock(viewer)
+    widget.image.value, widget.labels_layer.value = viewer.layers["stack"], made
+    widget.add_pair()
+    viewer.dims.set_point(0, float(stack.data_to_world((1, 0, 0))[0]))
+    widget.start()
+    preview = viewer.layers["stack preview"]
+    for y, x in ((0, 0), (255, 255)):  # the preview's slice lies on slice 1
+        np.testing.assert_allclose(
+            preview.data_to_world((0, y, x)), stack.data_to_world((1, y, x))
+        )
+    stop_and_wait(widget, qtbot)

@@ -59,9 +59,14 @@ def follow_rename(viewer, previous: str | None, name: str) -> None:
 
 
 def placement(layer, ndim: int) -> dict:
-    """``scale`` and ``translate`` of the last ``ndim`` axes of ``layer``, so that a
-    layer made from its data lies over it in a calibrated viewer."""
-    return {"scale": tuple(layer.scale[-ndim:]), "translate": tuple(layer.translate[-ndim:])}
+    """Where ``layer`` lies, for a layer made from its data (or, with ``ndim`` below
+    its own, from its last ``ndim`` axes) to lie over it in a calibrated viewer:
+    ``scale`` and ``translate``, and for a whole layer its rotation, shear and
+    affine too (a deskewed image's labels)."""
+    where = {"scale": tuple(layer.scale[-ndim:]), "translate": tuple(layer.translate[-ndim:])}
+    if ndim == layer.ndim:
+        where.update(rotate=layer.rotate, shear=layer.shear, affine=layer.affine)
+    return where
 
 
 def row(*widgets, labels: bool = True) -> Container:

@@ -31,8 +31,11 @@ class PreviewLayer:
             z = round(float(layer.world_to_data(self._viewer.dims.point)[-3]))
             z = min(max(z, 0), image.shape[0] - 1)
             plane, self._where = image[z], placement(layer, 3)
-            first, *rest = self._where["translate"]
-            self._where["translate"] = (first + z * self._where["scale"][0], *rest)
+            # The one-slice layer starts z slices in: move its translate by where one
+            # step along z goes, before the layer's affine (rotation, shear, scale).
+            step = np.subtract(layer.data_to_world((z, 0, 0)), layer.data_to_world((0, 0, 0)))
+            shift = np.linalg.solve(np.asarray(layer.affine.linear_matrix), step)
+            self._where["translate"] = tuple(np.add(self._where["translate"], shift))
         layers = self._viewer.layers
         ndim = len(self._where.get("scale", ()))
         if plane is not None and self.name in layers and layers[self.name].ndim != ndim:

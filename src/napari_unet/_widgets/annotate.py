@@ -21,7 +21,7 @@ from napari.utils.notifications import show_error, show_info
 from ..core.data import annotated_labels
 from ..core.instances import cell_count, touching_pairs
 from ..core.weights import separation_borders
-from ._common import DERIVED, Dock, LiveJob, cell_labels, follow_rename, on_removed
+from ._common import DERIVED, Dock, LiveJob, cell_labels, follow_rename, on_removed, placement
 from ._session import session
 
 NEW_CELL_KEY = "n"
@@ -55,10 +55,6 @@ def summary_job(labels: np.ndarray, annotated: np.ndarray | None) -> Summary:
         return Summary(message=str(err))
     slices = int(np.count_nonzero(region.any(axis=(-2, -1)))) if region.ndim == 3 else 0
     return Summary(cell_count(trusted), touching_pairs(trusted), gaps.astype(np.uint8), slices)
-
-
-def fits(layer, shape) -> bool:
-    return isinstance(layer, napari.layers.Labels) and layer.data.shape == shape
 
 
 def select_new_cell(layer: napari.layers.Labels) -> bool:
@@ -183,7 +179,7 @@ class AnnotateWidget(Dock):
             return self._fail(message)
         if layer is None:
             layer = self._add_layer(
-                np.zeros(shape, LABELS_DTYPE), name, scale=image.scale, translate=image.translate
+                np.zeros(shape, LABELS_DTYPE), name, **placement(image, image.ndim)
             )
         self.labels_layer.value = layer
         layer.selected_label, layer.mode = 1, "paint"
@@ -222,8 +218,7 @@ class AnnotateWidget(Dock):
                 colormap={None: "transparent", 1: "cyan"},
                 opacity=0.3,
                 metadata={DERIVED: "region"},
-                scale=labels.scale,
-                translate=labels.translate,
+                **placement(labels, labels.ndim),
             )
         self.region.value = layer
         layer.selected_label, layer.brush_size, layer.mode = 1, 30, "paint"
@@ -243,8 +238,11 @@ class AnnotateWidget(Dock):
         if not painted.any():
             where = " inside the annotated region" if region is not None else ""
             return self._fail(f"Paint at least one cell{where} of '{labels.name}' first.")
-        self._session.add(self.image.value, labels, region)
+        before, image = self._owner(labels), self.image.value
+        self._session.add(image, labels, region)
         self.status.value = f"'{labels.name}' is in the training set"
+        if before not in (None, image.name):
+            self.status.value += f", now with '{image.name}' instead of '{before}'"
         show_info(self.status.value)
         return None
 
@@ -260,10 +258,25 @@ class AnnotateWidget(Dock):
                 return
         name = "" if image is None else f"{image.name} labels"
         shape = spatial_shape(image)[0]
+        labels = self.labels_layer.value
         if name in self._viewer.layers and self._viewer.layers[name].data.shape == shape:
             self.labels_layer.value = self._viewer.layers[name]
-        elif self.labels_layer.value is not None and self.labels_layer.value.data.shape != shape:
+        elif labels is not None and (
+            labels.data.shape != shape or self._owner(labels) not in (None, image.name)
+        ):
+            # Another image's labels (e.g. the other channel's) are not this one's.
             self.labels_layer.value = None
+
+    def _owner(self, labels) -> str | None:
+        """The name of the image ``labels`` pair with in the training set, or are
+        named after ("<image> labels"), or None."""
+        for annotation in self._session.annotations:
+            if annotation.labels is labels:
+                return annotation.image.name
+        for layer in self._viewer.layers:
+            if isinstance(layer, napari.layers.Image) and labels.name == f"{layer.name} labels":
+                return layer.name
+        return None
 
     def _on_labels(self):
         labels = self.labels_layer.value
@@ -334,8 +347,7 @@ class AnnotateWidget(Dock):
                 name,
                 colormap={None: "transparent", 1: "yellow"},
                 metadata={DERIVED: "gaps"},
-                scale=labels.scale,
-                translate=labels.translate,
+                **placement(labels, labels.ndim),
             )
 
     def _pair_message(self, need_region: bool = True) -> str:
@@ -360,7 +372,9 @@ class AnnotateWidget(Dock):
     def _named(self, name: str, shape) -> tuple[napari.layers.Labels | None, str]:
         """The Labels layer called ``name`` (None if there is none), or why it does not fit."""
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
-        if layer is not None and not fits(layer, shape):
+        if layer is not None and not (
+            isinstance(layer, napari.layers.Labels) and layer.data.shape == shape
+        ):
             return None, f"A layer '{name}' exists but is not a Labels layer of shape {shape}."
         return layer, ""
 

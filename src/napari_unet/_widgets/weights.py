@@ -37,6 +37,7 @@ from ._common import (
     follow_rename,
     ignore_outline_box,
     on_removed,
+    placement,
 )
 from ._session import WeightSettings, session
 
@@ -294,8 +295,7 @@ class WeightsWidget(Dock):
             name=f"{labels.name} weights",
             colormap="inferno",
             contrast_limits=(0.0, settings.w0 + 1.0),
-            scale=labels.scale,
-            translate=labels.translate,
+            **placement(labels, labels.ndim),
         )
         if active is not None:
             self._viewer.layers.selection.active = active
