@@ -193,3 +193,28 @@ def test_closing_the_viewer_while_predicting_is_quiet(viewer_with_sample, model_
     worker = widget._worker
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer_with_sample.close()
+
+
+def test_labels_into_offers_cells_and_warns_before_overwriting_training_labels(
+    viewer_with_sample, model_file, qtbot, monkeypatch
+):
+    warnings = []
+    monkeypatch.setattr("napari_unet._widgets.predict.show_warning", warnings.append)
+    viewer = viewer_with_sample
+    _, annotate = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    annotate.mark_region()
+    viewer.layers["cells labels region"].data[:] = 1
+    annotate.add_to_training_set()
+    qtbot.waitUntil(lambda: "cells labels gaps" in viewer.layers, timeout=30_000)
+    widget = plugin_widget(viewer)
+    offered = [getattr(layer, "name", layer) for layer in widget.into.choices]
+    assert offered == [None, "cells labels"]  # not the region nor the gaps
+    widget.model_file.value = model_file
+    widget.into.value = widget.into.choices[1]
+    widget.tile.value = 64
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert warnings == [
+        "'cells labels' is in the training set: the prediction replaced its painted cells "
+        "(Ctrl+Z on the layer brings them back)."
+    ]

@@ -35,7 +35,7 @@ from ..core.device import default_device
 from ..core.instances import to_instances
 from ..core.model import UNet
 from ..core.predict import check_input, iter_predict
-from ._common import Dock, device_choices, on_removed, placement
+from ._common import Dock, cell_labels, device_choices, on_removed, placement
 from ._session import session
 
 IN_MEMORY = "trained in this viewer"
@@ -86,6 +86,7 @@ class PredictWidget(Dock):
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
         self.source = ComboBox(label="Model", choices=[IN_MEMORY, "file"], value="file")
         self.model_file = FileEdit(label="Model file", filter="*.safetensors", mode="r")
+        self._cell_labels = cell_labels(viewer)
         self.into = ComboBox(label="Labels into", choices=self._label_targets)
         self.tile = SpinBox(label="Tile (0 = auto)", value=0, min=0, max=16384, step=16)
         self.tta = CheckBox(
@@ -128,10 +129,9 @@ class PredictWidget(Dock):
         self._model_arrived()
 
     def _label_targets(self, _widget=None) -> list:
-        labels = [
-            layer for layer in self._viewer.layers if isinstance(layer, napari.layers.Labels)
-        ]
-        return [(NEW_LAYER, None)] + [(layer.name, layer) for layer in labels]
+        # Not the gaps or regions the Annotate dock made: predicting into a region
+        # would turn it into a mask of cells.
+        return [(NEW_LAYER, None)] + [(layer.name, layer) for layer in self._cell_labels()]
 
     def _model_arrived(self) -> None:
         """Offer a newly trained model; other edits of the session leave the choice."""
@@ -249,6 +249,11 @@ class PredictWidget(Dock):
         else:
             changed = np.nonzero(np.asarray(target.data) != labels)
             target.data_setitem(changed, labels[changed])  # one undoable edit
+            if any(a.labels is target for a in self._session.annotations):
+                show_warning(
+                    f"'{target.name}' is in the training set: the prediction replaced its "
+                    "painted cells (Ctrl+Z on the layer brings them back)."
+                )
         self.status.value = f"{name}: {int(labels.max())} cells found"
         show_info(self.status.value)
 
