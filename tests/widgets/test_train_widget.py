@@ -147,6 +147,7 @@ def test_pause_at_once_holds_and_stop_before_a_step_keeps_the_current_model(
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer.window.remove_dock_widget(widget.native)  # closed before a step either
     assert not list((tmp_path / "models").glob("*"))
+    qtbot.waitUntil(lambda: "cells preview" not in viewer.layers, timeout=10_000)
 
 
 def test_runs_started_in_the_same_second_get_files_of_their_own(viewer, monkeypatch):
@@ -155,6 +156,8 @@ def test_runs_started_in_the_same_second_get_files_of_their_own(viewer, monkeypa
     checkpoint.save(first, UNet(width=4, depth=2))
     second = _train_job.new_model_path("cells")
     assert first.name == "cells-20261128-030000" and second.name == "cells-20261128-030000-2"
+    # A layer name is no path: no folder made, nothing Windows refuses.
+    assert _train_job.new_model_path("plate 1/A:2").name == "plate_1_A_2-20261128-030000"
 
 
 def test_a_tile_larger_than_the_images_is_lowered_to_fit(viewer, qtbot, errors, monkeypatch):

@@ -8,6 +8,7 @@ layer and no control.
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 from collections.abc import Generator
@@ -33,7 +34,9 @@ def models_dir() -> Path:
 def new_model_path(name: str) -> Path:
     """A file name in ``models_dir()`` for a run on ``name`` that no file has yet."""
     models_dir().mkdir(parents=True, exist_ok=True)
-    stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # A layer name may hold "/" or characters some file systems refuse.
+    safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "model"
+    stem = f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
     out, k = models_dir() / stem, 1
     while model_path(out).exists():
         k += 1

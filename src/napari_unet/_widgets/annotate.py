@@ -281,6 +281,7 @@ class AnnotateWidget(Dock):
     def _on_labels(self):
         labels = self.labels_layer.value
         region = None
+        self.status.value = ""  # said of the layers chosen before
         if labels is not None:
             labels.bind_key(NEW_CELL_KEY, select_new_cell, overwrite=True)
             for annotation in self._session.annotations:

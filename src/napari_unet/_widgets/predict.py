@@ -1,6 +1,6 @@
 """Predict dock: a model and an image layer in, probability and Labels layers out.
 
-The model is the one trained in this viewer (the Session's) or a file. The
+The model is the one trained or loaded in this viewer (the Session's) or a file. The
 prediction runs in a napari ``thread_worker`` on a snapshot of the layer's data;
 layers are touched only on the GUI thread, in the ``returned`` slot: new layers
 are added, or the instances are written into a chosen Labels layer as one edit
@@ -38,7 +38,7 @@ from ..core.predict import check_input, iter_predict
 from ._common import Dock, cell_labels, device_choices, on_removed, placement
 from ._session import session
 
-IN_MEMORY = "trained in this viewer"
+IN_MEMORY = "current (trained or loaded here)"
 NEW_LAYER = "new layer"
 
 

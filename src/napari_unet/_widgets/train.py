@@ -315,9 +315,11 @@ class TrainWidget(Dock):
         self.stop()
 
     def _publish(self, event) -> None:
-        # A run stopped before its first step leaves the current model as it was.
+        """Connected until the run ends, even when the dock closes first."""
         if isinstance(event, Done) and event.step > 0:
             self._session.set_model(self._job.trainer.model, event.path)
+        elif isinstance(event, Done):  # the current model stays as it was
+            self._preview.discard()
 
     def stop(self) -> None:
         """End training after the current step; the checkpoint and model are kept."""
@@ -346,7 +348,6 @@ class TrainWidget(Dock):
             self._session.model_path = event.path
         elif isinstance(event, Done) and event.step == 0:  # the job deleted its file
             self.status.value = "stopped before the first step: the model is unchanged"
-            self._preview.discard()
         elif isinstance(event, Done):
             how = "stopped" if event.stopped else "finished"
             self.status.value = f"{how} after {event.step} steps; model saved to {event.path}"
