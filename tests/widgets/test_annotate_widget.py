@@ -246,3 +246,26 @@ def test_another_image_of_the_same_shape_does_not_take_the_labels(make_napari_vi
     (annotation,) = session(viewer).annotations
     assert annotation.image is t1
     settle(widget, qtbot)
+
+
+def test_scrolling_a_stack_does_not_count_it_again(make_napari_viewer, qtbot, monkeypatch):
+    from napari_unet._widgets import _summary
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 30, 30), np.float32), name="stack")
+    widget = AnnotateWidget(viewer)
+    labels = widget.create_labels()
+    yy, xx = np.mgrid[2:8, 2:8]
+    labels.data_setitem((np.full(yy.size, 1), yy.ravel(), xx.ravel()), 1)
+    settle(widget, qtbot)
+    counted = []
+    read = _summary.annotated_labels
+    monkeypatch.setattr(_summary, "annotated_labels", lambda *a: counted.append(1) or read(*a))
+    for z in (1, 2, 3):
+        viewer.dims.set_current_step(0, z)  # napari refreshes the layers: a run starts
+        widget._live.start()
+        settle(widget, qtbot)
+    assert counted == []
+    labels.data_setitem((np.array([3]), np.array([20]), np.array([20])), 9)
+    settle(widget, qtbot)
+    assert counted == [1] and widget.counts.value.startswith("2 cells")

@@ -5,12 +5,10 @@ Training trusts the labels only inside the annotated region (a Labels layer,
 painted = annotated; no region = the whole image, or of a stack every slice
 with a painted cell: ``core.data.annotated_labels``), so the counts and the
 separation gaps shown here are those of the labels inside it, computed by the
-core in a worker on snapshots, debounced while the user paints.
+core in a worker (``_summary``), debounced while the user paints.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import napari
 import numpy as np
@@ -18,11 +16,9 @@ from magicgui.widgets import Label, PushButton, Select, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from ..core.data import annotated_labels
-from ..core.instances import cell_count, touching_pairs
-from ..core.weights import separation_borders
 from ._common import DERIVED, Dock, LiveJob, cell_labels, follow_rename, on_removed, placement
 from ._session import session
+from ._summary import Summary, summary_job
 
 NEW_CELL_KEY = "n"
 LABELS_DTYPE = np.int32  # as predicted labels, so corrections train unchanged
@@ -30,31 +26,6 @@ HINT = (
     "Mark where you painted: without a region, every unpainted pixel of a slice "
     "with a painted cell counts as background."
 )
-
-
-@dataclass
-class Summary:
-    """What training sees of a pair: counts and the gaps it opens between cells."""
-
-    cells: int = 0
-    pairs: int = 0
-    gaps: np.ndarray | None = None  # uint8, 1 where separation_borders removes a pixel
-    slices: int = 0  # of a stack, those training takes (with annotated pixels)
-    message: str = ""
-
-
-def summary_job(labels: np.ndarray, annotated: np.ndarray | None) -> Summary:
-    """Worker body: counts and gaps of the labels inside the annotated region, read
-    as training reads them (``core.data.annotated_labels``: e.g. cells all painted
-    with one label are told apart where they do not touch)."""
-    instances, region = annotated_labels(labels, annotated)
-    trusted = np.where(region, instances, 0)
-    try:
-        gaps = (trusted != 0) & (separation_borders(trusted) == 0)
-    except ValueError as err:  # e.g. negative labels
-        return Summary(message=str(err))
-    slices = int(np.count_nonzero(region.any(axis=(-2, -1)))) if region.ndim == 3 else 0
-    return Summary(cell_count(trusted), touching_pairs(trusted), gaps.astype(np.uint8), slices)
 
 
 def select_new_cell(layer: napari.layers.Labels) -> bool:
@@ -95,6 +66,7 @@ class AnnotateWidget(Dock):
         self._viewer = viewer
         self._session = session(viewer)
         self._summarised = None
+        self._summary = None  # what was counted last, of _summarised
         self._gaps = None  # (labels layer, name of the gaps layer made for it)
         self.image = create_widget(annotation=napari.layers.Image, label="Image")
         self.labels_layer = create_widget(
@@ -315,15 +287,21 @@ class AnnotateWidget(Dock):
             self.counts.value = ""
             return None
         labels, region = self.labels_layer.value, self.region.value
-        annotated = None if region is None else np.asarray(region.data) != 0
+        # What the gaps layer shows; None: this pair's (the region may have changed).
+        seen = self._summary if self._summarised is labels else None
         self._summarised = labels
-        worker = create_worker(summary_job, np.array(labels.data), annotated)
+        region = None if region is None else region.data
+        worker = create_worker(summary_job, labels.data, region, seen)
         worker.returned.connect(self._on_summary)
         return worker
 
-    def _on_summary(self, summary: Summary):
+    def _on_summary(self, summary: Summary | None):
         if self._live.stopped:  # the viewer may be gone
             return None
+        if summary is None:  # the same data, perhaps renamed
+            self._gaps_name(self._summarised)
+            return None
+        self._summary = summary
         if summary.message:
             self.counts.value = ""
             return self._fail(summary.message)
@@ -335,10 +313,7 @@ class AnnotateWidget(Dock):
             f"{summary.cells} cells, {summary.pairs} touching pairs, "
             f"{int(summary.gaps.sum())} gap pixels{slices}"
         )
-        name = f"{labels.name} gaps"
-        if self._gaps is not None and self._gaps[0] is labels:
-            follow_rename(self._viewer, self._gaps[1], name)
-        self._gaps = (labels, name)
+        name = self._gaps_name(labels)
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
         if isinstance(layer, napari.layers.Labels) and layer.data.shape == summary.gaps.shape:
             layer.data = summary.gaps
@@ -350,6 +325,15 @@ class AnnotateWidget(Dock):
                 metadata={DERIVED: "gaps"},
                 **placement(labels, labels.ndim),
             )
+
+    def _gaps_name(self, labels) -> str:
+        """The name of the gaps layer of ``labels``; the one made before follows
+        a rename of the labels."""
+        name = f"{labels.name} gaps"
+        if self._gaps is not None and self._gaps[0] is labels:
+            follow_rename(self._viewer, self._gaps[1], name)
+        self._gaps = (labels, name)
+        return name
 
     def _pair_message(self, need_region: bool = True) -> str:
         """Why the chosen image, labels and region do not make a pair ("" if they do)."""
