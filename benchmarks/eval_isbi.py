@@ -132,8 +132,8 @@ def add_ours_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="ours only: hold out this share of the training slices for validation, as "
-        "napari-unet train does (0.2); with --set keep_best=true both the best-validated "
-        "and the last model are scored",
+        "napari-unet train --val-fraction does (0 by default there too); with --set "
+        "keep_best=true both the best-validated and the last model are scored",
     )
 
 
