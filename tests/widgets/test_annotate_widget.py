@@ -238,6 +238,13 @@ def test_another_image_of_the_same_shape_does_not_take_the_labels(make_napari_vi
     widget.image.value = t1  # e.g. the other channel: its labels are still to be made
     assert widget.labels_layer.value is None
     assert "Create labels" in widget._pair_message()
+    viewer.add_image(np.zeros((40, 50), np.float32), name="t2")
+    other = viewer.add_labels(np.zeros((40, 50), np.int32), name="t2 labels")
+    widget.image.value, widget.labels_layer.value = t1, other
+    square_cells(other, (2, 8, 2, 8))
+    widget.add_to_training_set()  # never paired before, whatever its name: nothing re-paired
+    assert widget.status.value == "'t2 labels' is in the training set"
+    session(viewer).remove(session(viewer).annotations[-1])
     widget.labels_layer.value = labels  # chosen on purpose: re-paired, and said so
     widget.add_to_training_set()
     assert (
@@ -269,3 +276,23 @@ def test_scrolling_a_stack_does_not_count_it_again(make_napari_viewer, qtbot, mo
     labels.data_setitem((np.array([3]), np.array([20]), np.array([20])), 9)
     settle(widget, qtbot)
     assert counted == [1] and widget.counts.value.startswith("2 cells")
+
+
+def test_counts_and_gaps_come_back_for_a_pair_counted_before(viewer_with_sample, qtbot):
+    viewer = viewer_with_sample
+    widget = plugin_widget(viewer)
+    settle(widget, qtbot)
+    counts = widget.counts.value
+    assert counts.startswith(f"{viewer.layers['cells labels'].data.max()} cells")
+    viewer.add_image(np.zeros((10, 10), np.float32), name="small")
+    widget.image.value = viewer.layers["small"]  # another shape: nothing to count
+    settle(widget, qtbot)
+    assert widget.counts.value == ""
+    widget.image.value = viewer.layers["cells"]
+    widget.labels_layer.value = viewer.layers["cells labels"]
+    settle(widget, qtbot)
+    assert widget.counts.value == counts  # the same data, not counted again, shown again
+    viewer.layers.remove("cells labels gaps")
+    widget._live.start()  # e.g. a step through a stack
+    settle(widget, qtbot)
+    assert "cells labels gaps" in viewer.layers

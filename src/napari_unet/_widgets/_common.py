@@ -65,7 +65,7 @@ def placement(layer, ndim: int) -> dict:
     affine too (a deskewed image's labels)."""
     where = {"scale": tuple(layer.scale[-ndim:]), "translate": tuple(layer.translate[-ndim:])}
     if ndim == layer.ndim:
-        where.update(rotate=layer.rotate, shear=layer.shear, affine=layer.affine)
+        where.update(rotate=layer.rotate, shear=layer.shear, affine=layer.affine.affine_matrix)
     return where
 
 

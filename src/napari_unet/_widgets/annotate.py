@@ -210,7 +210,9 @@ class AnnotateWidget(Dock):
         if not painted.any():
             where = " inside the annotated region" if region is not None else ""
             return self._fail(f"Paint at least one cell{where} of '{labels.name}' first.")
-        before, image = self._owner(labels), self.image.value
+        image = self.image.value
+        paired = [a.image.name for a in self._session.annotations if a.labels is labels]
+        before = paired[0] if paired else None
         self._session.add(image, labels, region)
         self.status.value = f"'{labels.name}' is in the training set"
         if before not in (None, image.name):
@@ -298,10 +300,9 @@ class AnnotateWidget(Dock):
     def _on_summary(self, summary: Summary | None):
         if self._live.stopped:  # the viewer may be gone
             return None
-        if summary is None:  # the same data, perhaps renamed
-            self._gaps_name(self._summarised)
-            return None
-        self._summary = summary
+        # None: the same data as last counted, shown again (the counts may have been
+        # cleared meanwhile, the gaps layer deleted, the labels renamed).
+        summary = self._summary = summary or self._summary
         if summary.message:
             self.counts.value = ""
             return self._fail(summary.message)
@@ -316,7 +317,8 @@ class AnnotateWidget(Dock):
         name = self._gaps_name(labels)
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
         if isinstance(layer, napari.layers.Labels) and layer.data.shape == summary.gaps.shape:
-            layer.data = summary.gaps
+            if layer.data is not summary.gaps:
+                layer.data = summary.gaps
         else:
             self._add_layer(
                 summary.gaps,
