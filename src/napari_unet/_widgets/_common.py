@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from magicgui.widgets import CheckBox, Container
 from magicgui.widgets.bases import CategoricalWidget
@@ -56,6 +57,14 @@ def follow_rename(viewer, previous: str | None, name: str) -> None:
     layers = viewer.layers
     if previous and previous != name and previous in layers and name not in layers:
         layers[previous].name = name
+
+
+def same_data(seen, live) -> bool:
+    """Whether ``live`` (a layer's data, or None) equals ``seen``, the copy a dock's
+    worker read last: then it has nothing to recompute."""
+    if seen is None or live is None:
+        return seen is None and live is None
+    return np.array_equal(seen, live)
 
 
 def placement(layer, ndim: int) -> dict:

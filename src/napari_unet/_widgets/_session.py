@@ -69,15 +69,17 @@ class Session:
         self._viewer = weakref.ref(viewer)
         viewer.layers.events.removed.connect(self._forget_removed)
 
+    def pair_of(self, labels) -> Annotation | None:
+        """The pair of the training set that uses ``labels``, or None."""
+        return next((a for a in self.annotations if a.labels is labels), None)
+
     def add(self, image, labels, region=None) -> Annotation:
         """Add a pair, or update the one that already uses ``labels``."""
-        for annotation in self.annotations:
-            if annotation.labels is labels:
-                annotation.image, annotation.region = image, region
-                break
-        else:
+        annotation = self.pair_of(labels)
+        if annotation is None:
             annotation = Annotation(image, labels, region)
             self.annotations.append(annotation)
+        annotation.image, annotation.region = image, region
         self.changed.emit()
         return annotation
 

@@ -9,6 +9,7 @@ import numpy as np
 from ..core.data import annotated_labels
 from ..core.instances import cell_count, touching_pairs
 from ..core.weights import separation_borders
+from ._common import same_data
 
 
 @dataclass
@@ -36,7 +37,7 @@ def summary_job(labels, region, seen: Summary | None = None) -> Summary | None:
     costs seconds. The data are read here, not copied on the GUI thread first: an
     edit made while they are read starts another run.
     """
-    if seen is not None and _same(seen.labels, labels) and _same(seen.region, region):
+    if seen is not None and same_data(seen.labels, labels) and same_data(seen.region, region):
         return None
     labels = np.array(labels)  # a copy: the layer may be painted meanwhile
     region = None if region is None else np.array(region)
@@ -49,9 +50,3 @@ def summary_job(labels, region, seen: Summary | None = None) -> Summary | None:
     slices = int(np.count_nonzero(annotated.any(axis=(-2, -1)))) if labels.ndim == 3 else 0
     counts = (cell_count(trusted), touching_pairs(trusted), gaps.astype(np.uint8), slices)
     return Summary(*counts, labels=labels, region=region)
-
-
-def _same(seen: np.ndarray | None, live) -> bool:
-    if seen is None or live is None:
-        return seen is None and live is None
-    return np.array_equal(seen, live)

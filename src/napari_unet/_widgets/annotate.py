@@ -211,8 +211,8 @@ class AnnotateWidget(Dock):
             where = " inside the annotated region" if region is not None else ""
             return self._fail(f"Paint at least one cell{where} of '{labels.name}' first.")
         image = self.image.value
-        paired = [a.image.name for a in self._session.annotations if a.labels is labels]
-        before = paired[0] if paired else None
+        paired = self._session.pair_of(labels)
+        before = None if paired is None else paired.image.name
         self._session.add(image, labels, region)
         self.status.value = f"'{labels.name}' is in the training set"
         if before not in (None, image.name):
@@ -244,9 +244,9 @@ class AnnotateWidget(Dock):
     def _owner(self, labels) -> str | None:
         """The name of the image ``labels`` pair with in the training set, or are
         named after ("<image> labels"), or None."""
-        for annotation in self._session.annotations:
-            if annotation.labels is labels:
-                return annotation.image.name
+        paired = self._session.pair_of(labels)
+        if paired is not None:
+            return paired.image.name
         for layer in self._viewer.layers:
             if isinstance(layer, napari.layers.Image) and labels.name == f"{layer.name} labels":
                 return layer.name
@@ -258,9 +258,8 @@ class AnnotateWidget(Dock):
         self.status.value = ""  # said of the layers chosen before
         if labels is not None:
             labels.bind_key(NEW_CELL_KEY, select_new_cell, overwrite=True)
-            for annotation in self._session.annotations:
-                if annotation.labels is labels:
-                    region = annotation.region
+            paired = self._session.pair_of(labels)
+            region = None if paired is None else paired.region
             name = f"{labels.name} region"
             if region is None and name in self._viewer.layers:
                 region = self._viewer.layers[name]

@@ -249,7 +249,7 @@ class PredictWidget(Dock):
         else:
             changed = np.nonzero(np.asarray(target.data) != labels)
             target.data_setitem(changed, labels[changed])  # one undoable edit
-            if changed[0].size and any(a.labels is target for a in self._session.annotations):
+            if changed[0].size and self._session.pair_of(target) is not None:
                 show_warning(
                     f"'{target.name}' is in the training set: the prediction replaced its "
                     "painted cells (Ctrl+Z on the layer brings them back)."

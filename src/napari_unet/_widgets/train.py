@@ -205,8 +205,8 @@ class TrainWidget(Dock):
             )
             return
         # Adding a pair again (e.g. with another image) keeps the region it was marked with.
-        known = [a.region for a in self._session.annotations if a.labels is labels]
-        self._session.add(image, labels, known[0] if known else None)
+        known = self._session.pair_of(labels)
+        self._session.add(image, labels, None if known is None else known.region)
 
     def start(self) -> None:
         """Snapshot the training set, then train in a worker thread."""

@@ -38,6 +38,7 @@ from ._common import (
     ignore_outline_box,
     on_removed,
     placement,
+    same_data,
 )
 from ._session import WeightSettings, session
 
@@ -87,7 +88,7 @@ def weights_job(planes: list, labels, region, settings, redraw=False):
             index = ... if labels.ndim == 2 else slice(z, z + 1)
             live, live_region = labels[index], None if region is None else region[index]
             kept = old is not None and (old.map.w0, old.map.sigma, old.map.class_balance) == eq2
-            if kept and _same(old.labels, live) and _same(old.region, live_region):
+            if kept and same_data(old.labels, live) and same_data(old.region, live_region):
                 if not redraw:
                     continue
                 window = whole
@@ -112,12 +113,6 @@ def weights_job(planes: list, labels, region, settings, redraw=False):
     except ValueError as err:
         return str(err)
     return ""
-
-
-def _same(seen: np.ndarray | None, live) -> bool:
-    if seen is None or live is None:
-        return seen is None and live is None
-    return np.array_equal(seen, live)
 
 
 def _target(plane: np.ndarray, region: np.ndarray | None) -> np.ndarray:
@@ -225,9 +220,9 @@ class WeightsWidget(Dock):
         """The region paired with ``labels`` in the training set, or named after it."""
         if labels is None:
             return None
-        for annotation in session(self._viewer).annotations:
-            if annotation.labels is labels:
-                return annotation.region
+        paired = session(self._viewer).pair_of(labels)
+        if paired is not None:
+            return paired.region
         name = f"{labels.name} region"
         return self._viewer.layers[name] if name in self._viewer.layers else None
 
