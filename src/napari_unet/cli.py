@@ -137,8 +137,8 @@ def predict_command(args: argparse.Namespace) -> None:
                 probs = predict_tiled(model, image, args.tile, args.tta, device, progress)
         if large:
             labels = group.zeros(name="labels", shape=spatial, chunks=chunks[1:], dtype="int32")
-            # Labelled in tiles from the stored probabilities: 5 bytes a pixel of a
-            # plane in memory, not the ~50 of labelling it whole.
+            # Labelled in bands and tiles from the stored probabilities: memory for
+            # a band of rows, not the ~40 bytes a pixel of labelling a plane whole.
             cells = da.from_array(probs, chunks=probs.chunks)[1]
             last = 0  # ids run on from slice to slice, as for a stack in memory
             for z in range(spatial[0]) if is_stack else [None]:

@@ -52,7 +52,7 @@ def test_a_gap_wider_than_closed_stays_open_and_leaves_no_stray_piece():
 
 
 @pytest.mark.parametrize(
-    ("gap", "min_size", "tile"), [(2, 10, 37), (1, 1, 50), (3, 5, 23), (0, 10, 40)]
+    ("gap", "min_size", "tile"), [(2, 10, 37), (1, 1, 50), (3, 5, 23), (0, 10, 40), (3, 10, 4)]
 )
 def test_instances_in_tiles_equal_the_whole_plane(gap, min_size, tile):
     import dask.array as da
@@ -75,6 +75,31 @@ def test_instances_in_tiles_equal_the_whole_plane(gap, min_size, tile):
         tiled[window] = labels
     np.testing.assert_array_equal(tiled, whole)
     assert whole.max() > 10
+
+
+def test_instances_in_bands_join_across_them():
+    """Shapes whose parts meet only bands later, and cells kept by a size that no
+    band holds alone, numbered as the whole plane would be."""
+    from napari_unet.core.instances import instance_tiles
+
+    plane = np.zeros((40, 30), bool)
+    plane[2:38, 2:4] = plane[2:38, 8:10] = plane[36:38, 2:10] = True  # a U, arms first
+    plane[5:6, 20:22] = True  # 2 pixels: dropped
+    plane[3:9, 25] = True  # a line of 6 over three bands of 2 rows: kept at min_size 6
+    plane[12:15, 12:15] = True  # after the U's arms began, before it closes
+    probabilities = np.stack([1.0 - plane, plane])
+    whole = to_instances(probabilities, min_size=6, gap=0)
+    assert whole.max() == 3
+    for tile in (2, 3, 7):
+        tiled = np.zeros(whole.shape, np.int32)
+        for window, labels in instance_tiles(
+            plane.astype(np.float32), min_size=6, gap=0, tile=tile
+        ):
+            tiled[window] = labels
+        np.testing.assert_array_equal(tiled, whole)
+    nothing = list(instance_tiles(np.zeros((5, 5), np.float32), tile=2))
+    assert sum(labels.size for _, labels in nothing) == 25
+    assert all(labels.max() == 0 for _, labels in nothing)
 
 
 def test_small_objects_are_dropped():

@@ -16,13 +16,17 @@ the 8-neighbourhood that ``separation_borders`` opens gaps in.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from skimage.segmentation import expand_labels
 
 from .windows import grow_window, window_within
 
-_ROWS = 1024  # rows at a time in passes over whole planes
+_ROWS = 256  # rows at a time in passes over whole planes or bands
 
 
 def _components(foreground: np.ndarray, min_size: int) -> np.ndarray:
@@ -31,16 +35,26 @@ def _components(foreground: np.ndarray, min_size: int) -> np.ndarray:
     full-size array but the result."""
     labels, n = ndi.label(foreground, output=np.int32)
     if min_size > 1 and n:
-        # In bands of rows: bincount works on a 64-bit copy of what it counts.
-        sizes = np.zeros(n + 1, np.int64)
-        for start in range(0, labels.shape[0], _ROWS):
-            sizes += np.bincount(labels[start : start + _ROWS].ravel(), minlength=n + 1)
-        keep = sizes >= min_size
+        keep = _sizes(labels, n) >= min_size
         keep[0] = False
         ids = np.zeros(n + 1, np.int32)
         ids[keep] = np.arange(1, np.count_nonzero(keep) + 1, dtype=np.int32)
-        for start in range(0, labels.shape[0], _ROWS):
-            labels[start : start + _ROWS] = ids[labels[start : start + _ROWS]]
+        _renumber(labels, ids)
+    return labels
+
+
+def _sizes(labels: np.ndarray, n: int) -> np.ndarray:
+    """Pixels of each id 0..n; in bands of rows, as bincount counts a 64-bit copy."""
+    sizes = np.zeros(n + 1, np.int64)
+    for start in range(0, labels.shape[0], _ROWS):
+        sizes += np.bincount(labels[start : start + _ROWS].ravel(), minlength=n + 1)
+    return sizes
+
+
+def _renumber(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``labels`` given ``ids[labels]``, in place, a band of rows at a time."""
+    for start in range(0, labels.shape[0], _ROWS):
+        labels[start : start + _ROWS] = ids[labels[start : start + _ROWS]]
     return labels
 
 
@@ -129,15 +143,18 @@ def to_instances(
 
 
 def instance_tiles(
-    probability, threshold: float = 0.5, min_size: int = 10, gap: int = 2, tile: int = 2048
+    probability, threshold: float = 0.5, min_size: int = 10, gap: int = 2, tile: int = 1024
 ):
     """:func:`to_instances` of one large plane, in tiles, for images too large to
     label whole in memory: yields ``((rows, columns) window, int32 labels)`` that
     together cover the plane, equal to ``to_instances`` of it (ids 1..n).
 
-    Memory: 5 bytes a pixel (the foreground and its components, which need the
-    whole plane) and one tile's work, against about 40 bytes a pixel and the
-    probabilities for ``to_instances``.
+    The plane is read twice in bands of ``tile`` rows: the first pass joins each
+    band's components to those of the band above and numbers them as the whole
+    plane's would be; the second closes the gaps tile by tile. Memory: about 20
+    bytes a pixel of one band, whatever the plane's height, and about 50 bytes a
+    component, against about 40 bytes a pixel of the whole plane for
+    ``to_instances``.
 
     Parameters
     ----------
@@ -147,22 +164,74 @@ def instance_tiles(
     threshold, min_size, gap
         As for :func:`to_instances`.
     tile : int
-        Pixels per side of the tiles the gaps are closed in.
+        Pixels per side of the tiles the gaps are closed in, and rows per band.
     """
     _check_threshold(threshold)
     h, w = probability.shape
-    foreground = np.empty((h, w), bool)
-    for start in range(0, h, _ROWS):
-        foreground[start : start + _ROWS] = (
-            np.asarray(probability[start : start + _ROWS]) > threshold
-        )
-    labels = _components(foreground, min_size)
-    del foreground
-    for y0 in range(0, h, tile):
+    margin = 3 * gap + 1  # what _close_gaps needs around a tile to be exact
+    rows = max(tile, margin)  # so that a tile's margin reaches one band up or down
+    starts = range(0, h, rows)
+
+    def components(start: int) -> np.ndarray:
+        foreground = np.asarray(probability[start : start + rows]) > threshold
+        return ndi.label(foreground, output=np.int32)[0]
+
+    ids = _band_ids(components, starts, min_size)
+
+    def numbered(k: int) -> np.ndarray | None:
+        return _renumber(components(starts[k]), ids[k]) if k < len(starts) else None
+
+    above, band = None, numbered(0)
+    for k, start in enumerate(starts):
+        below = numbered(k + 1)
+        stop = start + band.shape[0]
         for x0 in range(0, w, tile):
-            inner = (slice(y0, min(y0 + tile, h)), slice(x0, min(x0 + tile, w)))
-            crop = grow_window(inner, 3 * gap + 1, labels.shape)
-            yield inner, _close_gaps(labels[crop], gap)[window_within(inner, crop)]
+            inner = (slice(start, stop), slice(x0, min(x0 + tile, w)))
+            crop = grow_window(inner, margin, (h, w))
+            parts = [band[:, crop[1]]]
+            if above is not None:
+                parts.insert(0, above[:, crop[1]])
+            if below is not None:
+                parts.append(below[: crop[0].stop - stop, crop[1]])
+            closed = _close_gaps(np.concatenate(parts), gap)
+            yield inner, closed[window_within(inner, crop)]
+        above, band = band[-margin:], below
+
+
+def _band_ids(components, starts, min_size: int) -> list[np.ndarray]:
+    """For each band, the whole plane's id (0: dropped) of each of its components
+    (index 0: background), from ``components(start)`` (ids 1..n in raster order)."""
+    sizes, offsets, upper, lower = [], [0], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    bottom = None
+    for start in starts:
+        labels = components(start)
+        n = int(labels.max(initial=0))
+        sizes.append(_sizes(labels, n)[1:])
+        if bottom is not None:  # 4-connected across the seam: the same column
+            joined = (bottom > 0) & (labels[0] > 0)
+            upper.append(bottom[joined] + offsets[-2] - 1)
+            lower.append(labels[0][joined] + offsets[-1] - 1)
+        bottom = labels[-1].copy()
+        offsets.append(offsets[-1] + n)
+    total = offsets[-1]
+    if total == 0:
+        return [np.zeros(1, np.int32) for _ in starts]
+    upper, lower = np.concatenate(upper), np.concatenate(lower)
+    graph = coo_matrix((np.ones(upper.size, bool), (upper, lower)), shape=(total, total))
+    _, component = connected_components(graph, directed=False)
+    # A component's first pixel in raster order is that of its first band's part
+    # labelled first, so ordering by the lowest part numbers them as ndi.label does.
+    _, first = np.unique(component, return_index=True)
+    size = np.bincount(component, weights=np.concatenate(sizes))
+    order = np.argsort(first)
+    kept = order[size[order] >= min_size]
+    final = np.zeros(first.size, np.int32)
+    final[kept] = np.arange(1, kept.size + 1, dtype=np.int32)
+    plane_ids = final[component]
+    return [
+        np.concatenate([[0], plane_ids[a:b]]).astype(np.int32)
+        for a, b in itertools.pairwise(offsets)
+    ]
 
 
 def _check_threshold(threshold: float) -> None:
