@@ -9,9 +9,14 @@ a new Labels layer, erase a wrong cell and fine-tune.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
+
+# Toasts for errors only (read when napari first loads its settings; "none" would
+# show every level): an info left from a step would cover the next step's picture.
+os.environ.setdefault("NAPARI_APPLICATION_GUI_NOTIFICATION_LEVEL", "error")
 
 import napari
 import numpy as np

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from training import steps_seen, stop_and_wait, train_until
 
-from napari_unet._widgets import _train_job
+from napari_unet._widgets import _model_files, _train_job
 from napari_unet._widgets import train as train_module
 from napari_unet._widgets._session import session
 from napari_unet._widgets.train import TrainWidget
@@ -26,6 +26,7 @@ def viewer(make_napari_viewer, tmp_path, monkeypatch):
 def errors(monkeypatch):
     shown = []
     monkeypatch.setattr(train_module, "show_error", shown.append)
+    monkeypatch.setattr(_model_files, "show_error", shown.append)
     return shown
 
 
@@ -82,9 +83,9 @@ def test_train_stop_publishes_the_model_and_checkpoint(viewer, qtbot, tmp_path):
     assert config["step"] == steps_seen(widget) >= 25
     assert config["training"]["ignore_outline"] is False
     assert widget.train_button.enabled and "stopped after" in widget.status.value
-    assert widget.save_button.enabled
-    widget.save_file.value = tmp_path / "mine"
-    widget.save_model()
+    assert widget.files.save_button.enabled
+    widget.files.save_file.value = tmp_path / "mine"
+    widget.files.save()
     assert checkpoint.load(tmp_path / "mine.safetensors")[1]["step"] == config["step"]
 
 
@@ -156,6 +157,8 @@ def test_runs_started_in_the_same_second_get_files_of_their_own(viewer, monkeypa
     checkpoint.save(first, UNet(width=4, depth=2))
     second = _train_job.new_model_path("cells")
     assert first.name == "cells-20261128-030000" and second.name == "cells-20261128-030000-2"
+    # Before its run wrote anything, as another viewer's run starting now would see it.
+    assert _train_job.new_model_path("cells").name == "cells-20261128-030000-3"
     # A layer name is no path: no folder made, nothing Windows refuses.
     assert _train_job.new_model_path("plate 1/A:2").name == "plate_1_A_2-20261128-030000"
 
@@ -223,8 +226,8 @@ def test_bad_input_is_a_notification(viewer, errors, tmp_path, case):
         widget.start()
     else:
         (tmp_path / "notes.safetensors").write_text("not a model")
-        widget.load_file.value = tmp_path / "notes.safetensors"
-        widget.load_model()
+        widget.files.load_file.value = tmp_path / "notes.safetensors"
+        widget.files.load()
     assert len(errors) == 1 and widget._worker is None
     assert session(viewer).model is None
 
@@ -296,15 +299,15 @@ def test_the_preview_lies_over_a_calibrated_image(viewer, qtbot):
 
 def test_save_model_as_keeps_the_name_and_reports_failures(viewer, errors, tmp_path):
     widget = dock(viewer)
-    widget.save_file.value = tmp_path / "run.2024.06"
-    widget.save_model()
+    widget.files.save_file.value = tmp_path / "run.2024.06"
+    widget.files.save()
     assert errors == ["There is no model to save yet: train or load one first."]
     trained = checkpoint.save(tmp_path / "trained", UNet(width=4, depth=2))
     session(viewer).set_model(UNet(width=4, depth=2), trained)
-    widget.save_model()
+    widget.files.save()
     assert (tmp_path / "run.2024.06.safetensors").read_bytes() == trained.read_bytes()
-    widget.save_file.value = tmp_path / "missing folder" / "run"
-    widget.save_model()
+    widget.files.save_file.value = tmp_path / "missing folder" / "run"
+    widget.files.save()
     assert len(errors) == 2 and errors[1].startswith("Cannot save the model as")
 
 
@@ -319,6 +322,43 @@ def test_notices_are_shown_at_their_level(viewer, monkeypatch):
         ("warning", "out of memory: batch halved to 1"),
         ("info", "kept the model of step 4"),
     ]
+
+
+def test_a_setting_changed_while_training_is_said_to_apply_to_the_next_run(
+    viewer, qtbot, monkeypatch
+):
+    infos = []
+    monkeypatch.setattr(train_module, "show_info", infos.append)
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    widget.w0.value = 5.0  # before a run: nothing to say
+    widget.start()
+    train_until(widget, qtbot, 1)
+    widget.w0.value = 7.0
+    widget.lr.value = 0.01
+    stop_and_wait(widget, qtbot)
+    assert [m for m in infos if "next run" in m] == [
+        "Settings changed while training apply to the next run."
+    ]
+    assert checkpoint.load(session(viewer).model_path)[1]["training"]["w0"] == 5.0
+
+
+def test_the_loss_plot_sits_under_the_status_on_axes_from_zero(viewer):
+    from napari_unet._widgets._plot import _draw
+
+    widget = dock(viewer)
+    column = widget._column()
+    order = [column.itemAt(i).widget() for i in range(column.count())]
+    at = order.index(widget.plot)
+
+    def holds(item, control):
+        return item is control.native or item.isAncestorOf(control.native)
+
+    assert holds(order[at - 1], widget.status)
+    assert holds(order[at + 1], widget.files.save_button)
+    figure, lines = widget.plot._figure
+    _draw((figure, lines), np.zeros(0), np.zeros(0), [])
+    assert lines["axis"].get_xlim() == (0, 1.02) and lines["axis"].get_ylim() == (0, 1.05)
 
 
 def test_a_training_set_without_cells_is_refused_in_the_widget(viewer, qtbot, errors):

@@ -103,10 +103,17 @@ class Dock(Container):
     def _column(self):
         return self.root_native_widget.widget().layout()
 
-    def append_qt(self, widget) -> None:
-        """Add a plain Qt widget below the controls, inside the scroll area."""
+    def insert_qt(self, widget, after) -> None:
+        """Add a plain Qt widget right below the control ``after``, inside the scroll
+        area. Call it once every control is in: magicgui places the controls it adds
+        later by its own count, which leaves Qt widgets out, so they would land above."""
         column = self._column()
-        column.insertWidget(column.count() - 1, widget)  # above the stretch
+        for index in range(column.count()):
+            item = column.itemAt(index).widget()
+            if item is not None and (item is after.native or item.isAncestorOf(after.native)):
+                column.insertWidget(index + 1, widget)
+                return
+        raise ValueError(f"{after!r} is not in this dock")
 
     def wrap(self, *labels) -> None:
         """Let the long lines of these labels wrap, and the dock be as narrow as

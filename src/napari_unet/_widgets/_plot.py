@@ -112,9 +112,9 @@ def _draw(figure_and_lines, steps, losses, validations) -> QImage:
     scores = np.asarray(validations, float).reshape(-1, 3)
     lines["pixel"].set_data(scores[:, 0], scores[:, 1])
     lines["rand"].set_data(scores[:, 0], scores[:, 2])
-    if len(steps):
-        lines["axis"].set_xlim(0, max(steps.max(), 1) * 1.02)
-        lines["axis"].set_ylim(0, max(losses.max(), 1e-3) * 1.05)
+    # Set even when empty: matplotlib's limits for no data are +-0.05 around 0.
+    lines["axis"].set_xlim(0, max(steps.max(initial=0), 1) * 1.02)
+    lines["axis"].set_ylim(0, max(losses.max(initial=0) if len(losses) else 1, 1e-3) * 1.05)
     figure.canvas.draw()
     rgba = np.asarray(figure.canvas.buffer_rgba())
     height, width = rgba.shape[:2]

@@ -31,16 +31,23 @@ def models_dir() -> Path:
     return Path(platformdirs.user_data_dir("napari-unet")) / "models"
 
 
+# Names handed out in this process: a run writes its file only at its first
+# checkpoint, so another viewer's run started in the same second would reuse it.
+_HANDED_OUT: set[Path] = set()
+
+
 def new_model_path(name: str) -> Path:
-    """A file name in ``models_dir()`` for a run on ``name`` that no file has yet."""
+    """A file name in ``models_dir()`` for a run on ``name`` that no file has yet,
+    nor any run of this process."""
     models_dir().mkdir(parents=True, exist_ok=True)
     # A layer name may hold "/" or characters some file systems refuse.
     safe = re.sub(r"[^\w.-]+", "_", name).strip("._") or "model"
     stem = f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
     out, k = models_dir() / stem, 1
-    while model_path(out).exists():
+    while model_path(out).exists() or out in _HANDED_OUT:
         k += 1
         out = models_dir() / f"{stem}-{k}"
+    _HANDED_OUT.add(out)
     return out
 
 

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import shutil
 import threading
 import time
-from pathlib import Path
 
 import napari
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    FileEdit,
     FloatSpinBox,
     Label,
     ProgressBar,
@@ -35,7 +32,6 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt
 
-from ..core.checkpoint import load, model_path
 from ..core.config import TrainConfig
 from ..core.device import default_device
 from ..core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
@@ -50,6 +46,7 @@ from ._common import (
     on_removed,
     row,
 )
+from ._model_files import ModelFiles
 from ._plot import TrainingPlot
 from ._preview import PreviewLayer
 from ._session import session
@@ -122,10 +119,7 @@ class TrainWidget(Dock):
         self.progress = ProgressBar(label="Progress", value=0, min=0, max=1000)
         self.status = Label(label="", value="")
         self.plot = TrainingPlot()
-        self.save_file = FileEdit(filter="*.safetensors", mode="w")
-        self.save_button = PushButton(text="Save model as", enabled=False)
-        self.load_file = FileEdit(filter="*.safetensors", mode="r")
-        self.load_button = PushButton(text="Load model")
+        self.files = ModelFiles(self._session, self.status, loaded=self._fine_tune_next)
         self.extend(
             [
                 self.pairs,
@@ -143,23 +137,19 @@ class TrainWidget(Dock):
                 row(self.train_button, self.pause_button, self.stop_button, labels=False),
                 self.progress,
                 self.status,
+                *self.files.rows,
             ]
         )
+        self.insert_qt(self.plot, after=self.status)
         self.wrap(self.pairs, self.status)  # a long path must not widen the dock
-        self.append_qt(self.plot)
-        self.extend(
-            [
-                row(self.save_file, self.save_button, labels=False),
-                row(self.load_file, self.load_button, labels=False),
-            ]
-        )
         self.add_button.changed.connect(self.add_pair)
         self.device.changed.connect(self._device_defaults)
+        self._said_next_run = False
+        for control in self._run_settings():
+            control.changed.connect(self._setting_changed)
         self.train_button.changed.connect(self.start)
         self.pause_button.changed.connect(self.toggle_pause)
         self.stop_button.changed.connect(self.stop)
-        self.save_button.changed.connect(self.save_model)
-        self.load_button.changed.connect(self.load_model)
         self._session.changed.connect(self._show_session)
         for chooser in (self.image, self.labels_layer):
             viewer.layers.events.inserted.connect(chooser.reset_choices)
@@ -183,11 +173,39 @@ class TrainWidget(Dock):
                 control.value = _DEVICE_DEFAULTS[on_gpu][k]
         self._on_gpu = on_gpu
 
+    def _run_settings(self) -> tuple:
+        return (
+            self.start_from,
+            self.device,
+            self.net_depth,
+            self.net_width,
+            self.padding,
+            self.minutes,
+            self.tile,
+            self.batch,
+            self.lr,
+            self.w0,
+            self.sigma,
+            self.class_balance,
+            self.ignore_outline,
+            self.val_fraction,
+        )
+
+    def _setting_changed(self) -> None:
+        """A run keeps the settings it started with: say so, once a run, rather than
+        let a change made while it trains look as if it took effect."""
+        if self._job is not None and not self._said_next_run:
+            self._said_next_run = True
+            show_info("Settings changed while training apply to the next run.")
+
+    def _fine_tune_next(self) -> None:
+        self.start_from.value = "current model (fine-tune)"
+
     def _show_session(self) -> None:
         names = [f"{a.image.name} / {a.labels.name}" for a in self._session.annotations]
         self.pairs.value = "; ".join(names) or "empty: add image + labels below or in Annotate"
         has_model = self._session.model is not None
-        self.save_button.enabled = has_model and self._session.model_path is not None
+        self.files.save_button.enabled = has_model and self._session.model_path is not None
         if not has_model:
             self.start_from.value = "new model"
 
@@ -277,6 +295,7 @@ class TrainWidget(Dock):
         for signal, slot in self._slots():
             signal.connect(slot)
         self.plot.clear()
+        self._said_next_run = False
         self.progress.value = 0
         self.train_button.enabled = False
         self.pause_button.enabled = self.stop_button.enabled = True
@@ -368,30 +387,3 @@ class TrainWidget(Dock):
         self.pause_button.enabled = self.stop_button.enabled = False
         self.pause_button.text = "Pause"
         self._worker = self._job = None
-
-    def save_model(self) -> None:
-        source, target = self._session.model_path, Path(self.save_file.value)
-        if source is None:
-            show_error("There is no model to save yet: train or load one first.")
-            return
-        if target.name in ("", "."):
-            show_error("Choose a file name to save the model as.")
-            return
-        target = model_path(target)
-        try:
-            shutil.copyfile(source, target)
-        except OSError as err:
-            show_error(f"Cannot save the model as {target}: {err}")
-            return
-        self.status.value = f"saved {target}"
-
-    def load_model(self) -> None:
-        path = Path(self.load_file.value)
-        try:
-            model, _ = load(path)
-        except (ValueError, FileNotFoundError, IsADirectoryError) as err:
-            show_error(f"Cannot load {path.name or path}: {err}")
-            return
-        self._session.set_model(model, path)
-        self.start_from.value = "current model (fine-tune)"
-        self.status.value = f"loaded {path.name}"
