@@ -149,12 +149,12 @@ def instance_tiles(
     label whole in memory: yields ``((rows, columns) window, int32 labels)`` that
     together cover the plane, equal to ``to_instances`` of it (ids 1..n).
 
-    The plane is read twice in bands of ``tile`` rows: the first pass joins each
-    band's components to those of the band above and numbers them as the whole
-    plane's would be; the second closes the gaps tile by tile. Memory: about 20
-    bytes a pixel of one band, whatever the plane's height, and about 50 bytes a
-    component, against about 40 bytes a pixel of the whole plane for
-    ``to_instances``.
+    The plane is read twice in bands of ``tile`` rows (at least ``3 * gap + 1``):
+    the first pass joins each band's components to those of the band above and
+    numbers them as the whole plane's would be; the second closes the gaps tile by
+    tile. Memory: about 20 bytes a pixel of one band, whatever the plane's height,
+    and about 50 bytes for each part of a component in a band, against about 40
+    bytes a pixel of the whole plane for ``to_instances``.
 
     Parameters
     ----------
@@ -195,7 +195,7 @@ def instance_tiles(
                 parts.append(below[: crop[0].stop - stop, crop[1]])
             closed = _close_gaps(np.concatenate(parts), gap)
             yield inner, closed[window_within(inner, crop)]
-        above, band = band[-margin:], below
+        above, band = band[-margin:].copy(), below  # a copy frees the band
 
 
 def _band_ids(components, starts, min_size: int) -> list[np.ndarray]:
@@ -209,8 +209,10 @@ def _band_ids(components, starts, min_size: int) -> list[np.ndarray]:
         sizes.append(_sizes(labels, n)[1:])
         if bottom is not None:  # 4-connected across the seam: the same column
             joined = (bottom > 0) & (labels[0] > 0)
-            upper.append(bottom[joined] + offsets[-2] - 1)
-            lower.append(labels[0][joined] + offsets[-1] - 1)
+            # One edge per pair of parts, not per pixel of the seam they share.
+            pairs = np.unique(np.stack([bottom[joined], labels[0][joined]]), axis=1)
+            upper.append(pairs[0].astype(np.int64) + offsets[-2] - 1)
+            lower.append(pairs[1].astype(np.int64) + offsets[-1] - 1)
         bottom = labels[-1].copy()
         offsets.append(offsets[-1] + n)
     total = offsets[-1]
