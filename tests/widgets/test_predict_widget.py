@@ -218,3 +218,23 @@ def test_labels_into_offers_cells_and_warns_before_overwriting_training_labels(
         "'cells labels' is in the training set: the prediction replaced its painted cells "
         "(Ctrl+Z on the layer brings them back)."
     ]
+
+
+def test_closing_the_dock_while_predicting_adds_nothing_and_closes_again_quietly(
+    viewer_with_sample, model_file, qtbot
+):
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    widget = plugin_widget(viewer_with_sample)
+    widget.model_file.value = model_file
+    widget.tile.value = 16
+    widget.start()
+    worker = widget._worker
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        viewer_with_sample.window.remove_dock_widget(widget.native)
+    assert [layer.name for layer in viewer_with_sample.layers] == ["cells", "cells labels"]
+    # Closing runs again when Qt deletes the dock, as late as napari's exit, when the
+    # worker's signals may be deleted: a slot that raises then aborts napari.
+    worker.signals.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    widget._closed()

@@ -114,6 +114,13 @@ def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(viewer, qtbot,
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer.window.remove_dock_widget(widget.native)
     assert list((tmp_path / "models").glob("*.safetensors"))
+    # Closing runs again when Qt deletes the dock, as late as napari's exit, when
+    # the worker's signals may be deleted: a slot that raises then aborts napari.
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    worker.signals.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    widget._closed()
 
 
 def test_stop_while_paused_ends_training(viewer, qtbot):

@@ -80,6 +80,7 @@ class PredictWidget(Dock):
         self._viewer = viewer
         self._session = session(viewer)
         self._worker = None
+        self._connected: list = []  # (signal, slot) of the running worker
         self._source_layer = None
         self._target = None
         self._model_seen = None
@@ -181,7 +182,8 @@ class PredictWidget(Dock):
         self._worker = create_worker(
             predict_job, model, data, tile, self.tta.value, self.device.value, self.threshold.value
         )
-        for signal, slot in self._slots():
+        self._connected = self._slots()
+        for signal, slot in self._connected:
             signal.connect(slot)
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"predicting {layer.name}..."
@@ -199,9 +201,12 @@ class PredictWidget(Dock):
         """The dock or its viewer closed: cancel, and touch no control (they may be
         deleted already) nor layer from then on."""
         if self._worker is not None:
-            for signal, slot in self._slots():
+            # The connections made at start, not read again from the worker: its
+            # signals may be deleted by now (closing runs again as Qt deletes the dock).
+            for signal, slot in self._connected:
                 with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
                     signal.disconnect(slot)
+            self._connected = []
             self._worker.quit()
 
     def cancel(self):

@@ -68,6 +68,7 @@ class TrainWidget(Dock):
         self._session = session(viewer)
         self._job: TrainJob | None = None
         self._worker = None
+        self._connected: list = []  # (signal, slot) of the running worker
         self._started = 0.0
         self._preview = PreviewLayer(viewer)
         self.pairs = Label(label="Training set", value="")
@@ -292,7 +293,8 @@ class TrainWidget(Dock):
         self._worker = create_worker(self._job.run, _ignore_errors=True)
         self._worker.yielded.connect(self._publish)
         self._worker.aborted.connect(self._job.abandon, Qt.ConnectionType.DirectConnection)
-        for signal, slot in self._slots():
+        self._connected = self._slots()
+        for signal, slot in self._connected:
             signal.connect(slot)
         self.plot.clear()
         self._said_next_run = False
@@ -327,10 +329,12 @@ class TrainWidget(Dock):
         """The dock closed or its viewer did: stop, and keep the controls, which may be
         deleted already, out of the rest of the run; the model still reaches the Session."""
         self._weights.unlink()
-        if self._worker is not None:
-            for signal, slot in self._slots():
-                with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
-                    signal.disconnect(slot)
+        # The connections made at start, not read again from the worker: its signals
+        # may be deleted by now (closing runs again as Qt deletes the dock).
+        for signal, slot in self._connected:
+            with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
+                signal.disconnect(slot)
+        self._connected = []
         self.stop()
 
     def _publish(self, event) -> None:
