@@ -296,3 +296,21 @@ def test_counts_and_gaps_come_back_for_a_pair_counted_before(viewer_with_sample,
     widget._live.start()  # e.g. a step through a stack
     settle(widget, qtbot)
     assert "cells labels gaps" in viewer.layers
+
+
+def test_a_region_marked_after_add_is_the_one_training_uses(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).random((40, 50)), name="nuclei")
+    widget = AnnotateWidget(viewer)
+    labels = widget.create_labels()
+    square_cells(labels, (5, 15, 5, 15), (30, 38, 40, 48))
+    widget.add_to_training_set()
+    (annotation,) = session(viewer).annotations
+    assert annotation.region is None
+    region = widget.mark_region()  # after Add: only part was corrected
+    assert session(viewer).annotations == [annotation] and annotation.region is region
+    assert annotation.image is image
+    assert widget.pairs.native.item(0).text() == "nuclei: nuclei labels + region (40x50)"
+    settle(widget, qtbot)
+    viewer.layers.remove(region)  # the chooser empties; the pair leaves, as it says
+    assert session(viewer).annotations == []

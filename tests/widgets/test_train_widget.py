@@ -478,3 +478,24 @@ def test_derived_layers_follow_a_rotated_sheared_image(viewer, qtbot):
             preview.data_to_world((0, y, x)), stack.data_to_world((1, y, x)), atol=1e-9
         )
     stop_and_wait(widget, qtbot)
+
+
+def test_adding_labels_with_a_marked_region_adds_the_region(viewer):
+    from napari_unet._widgets.annotate import AnnotateWidget
+
+    annotate = AnnotateWidget(viewer)
+    annotate.labels_layer.value = viewer.layers["cells labels"]
+    region = annotate.mark_region()
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    (annotation,) = session(viewer).annotations
+    assert annotation.region is region
+    assert widget.status.value == "'cells labels' trains only inside 'cells labels region'"
+
+
+def test_the_training_set_is_listed_under_the_layers_new_names(viewer, qtbot):
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    viewer.layers["cells labels"].name = "corrected"
+    viewer.layers["cells"].name = "plate 1"
+    assert widget.pairs.value == "plate 1 / corrected"

@@ -73,6 +73,20 @@ class Session:
         """The pair of the training set that uses ``labels``, or None."""
         return next((a for a in self.annotations if a.labels is labels), None)
 
+    def region_for(self, labels):
+        """The annotated region of ``labels``: its pair's in the training set (None
+        there is "everywhere"), else the Labels layer of its shape named "<labels>
+        region", as the Annotate dock names the regions it makes, else None."""
+        paired = self.pair_of(labels)
+        if paired is not None:
+            return paired.region
+        viewer, name = self._viewer(), f"{labels.name} region"
+        if viewer is None or name not in viewer.layers:
+            return None
+        layer = viewer.layers[name]
+        fits = isinstance(layer, napari.layers.Labels) and layer.data.shape == labels.data.shape
+        return layer if fits and layer is not labels else None
+
     def add(self, image, labels, region=None) -> Annotation:
         """Add a pair, or update the one that already uses ``labels``."""
         annotation = self.pair_of(labels)
@@ -80,6 +94,8 @@ class Session:
             annotation = Annotation(image, labels, region)
             self.annotations.append(annotation)
         annotation.image, annotation.region = image, region
+        for layer in annotation.layers():  # the docks list the pairs by name
+            layer.events.name.connect(self._renamed)
         self.changed.emit()
         return annotation
 
@@ -98,6 +114,10 @@ class Session:
         if weights != self.weights:
             self.weights = weights
             self.weights_changed.emit()
+
+    def _renamed(self, event) -> None:
+        if any(event.source in a.layers() for a in self.annotations):
+            self.changed.emit()
 
     def _forget_removed(self, event) -> None:
         gone = [a for a in self.annotations if event.value in a.layers()]

@@ -258,11 +258,7 @@ class AnnotateWidget(Dock):
         self.status.value = ""  # said of the layers chosen before
         if labels is not None:
             labels.bind_key(NEW_CELL_KEY, select_new_cell, overwrite=True)
-            paired = self._session.pair_of(labels)
-            region = None if paired is None else paired.region
-            name = f"{labels.name} region"
-            if region is None and name in self._viewer.layers:
-                region = self._viewer.layers[name]
+            region = self._session.region_for(labels)
             shape = spatial_shape(self.image.value)[0]
             if shape is not None and labels.data.shape != shape:
                 self._fail(self._pair_message(need_region=False))
@@ -275,6 +271,13 @@ class AnnotateWidget(Dock):
             region is labels or region.data.shape != labels.data.shape
         ):
             self._fail(f"'{region.name}' cannot be the annotated region of '{labels.name}'.")
+        elif region is not None:
+            # A region marked or chosen after Add: training uses what the counts show.
+            # (None is not passed on: the chooser empties when its layer is deleted.)
+            paired = self._session.pair_of(labels)
+            if paired is not None and paired.region is not region:
+                self._session.add(paired.image, labels, region)
+                self.status.value = f"'{labels.name}' trains only inside '{region.name}' now"
         self._live.timer.watch((self.labels_layer.value, self.region.value))
 
     def _training_set(self, _widget=None) -> list:

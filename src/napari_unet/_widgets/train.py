@@ -223,9 +223,12 @@ class TrainWidget(Dock):
                 "shape, and RGB images must be converted to grey first."
             )
             return
-        # Adding a pair again (e.g. with another image) keeps the region it was marked with.
-        known = self._session.pair_of(labels)
-        self._session.add(image, labels, None if known is None else known.region)
+        # The region the Annotate dock shows for these labels: the one a pair added
+        # again (e.g. with another image) was marked with, or the one named after them.
+        region = self._session.region_for(labels)
+        self._session.add(image, labels, region)
+        if region is not None:
+            self.status.value = f"'{labels.name}' trains only inside '{region.name}'"
 
     def start(self) -> None:
         """Snapshot the training set, then train in a worker thread."""

@@ -205,7 +205,8 @@ class WeightsWidget(Dock):
 
     def _on_labels_chosen(self):
         self._shape = None
-        self.region.value = self._region_of(self.labels_layer.value)
+        labels = self.labels_layer.value
+        self.region.value = None if labels is None else session(self._viewer).region_for(labels)
         self._watch_layers()
 
     def _on_inserted(self, event):
@@ -215,16 +216,6 @@ class WeightsWidget(Dock):
         if labels is not None and self.region.value is None:
             if event.value.name == f"{labels.name} region":
                 self.region.value = event.value
-
-    def _region_of(self, labels):
-        """The region paired with ``labels`` in the training set, or named after it."""
-        if labels is None:
-            return None
-        paired = session(self._viewer).pair_of(labels)
-        if paired is not None:
-            return paired.region
-        name = f"{labels.name} region"
-        return self._viewer.layers[name] if name in self._viewer.layers else None
 
     def _watch_layers(self):
         self._live.timer.watch((self.labels_layer.value, self.region.value))
