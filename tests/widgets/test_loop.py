@@ -70,7 +70,7 @@ def test_paint_preview_train_predict_correct_fine_tune(viewer, qtbot, loss_weigh
     predict = dock(viewer, "Predict")
     predict.start()
     qtbot.waitUntil(lambda: predict._worker is None, timeout=120_000)
-    predicted = viewer.layers["cells labels [1]"]
+    predicted = viewer.layers["cells predicted"]
     # Touching cells come out as separate instances, also in the unpainted half.
     assert match_instances(truth, predicted.data).f1 > 0.8
     assert match_instances(truth[128:], predicted.data[128:]).f1 > 0.8

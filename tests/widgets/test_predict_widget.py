@@ -37,7 +37,7 @@ def test_predict_adds_probability_and_labels_layers(viewer_with_sample, model_fi
     widget.start()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     names = [layer.name for layer in viewer_with_sample.layers]
-    assert names == ["cells", "cells labels", "cells probabilities", "cells labels [1]"]
+    assert names == ["cells", "cells labels", "cells probabilities", "cells predicted"]
     probs = viewer_with_sample.layers["cells probabilities"].data
     assert probs.shape == (256, 256) and 0 <= probs.min() and probs.max() <= 1
     # Test-time augmentation is on unless unticked, as on the command line.
@@ -47,6 +47,16 @@ def test_predict_adds_probability_and_labels_layers(viewer_with_sample, model_fi
     np.testing.assert_allclose(probs, expected, atol=1e-5)
     assert steps[-1] == (16, 16)
     assert widget.run_button.enabled and not widget.cancel_button.enabled
+    # Without labels of the user's, the prediction is the image's labels, which the
+    # Annotate dock pairs with it for correcting; a failed start clears the status.
+    viewer_with_sample.layers.remove("cells predicted")
+    viewer_with_sample.layers.remove("cells labels")
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert "cells labels" in viewer_with_sample.layers
+    widget.model_file.value = model_file.parent / "gone.safetensors"
+    widget.start()
+    assert widget.status.value == ""
 
 
 def test_cancel_adds_nothing(viewer_with_sample, model_file, qtbot):
@@ -113,7 +123,7 @@ def test_the_model_trained_in_the_viewer_is_used(viewer_with_sample, qtbot):
     widget.tile.value = 64
     widget.start()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
-    assert "cells labels [1]" in viewer_with_sample.layers
+    assert "cells predicted" in viewer_with_sample.layers
 
 
 def test_a_chosen_model_file_stays_chosen_until_a_new_model_arrives(viewer_with_sample):
@@ -137,7 +147,7 @@ def test_results_lie_over_a_calibrated_image(viewer_with_sample, model_file, qtb
     widget.tta.value = False
     widget.start()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
-    for name in ("cells probabilities", "cells labels [1]"):
+    for name in ("cells probabilities", "cells predicted"):
         layer = viewer.layers[name]
         assert tuple(layer.scale) == (0.25, 0.5) and tuple(layer.translate) == (100, 50)
 

@@ -206,6 +206,7 @@ def test_fine_tune_continues_from_the_current_model(viewer, qtbot):
     labels.data = np.where(labels.data == 3, 0, labels.data)  # a correction
     widget.start_from.value = "current model (fine-tune)"
     widget.start()
+    assert widget.status.value == "preparing the training set to fine-tune the current model..."
     train_until(widget, qtbot, 2)
     stop_and_wait(widget, qtbot)
     tuned = session(viewer).model

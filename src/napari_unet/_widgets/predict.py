@@ -148,6 +148,7 @@ class PredictWidget(Dock):
     def start(self):
         """Check the choices, then predict in a worker thread."""
         layer = self.image.value
+        self.status.value = ""  # said of an earlier run
         if layer is None:
             show_error("Choose an image layer to predict.")
             return
@@ -243,14 +244,17 @@ class PredictWidget(Dock):
                 **where,
             )
         target = self._target
+        # "<image> labels" is what the Annotate dock pairs with the image; beside the
+        # user's own, "<image> predicted" says what it is better than napari's "[1]".
+        new_name = f"{name} labels" if f"{name} labels" not in layers else f"{name} predicted"
         if target is None or target not in self._viewer.layers:
-            self._viewer.add_labels(labels, name=f"{name} labels", **where)
+            self._viewer.add_labels(labels, name=new_name, **where)
         elif labels.max() > np.iinfo(target.data.dtype).max:
             show_warning(
                 f"'{target.name}' ({target.data.dtype}) cannot hold {labels.max()} cells; "
                 "the labels went into a new layer instead."
             )
-            self._viewer.add_labels(labels, name=f"{name} labels", **where)
+            self._viewer.add_labels(labels, name=new_name, **where)
         else:
             changed = np.nonzero(np.asarray(target.data) != labels)
             target.data_setitem(changed, labels[changed])  # one undoable edit

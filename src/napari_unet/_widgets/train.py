@@ -80,7 +80,10 @@ class TrainWidget(Dock):
         )
         self.add_button = PushButton(text="Add image + labels to the training set")
         self.start_from = ComboBox(
-            label="Start from", choices=["new model", "current model (fine-tune)"]
+            label="Start from",
+            choices=["new model", "current model (fine-tune)"],
+            tooltip="Fine-tuning keeps the current model's network: Depth, Width and "
+            "Padding below are for new models",
         )
         self.device = ComboBox(label="Device", choices=device_choices(), value="auto")
         self.net_depth = SpinBox(label="Depth", value=4, min=1, max=6)
@@ -304,7 +307,8 @@ class TrainWidget(Dock):
         self.progress.value = 0
         self.train_button.enabled = False
         self.pause_button.enabled = self.stop_button.enabled = True
-        self.status.value = "preparing the training set..."
+        how = "fine-tune the current model" if fine_tune else "train a new model"
+        self.status.value = f"preparing the training set to {how}..."
         self._started = time.monotonic()
         self._worker.start()
 
