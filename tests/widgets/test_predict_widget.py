@@ -21,6 +21,15 @@ def plugin_widget(viewer) -> PredictWidget:
     return widget
 
 
+def predicting(viewer, model_file) -> PredictWidget:
+    """The dock, started on the sample with small tiles (many steps to stop between)."""
+    widget = plugin_widget(viewer)
+    widget.model_file.value = model_file
+    widget.tile.value = 16
+    widget.start()
+    return widget
+
+
 def test_manifest_gives_the_widget_and_sample(viewer_with_sample):
     assert [layer.name for layer in viewer_with_sample.layers] == ["cells", "cells labels"]
     widget = plugin_widget(viewer_with_sample)
@@ -60,10 +69,7 @@ def test_predict_adds_probability_and_labels_layers(viewer_with_sample, model_fi
 
 
 def test_cancel_adds_nothing(viewer_with_sample, model_file, qtbot):
-    widget = plugin_widget(viewer_with_sample)
-    widget.model_file.value = model_file
-    widget.tile.value = 16
-    widget.start()
+    widget = predicting(viewer_with_sample, model_file)
     widget.cancel()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     assert len(viewer_with_sample.layers) == 2
@@ -196,10 +202,7 @@ def test_no_model_in_memory_and_a_target_of_another_shape_are_messages(
 
 
 def test_closing_the_viewer_while_predicting_is_quiet(viewer_with_sample, model_file, qtbot):
-    widget = plugin_widget(viewer_with_sample)
-    widget.model_file.value = model_file
-    widget.tile.value = 16
-    widget.start()
+    widget = predicting(viewer_with_sample, model_file)
     worker = widget._worker
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer_with_sample.close()
@@ -235,10 +238,7 @@ def test_closing_the_dock_while_predicting_adds_nothing_and_closes_again_quietly
 ):
     from qtpy.QtCore import QCoreApplication, QEvent
 
-    widget = plugin_widget(viewer_with_sample)
-    widget.model_file.value = model_file
-    widget.tile.value = 16
-    widget.start()
+    widget = predicting(viewer_with_sample, model_file)
     worker = widget._worker
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer_with_sample.window.remove_dock_widget(widget.native)
