@@ -15,8 +15,8 @@ from ._common import row
 
 
 class ModelFiles:
-    """ "Save model as" and "Load model", with their file fields; ``loaded`` is
-    called after a model was loaded into the Session."""
+    """The rows "Save model as" and "Load model", with their file fields; ``loaded``
+    is called after a model was loaded into the Session."""
 
     def __init__(self, session, status: Label, loaded: Callable[[], None]):
         self._session, self._status, self._loaded = session, status, loaded

@@ -268,5 +268,5 @@ class PredictWidget(Dock):
 
     def _on_finished(self):
         self.run_button.enabled, self.cancel_button.enabled = True, False
-        self._worker = None
+        self._worker, self._connected = None, []
         self._source_layer = None  # not to keep a layer the user removes alive

@@ -397,4 +397,4 @@ class TrainWidget(Dock):
         self.train_button.enabled = True
         self.pause_button.enabled = self.stop_button.enabled = False
         self.pause_button.text = "Pause"
-        self._worker = self._job = None
+        self._worker, self._job, self._connected = None, None, []
