@@ -3,8 +3,8 @@
     xvfb-run -a python docs/screenshots.py        # writes docs/*.png
 
 The loop of the README on the generated sample: paint the top half, mark it
-as the annotated region, preview the weights, train for a minute, predict into
-a new Labels layer, erase a wrong cell and fine-tune.
+as the annotated region, preview the weights, train 300 steps and predict into
+a new Labels layer.
 """
 
 from __future__ import annotations

@@ -298,7 +298,11 @@ def test_counts_and_gaps_come_back_for_a_pair_counted_before(viewer_with_sample,
     assert "cells labels gaps" in viewer.layers
 
 
-def test_a_region_marked_after_add_is_the_one_training_uses(make_napari_viewer, qtbot):
+def test_a_region_marked_after_add_is_the_one_training_uses(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    infos = []
+    monkeypatch.setattr("napari_unet._widgets.annotate.show_info", infos.append)
     viewer = make_napari_viewer()
     image = viewer.add_image(np.random.default_rng(0).random((40, 50)), name="nuclei")
     widget = AnnotateWidget(viewer)
@@ -311,6 +315,10 @@ def test_a_region_marked_after_add_is_the_one_training_uses(make_napari_viewer, 
     assert session(viewer).annotations == [annotation] and annotation.region is region
     assert annotation.image is image
     assert widget.pairs.native.item(0).text() == "nuclei: nuclei labels + region (40x50)"
+    assert infos[-1] == "'nuclei labels' now trains only inside 'nuclei labels region'."
+    widget.region.value = None  # chosen: all of it after all
+    assert annotation.region is None and infos[-1] == "'nuclei labels' now trains on all of it."
+    widget.region.value = region
     settle(widget, qtbot)
-    viewer.layers.remove(region)  # the chooser empties; the pair leaves, as it says
+    viewer.layers.remove(region)  # the pair leaves, as the warning says, not its region
     assert session(viewer).annotations == []

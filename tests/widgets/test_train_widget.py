@@ -116,10 +116,13 @@ def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(viewer, qtbot,
     assert list((tmp_path / "models").glob("*.safetensors"))
     # Closing runs again when Qt deletes the dock, as late as napari's exit, when
     # the worker's signals may be deleted: a slot that raises then aborts napari.
-    from qtpy.QtCore import QCoreApplication, QEvent
+    from qtpy.QtCore import QCoreApplication, QEvent, QThreadPool
 
+    QThreadPool.globalInstance().waitForDone(10_000)  # it emits after finished too
     worker.signals.deleteLater()
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    with pytest.raises(RuntimeError, match="deleted"):
+        worker.yielded.connect(print)  # the signals are gone, as at exit
     widget._closed()
 
 
@@ -158,12 +161,12 @@ def test_pause_at_once_holds_and_stop_before_a_step_keeps_the_current_model(
     qtbot.waitUntil(lambda: "cells preview" not in viewer.layers, timeout=10_000)
 
 
-def test_runs_started_in_the_same_second_get_files_of_their_own(viewer, monkeypatch):
+def test_runs_started_in_the_same_second_get_files_of_their_own(viewer, monkeypatch, tmp_path):
     monkeypatch.setattr(_train_job.time, "strftime", lambda _: "20261128-030000")
-    first = _train_job.new_model_path("cells")
-    checkpoint.save(first, UNet(width=4, depth=2))
-    second = _train_job.new_model_path("cells")
-    assert first.name == "cells-20261128-030000" and second.name == "cells-20261128-030000-2"
+    monkeypatch.setattr(_train_job, "_HANDED_OUT", set())
+    checkpoint.save(tmp_path / "models" / "cells-20261128-030000", UNet(width=4, depth=2))
+    first = _train_job.new_model_path("cells")  # a file has the name: another session's
+    assert first.name == "cells-20261128-030000-2"
     # Before its run wrote anything, as another viewer's run starting now would see it.
     assert _train_job.new_model_path("cells").name == "cells-20261128-030000-3"
     # A layer name is no path: no folder made, nothing Windows refuses.
@@ -352,7 +355,7 @@ def test_a_setting_changed_while_training_is_said_to_apply_to_the_next_run(
 
 
 def test_the_loss_plot_sits_under_the_status_on_axes_from_zero(viewer):
-    from napari_unet._widgets._plot import _draw
+    from napari_unet._widgets._plot import _draw, _figure
 
     widget = dock(viewer)
     column = widget._column()
@@ -364,9 +367,11 @@ def test_the_loss_plot_sits_under_the_status_on_axes_from_zero(viewer):
 
     assert holds(order[at - 1], widget.status)
     assert holds(order[at + 1], widget.files.save_button)
-    figure, lines = widget.plot._figure
+    figure, lines = _figure()  # not the dock's, which its render thread draws
     _draw((figure, lines), np.zeros(0), np.zeros(0), [])
     assert lines["axis"].get_xlim() == (0, 1.02) and lines["axis"].get_ylim() == (0, 1.05)
+    _draw((figure, lines), np.arange(3), np.array([0.5, np.inf, np.nan]), [])  # diverged
+    assert lines["axis"].get_ylim() == (0, 0.525)
 
 
 def test_a_training_set_without_cells_is_refused_in_the_widget(viewer, qtbot, errors):
@@ -500,3 +505,25 @@ def test_the_training_set_is_listed_under_the_layers_new_names(viewer, qtbot):
     viewer.layers["cells labels"].name = "corrected"
     viewer.layers["cells"].name = "plate 1"
     assert widget.pairs.value == "plate 1 / corrected"
+
+
+def test_a_pair_whose_region_marks_nothing_is_said_to_be_left_out():
+    from napari_unet.core.events import Progress
+
+    image, labels = np.zeros((48, 48), np.float32), np.zeros((48, 48), np.int32)
+    labels[10:20, 10:20], labels[30:40, 30:40] = 1, 2
+    job = _train_job.TrainJob(
+        [image, image],
+        [labels, labels],
+        [None, np.zeros(labels.shape, bool)],
+        UNet(width=4, depth=2),
+        TrainConfig(steps=1, tile=36, batch_size=1, device="cpu"),
+        fine_tune=False,
+        names=["whole", "partly"],
+    )
+    events = list(job.run())
+    assert events[0] == Notice(
+        "Nothing is marked in the annotated region of 'partly': left out of this run "
+        "(paint the region where the labels are right)."
+    )
+    assert any(isinstance(e, Progress) for e in events)

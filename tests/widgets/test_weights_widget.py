@@ -322,3 +322,19 @@ def test_uint64_ids_beyond_int64_are_weighted_as_training_weighs_them(
     settle(widget, qtbot)
     assert widget.status.value.startswith("'big weights'")  # no error
     np.testing.assert_array_equal(shown(viewer, "big weights"), defaults(data))
+
+
+def test_the_region_follows_the_pair_when_marked_after_add(make_napari_viewer, qtbot):
+    from napari_unet._widgets.annotate import AnnotateWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "touching_cells")
+    annotate = AnnotateWidget(viewer)
+    annotate.add_to_training_set()
+    _, weights = viewer.window.add_plugin_dock_widget("napari-unet", "Weight map")
+    assert weights.region.value is None
+    region = annotate.mark_region()
+    assert weights.region.value.name == region.name  # the dock holds a proxy of it
+    viewer.add_image(np.zeros((4, 4)), name="cells labels region [image]")
+    assert weights.region.value.name == region.name
+    qtbot.waitUntil(lambda: not weights.busy, timeout=30_000)

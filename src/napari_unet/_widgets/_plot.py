@@ -112,9 +112,11 @@ def _draw(figure_and_lines, steps, losses, validations) -> QImage:
     scores = np.asarray(validations, float).reshape(-1, 3)
     lines["pixel"].set_data(scores[:, 0], scores[:, 1])
     lines["rand"].set_data(scores[:, 0], scores[:, 2])
-    # Set even when empty: matplotlib's limits for no data are +-0.05 around 0.
+    # Set even when empty (matplotlib's limits for no data are +-0.05 around 0), and
+    # from finite losses only: a diverging run's inf must not stop the redraws.
+    finite = losses[np.isfinite(losses)]
     lines["axis"].set_xlim(0, max(steps.max(initial=0), 1) * 1.02)
-    lines["axis"].set_ylim(0, max(losses.max(initial=0) if len(losses) else 1, 1e-3) * 1.05)
+    lines["axis"].set_ylim(0, max(finite.max() if finite.size else 1.0, 1e-3) * 1.05)
     figure.canvas.draw()
     rgba = np.asarray(figure.canvas.buffer_rgba())
     height, width = rgba.shape[:2]

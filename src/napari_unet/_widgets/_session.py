@@ -85,7 +85,7 @@ class Session:
             return None
         layer = viewer.layers[name]
         fits = isinstance(layer, napari.layers.Labels) and layer.data.shape == labels.data.shape
-        return layer if fits and layer is not labels else None
+        return layer if fits else None
 
     def add(self, image, labels, region=None) -> Annotation:
         """Add a pair, or update the one that already uses ``labels``."""

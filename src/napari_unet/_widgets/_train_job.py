@@ -91,6 +91,17 @@ class TrainJob:
             )
         except ValueError as err:
             return str(err)
+        names = self.names or [f"pair {k + 1}" for k in range(len(self.images))]
+        unmarked = [
+            f"'{n}'"
+            for n, r in zip(names, self.regions, strict=True)
+            if r is not None and not r.any()
+        ]
+        if unmarked:
+            yield Notice(
+                f"Nothing is marked in the annotated region of {', '.join(unmarked)}: "
+                "left out of this run (paint the region where the labels are right)."
+            )
         if self.val_fraction > 0 and not validation:
             yield Notice(_no_validation(len(pairs)))
         with self._lock:  # pause, resume and stop act on the trainer from now on

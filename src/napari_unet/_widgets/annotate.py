@@ -271,13 +271,13 @@ class AnnotateWidget(Dock):
             region is labels or region.data.shape != labels.data.shape
         ):
             self._fail(f"'{region.name}' cannot be the annotated region of '{labels.name}'.")
-        elif region is not None:
+        else:
             # A region marked or chosen after Add: training uses what the counts show.
-            # (None is not passed on: the chooser empties when its layer is deleted.)
             paired = self._session.pair_of(labels)
             if paired is not None and paired.region is not region:
                 self._session.add(paired.image, labels, region)
-                self.status.value = f"'{labels.name}' trains only inside '{region.name}' now"
+                where = "on all of it" if region is None else f"only inside '{region.name}'"
+                show_info(f"'{labels.name}' now trains {where}.")
         self._live.timer.watch((self.labels_layer.value, self.region.value))
 
     def _training_set(self, _widget=None) -> list:

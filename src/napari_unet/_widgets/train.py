@@ -226,8 +226,8 @@ class TrainWidget(Dock):
                 "shape, and RGB images must be converted to grey first."
             )
             return
-        # The region the Annotate dock shows for these labels: the one a pair added
-        # again (e.g. with another image) was marked with, or the one named after them.
+        # The region of a pair added again (e.g. with another image), else the one
+        # the Annotate dock made for these labels ("<labels> region").
         region = self._session.region_for(labels)
         self._session.add(image, labels, region)
         if region is not None:
@@ -342,7 +342,8 @@ class TrainWidget(Dock):
             with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
                 signal.disconnect(slot)
         self._connected = []
-        self.stop()
+        if self._job is not None:
+            self._job.stop()  # not self.stop(): it writes to the status
 
     def _publish(self, event) -> None:
         """Connected until the run ends, even when the dock closes first."""

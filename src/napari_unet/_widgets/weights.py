@@ -187,6 +187,7 @@ class WeightsWidget(Dock):
             control.changed.connect(self._live.timer.schedule)
         viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self.reset_choices)
+        session(viewer).changed.connect(self._follow_pair)
         on_removed(self, self.stop)
         self._on_labels_chosen()
 
@@ -201,6 +202,7 @@ class WeightsWidget(Dock):
             return
         self._weights.unlink()
         self._viewer.layers.events.inserted.disconnect(self._on_inserted)
+        session(self._viewer).changed.disconnect(self._follow_pair)
         self._viewer.layers.events.removed.disconnect(self.reset_choices)
 
     def _on_labels_chosen(self):
@@ -214,8 +216,15 @@ class WeightsWidget(Dock):
         labels = self.labels_layer.value
         # A region marked after the labels were chosen (the Annotate dock names it so).
         if labels is not None and self.region.value is None:
-            if event.value.name == f"{labels.name} region":
+            if session(self._viewer).region_for(labels) is event.value:
                 self.region.value = event.value
+
+    def _follow_pair(self):
+        """Show the region training uses, when the Annotate dock gave the pair another."""
+        labels = self.labels_layer.value
+        paired = None if labels is None else session(self._viewer).pair_of(labels)
+        if paired is not None and self.region.value is not paired.region:
+            self.region.value = paired.region
 
     def _watch_layers(self):
         self._live.timer.watch((self.labels_layer.value, self.region.value))

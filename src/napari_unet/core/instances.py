@@ -167,6 +167,8 @@ def instance_tiles(
         Pixels per side of the tiles the gaps are closed in, and rows per band.
     """
     _check_threshold(threshold)
+    if tile < 1 or gap < 0:
+        raise ValueError(f"tile must be 1 or more and gap 0 or more; got {tile} and {gap}")
     h, w = probability.shape
     margin = 3 * gap + 1  # what _close_gaps needs around a tile to be exact
     rows = max(tile, margin)  # so that a tile's margin reaches one band up or down
