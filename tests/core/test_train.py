@@ -444,3 +444,32 @@ def test_keep_best_ends_with_the_best_validated_weights(
         assert trainer.kept_step == saved["kept_step"] == 4
     else:
         assert notices == [] and trainer.kept_step is None and "kept_step" not in saved
+
+
+class _Recorded:
+    """An array that records which planes are read, as a lazy (dask, zarr) stack."""
+
+    def __init__(self, array):
+        self.array, self.read = array, []
+        self.shape, self.ndim, self.dtype = array.shape, array.ndim, array.dtype
+
+    def __getitem__(self, key):
+        self.read.append(key)
+        return self.array[key]
+
+
+def test_only_the_annotated_planes_of_a_stack_are_read():
+    stack = np.random.default_rng(0).random((6, 32, 32), dtype=np.float32)
+    stack[4] = np.nan  # unannotated: never read, so no reason to refuse
+    labels = np.zeros(stack.shape, np.int32)
+    labels[2, 5:15, 5:15] = 1
+    image = _Recorded(stack)
+    (pair,) = make_pairs([image], [labels])
+    assert image.read == [2]
+    np.testing.assert_array_equal(pair.image, stack[2][None])
+    channels = _Recorded(np.stack([stack, stack]))  # (C, Z, Y, X)
+    (pair,) = make_pairs([channels], [labels], in_channels=2)
+    assert len(channels.read) == 1 and pair.image.shape == (2, 32, 32)
+    stack[2, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        make_pairs([stack], [labels])

@@ -322,3 +322,16 @@ def test_a_region_marked_after_add_is_the_one_training_uses(
     settle(widget, qtbot)
     viewer.layers.remove(region)  # the pair leaves, as the warning says, not its region
     assert session(viewer).annotations == []
+
+
+def test_layers_made_for_a_calibrated_image_keep_its_units(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((40, 50)), name="nuclei", scale=(0.2, 0.2), units="um")
+    widget = AnnotateWidget(viewer)
+    labels = widget.create_labels()
+    square_cells(labels, (5, 15, 5, 15), (5, 15, 15, 25))
+    region = widget.mark_region()
+    settle(widget, qtbot)
+    for layer in (labels, region, viewer.layers["nuclei labels gaps"]):
+        assert [str(u) for u in layer.units] == ["micrometer"] * 2
+    assert str(viewer.layers.extent.units[-1]) == "micrometer"  # not dropped as mixed

@@ -527,3 +527,29 @@ def test_a_pair_whose_region_marks_nothing_is_said_to_be_left_out():
         "(paint the region where the labels are right)."
     )
     assert any(isinstance(e, Progress) for e in events)
+
+
+def test_lazy_multiscale_and_4d_images_in_the_training_set(viewer, errors):
+    import dask.array as da
+
+    widget = dock(viewer)
+    lazy = da.from_array(np.random.default_rng(0).random((8, 64, 64), dtype=np.float32))
+    widget.image.value = viewer.add_image(lazy, name="lazy")
+    widget.labels_layer.value = viewer.add_labels(np.zeros((8, 64, 64), np.int32))
+    widget.add_pair()
+    # Not read on the GUI thread: the worker reads the annotated slices only.
+    assert session(viewer).annotations[0].arrays()[0] is lazy
+    full = np.zeros((64, 64), np.float32)
+    widget.image.value = viewer.add_image([full, full[::2, ::2]], multiscale=True)
+    widget.labels_layer.value = viewer.add_labels(np.zeros((64, 64), np.int32))
+    widget.add_pair()
+    assert session(viewer).annotations[1].arrays()[0] is full  # the full resolution
+    widget.image.value = viewer.add_image(np.zeros((2, 3, 16, 16)), name="tz")
+    widget.labels_layer.value = viewer.add_labels(np.zeros((2, 3, 16, 16), np.int32))
+    widget.add_pair()
+    assert len(session(viewer).annotations) == 2
+    assert errors == [
+        "'tz' has 4 axes (2, 3, 16, 16): the U-Net takes a 2D image or a stack (Z, Y, X), "
+        "one channel per layer (open channels with channel_axis); of a time series, one "
+        "time point as its own layer."
+    ]

@@ -71,8 +71,12 @@ def placement(layer, ndim: int) -> dict:
     """Where ``layer`` lies, for a layer made from its data (or, with ``ndim`` below
     its own, from its last ``ndim`` axes) to lie over it in a calibrated viewer:
     ``scale`` and ``translate``, and for a whole layer its rotation, shear and
-    affine too (a deskewed image's labels)."""
+    affine too (a deskewed image's labels), and its units and axis labels."""
     where = {"scale": tuple(layer.scale[-ndim:]), "translate": tuple(layer.translate[-ndim:])}
+    # Units too (napari >= 0.6): one layer in pixels makes the viewer drop every unit.
+    for key in ("units", "axis_labels"):
+        if hasattr(layer, key):
+            where[key] = tuple(getattr(layer, key)[-ndim:])
     if ndim == layer.ndim:
         where.update(rotate=layer.rotate, shear=layer.shear, affine=layer.affine.affine_matrix)
     return where
@@ -314,3 +318,23 @@ class WeightControls:
 
     def unlink(self) -> None:
         self._session.weights_changed.disconnect(self.pull)
+
+
+def spatial_shape(image) -> tuple[tuple[int, ...] | None, str]:
+    """The labels shape an image layer needs (of a multiscale image, its full
+    resolution's), or None and a message saying why it cannot be annotated."""
+    if image is None:
+        return None, "Choose an image layer."
+    if image.rgb:
+        return None, (
+            f"'{image.name}' is an RGB image and the U-Net takes one channel: split it "
+            "(right-click the layer > Split RGB) and annotate one channel."
+        )
+    shape = tuple(image.data[0].shape if image.multiscale else image.data.shape)
+    if len(shape) not in (2, 3):
+        return None, (
+            f"'{image.name}' has {len(shape)} axes {shape}: the U-Net takes a 2D image or "
+            "a stack (Z, Y, X), one channel per layer (open channels with channel_axis); "
+            "of a time series, one time point as its own layer."
+        )
+    return shape, ""

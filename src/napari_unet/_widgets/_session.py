@@ -33,10 +33,15 @@ class Annotation:
     labels: napari.layers.Labels
     region: napari.layers.Labels | None = None
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Copies of (image, labels, annotated mask or None for everywhere)."""
+    def arrays(self) -> tuple:
+        """(image, labels, annotated mask or None for everywhere), the last two
+        copies: painting goes on while a worker trains. The image is the layer's own
+        array (of a multiscale image, the full resolution): napari's tools never edit
+        an image, and a lazy one (dask, zarr) is read by the worker only where it is
+        annotated, not whole on the GUI thread."""
+        image = self.image.data[0] if self.image.multiscale else self.image.data
         annotated = None if self.region is None else np.asarray(self.region.data) != 0
-        return np.array(self.image.data), np.array(self.labels.data), annotated
+        return image, np.array(self.labels.data), annotated
 
     def layers(self) -> list:
         return [layer for layer in (self.image, self.labels, self.region) if layer is not None]

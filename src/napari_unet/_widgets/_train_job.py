@@ -73,6 +73,8 @@ class TrainJob:
     def run(self):
         """Worker body: yields the Trainer's events; a bad training set returns a message."""
         try:
+            if self.preview is not None:  # a slice of a lazy image: read it once, here
+                self.preview = np.asarray(self.preview)
             pairs = make_pairs(
                 self.images,
                 self.labels,

@@ -16,7 +16,16 @@ from magicgui.widgets import Label, PushButton, Select, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from ._common import DERIVED, Dock, LiveJob, cell_labels, follow_rename, on_removed, placement
+from ._common import (
+    DERIVED,
+    Dock,
+    LiveJob,
+    cell_labels,
+    follow_rename,
+    on_removed,
+    placement,
+    spatial_shape,
+)
 from ._session import session
 from ._summary import Summary, summary_job
 
@@ -39,23 +48,6 @@ def select_new_cell(layer: napari.layers.Labels) -> bool:
     layer.selected_label = following
     layer.mode = "paint"
     return True
-
-
-def spatial_shape(image: napari.layers.Image | None) -> tuple[tuple[int, ...] | None, str]:
-    """The labels shape an image needs, or None and a message saying why not."""
-    if image is None:
-        return None, "Choose an image layer."
-    if image.rgb:
-        return None, (
-            f"'{image.name}' is an RGB image and the U-Net takes one channel: split it "
-            "(right-click the layer > Split RGB) and annotate one channel."
-        )
-    if image.multiscale or image.ndim not in (2, 3):
-        return None, (
-            f"'{image.name}' has shape {image.data.shape}: annotate a 2D image or a stack "
-            "(Z, Y, X), one channel per layer (open channels with channel_axis)."
-        )
-    return tuple(image.data.shape), ""
 
 
 class AnnotateWidget(Dock):

@@ -45,6 +45,7 @@ from ._common import (
     ignore_outline_box,
     on_removed,
     row,
+    spatial_shape,
 )
 from ._model_files import ModelFiles
 from ._plot import TrainingPlot
@@ -218,13 +219,14 @@ class TrainWidget(Dock):
         if image is None or labels is None:
             show_error("Choose an image layer and a labels layer to add.")
             return
-        spatial = image.data.shape[:-1] if image.rgb else image.data.shape
-        if image.rgb or spatial != labels.data.shape:
-            show_error(
-                f"'{image.name}' {tuple(image.data.shape)} and '{labels.name}' "
-                f"{tuple(labels.data.shape)} do not match: the labels must have the image's "
-                "shape, and RGB images must be converted to grey first."
+        shape, message = spatial_shape(image)
+        if shape is not None and shape != labels.data.shape:
+            message = (
+                f"'{image.name}' {shape} and '{labels.name}' {tuple(labels.data.shape)} "
+                "do not match: the labels must have the image's shape."
             )
+        if message:
+            show_error(message)
             return
         # The region of a pair added again (e.g. with another image), else the one
         # the Annotate dock made for these labels ("<labels> region").
@@ -242,12 +244,6 @@ class TrainWidget(Dock):
         fine_tune = self.start_from.value != "new model"
         if fine_tune and self._session.model is None:
             show_error("There is no current model to fine-tune: train or load one first.")
-            return
-        if any(a.image.rgb for a in annotations):
-            show_error(
-                "RGB images cannot be trained on: split them (right-click the layer > "
-                "Split RGB) and annotate one channel."
-            )
             return
         arrays = [a.arrays() for a in annotations]
         images, labels, regions = (list(column) for column in zip(*arrays, strict=True))

@@ -55,7 +55,8 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1, names=None)
     Raises
     ------
     ValueError
-        Shapes that do not match, NaN in an image, or no labelled pixel at all.
+        Shapes that do not match, NaN in an image's annotated planes, or no labelled
+        pixel at all.
     """
     annotated = [None] * len(images) if annotated is None else annotated
     if not len(images) == len(labels) == len(annotated):
@@ -66,33 +67,35 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1, names=None)
     pairs = []
     for k, (image, label, region) in enumerate(zip(images, labels, annotated, strict=True)):
         which = f"'{names[k]}'" if names is not None else f"pair {k}"
-        image = np.asarray(image, np.float32)
         label = np.asarray(label)
-        if in_channels == 1:
-            image = image[None] if image.ndim == label.ndim else image
-        spatial = image.shape[1:]
-        if image.shape[0] != in_channels or spatial != label.shape or label.ndim not in (2, 3):
+        shape = tuple(np.shape(image))
+        one_channel = in_channels == 1 and len(shape) == label.ndim  # no channel axis
+        if one_channel:
+            shape = (1, *shape)
+        if shape[0] != in_channels or shape[1:] != label.shape or label.ndim not in (2, 3):
             raise ValueError(
-                f"{which}: image of shape {image.shape[-label.ndim - 1 :]} and "
+                f"{which}: image of shape {shape[-label.ndim - 1 :]} and "
                 f"labels of shape {label.shape} do not match (the model takes "
                 f"{in_channels} channel(s))"
             )
         if not np.issubdtype(label.dtype, np.integer) and label.dtype != bool:
             raise ValueError(f"{which}: labels must be integers; got {label.dtype}")
-        if not np.isfinite(image).all():
-            raise ValueError(f"{which}: the image contains NaN or infinite values")
         if region is not None and np.shape(region) != label.shape:
             raise ValueError(
                 f"{which}: annotated region {np.shape(region)} and labels "
                 f"{label.shape} differ in shape"
             )
         label, region = annotated_labels(label, region)
-        planes = (
-            [(image, label, region)]
-            if label.ndim == 2
-            else [(image[:, z], label[z], region[z]) for z in range(label.shape[0])]
-        )
-        pairs += [Pair(i, lab, r) for i, lab, r in planes if r.any()]
+        # Only the annotated planes of the image are read: it may be a lazy stack.
+        # A 2D image is one plane, indexed by ... (everything).
+        for z in [...] if label.ndim == 2 else range(label.shape[0]):
+            if not region[z].any():
+                continue
+            plane = image[z] if one_channel or z is ... else image[:, z]
+            plane = np.asarray(plane, np.float32)
+            if not np.isfinite(plane).all():
+                raise ValueError(f"{which}: the image contains NaN or infinite values")
+            pairs.append(Pair(plane[None] if one_channel else plane, label[z], region[z]))
     if not any(np.any(p.annotated & (p.labels > 0)) for p in pairs):
         raise ValueError("no labelled pixel: paint at least one cell before training")
     return pairs
