@@ -112,9 +112,13 @@ def test_cells_of_one_label_and_unpainted_slices_are_read_as_training_reads_them
     assert not weights[0, 30:].any()
     assert not weights[1].any() and not weights[2].any()  # no cell, no region
     np.testing.assert_array_equal(weights, defaults(stack))
+    # Nothing annotated, nothing kept: a stack painted on few slices costs no
+    # WeightMap (several int64 and float32 planes) for each of the others.
+    assert [plane.map is None for plane in widget._planes] == [False, True, True]
     labels.data_setitem((np.array([1]), np.array([30]), np.array([30])), 1)
     settle(widget, qtbot)
     assert shown(viewer, "nuclei weights")[1].any()
+    assert widget._planes[1].map is not None
     np.testing.assert_array_equal(shown(viewer, "nuclei weights"), defaults(labels.data))
 
 

@@ -61,11 +61,12 @@ def with_region(labels: np.ndarray, annotated: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Plane:
-    """A slice as the dock last read it, and the WeightMap computed from it."""
+    """A slice as the dock last read it, and the WeightMap computed from it (None
+    where nothing is annotated: its weights are all 0)."""
 
     labels: np.ndarray  # (1, Y, X) for a slice of a stack: annotated_labels reads it as one
     region: np.ndarray | None
-    map: WeightMap
+    map: WeightMap | None
 
 
 def weights_job(planes: list, labels, region, settings, redraw=False):
@@ -87,8 +88,14 @@ def weights_job(planes: list, labels, region, settings, redraw=False):
         for z, old in enumerate(planes):
             index = ... if labels.ndim == 2 else slice(z, z + 1)
             live, live_region = labels[index], None if region is None else region[index]
-            kept = old is not None and (old.map.w0, old.map.sigma, old.map.class_balance) == eq2
-            if kept and same_data(old.labels, live) and same_data(old.region, live_region):
+            same = (
+                old is not None
+                and same_data(old.labels, live)
+                and same_data(old.region, live_region)
+            )
+            kept = old is not None and old.map is not None
+            kept = kept and (old.map.w0, old.map.sigma, old.map.class_balance) == eq2
+            if same and (kept or old.map is None):
                 if not redraw:
                     continue
                 window = whole
@@ -96,7 +103,10 @@ def weights_job(planes: list, labels, region, settings, redraw=False):
                 plane = np.array(live)  # a copy: the layer may be painted meanwhile
                 plane_region = None if live_region is None else np.array(live_region)
                 target = _target(plane, plane_region)
-                if kept:
+                if np.all(target == IGNORE):  # nothing annotated: no weight, no WeightMap
+                    planes[z] = Plane(plane, plane_region, None)
+                    window = whole
+                elif kept:
                     window = changed_window(old.map.labels, target)
                     if window is not None:
                         window = old.map.update(target, window)
@@ -109,7 +119,7 @@ def weights_job(planes: list, labels, region, settings, redraw=False):
                     weight_map = WeightMap(target, *eq2, ignore=IGNORE)
                     planes[z] = Plane(plane, plane_region, weight_map)
                     window = whole
-            yield z, *_shown(planes[z].map, window, settings.ignore_outline)
+            yield z, *_shown(planes[z], window, settings.ignore_outline)
     except ValueError as err:
         return str(err)
     return ""
@@ -123,9 +133,12 @@ def _target(plane: np.ndarray, region: np.ndarray | None) -> np.ndarray:
     return with_region(instances.reshape(flat), annotated.reshape(flat))
 
 
-def _shown(weight_map: WeightMap, window, ignore_outline: bool):
+def _shown(plane: Plane, window, ignore_outline: bool):
     """``(window, weights)``: the weights of ``window`` as the loss uses them, grown
     to the outline pixels that change with it when the outline is ignored."""
+    weight_map = plane.map
+    if weight_map is None:
+        return window, np.zeros(plane.labels.shape[-2:], np.float32)[window]
     if not ignore_outline:
         return window, weight_map.weights[window].copy()
     window, edges = outline_update(weight_map.gapped, window)
@@ -320,8 +333,8 @@ class WeightsWidget(Dock):
         """The most a pixel can weigh: w0 on the background's class weight, or the
         cells' class weight (which the balance can raise above that)."""
         w0 = self._settings.w0
-        maps = [p.map for p in self._planes if p is not None]
-        return max(max(m.classes[0] + w0, m.classes[1]) for m in maps)
+        maps = [p.map for p in self._planes if p is not None and p.map is not None]
+        return max((max(m.classes[0] + w0, m.classes[1]) for m in maps), default=w0 + 1.0)
 
     def _report(self, status: str, error: str):
         """Show ``status``; notify ``error`` once, not on every stroke."""
