@@ -161,7 +161,7 @@ def test_progress_and_mode(small_valid, rng):
         (np.full((20, 20), np.nan, np.float32), "NaN"),
         (np.array([[0, np.inf], [1, 2]]), "infinite"),
         (np.zeros((0, 10)), "empty"),
-        (np.zeros((2, 3, 10, 10)), "2D image"),
+        (np.zeros((2, 3, 10, 10)), "2D image .* one channel and one time point at a time"),
         (np.zeros(10), "2D image"),
         (np.zeros((10, 10), complex), "real numbers"),
         (np.zeros((20, 20, 3), np.uint8), "RGB"),
@@ -190,6 +190,8 @@ def test_wrong_channels_is_refused(rng):
     model = UNet(in_channels=3, width=2, depth=2)
     with pytest.raises(ValueError, match="3 channels"):
         predict_tiled(model, rng.random((2, 20, 20)))
+    with pytest.raises(ValueError, match="takes its 3 channels as one array, channels first"):
+        predict_tiled(model, rng.random((20, 20)))  # one channel of them, as napari shows
 
 
 def test_nan_in_dask_input_is_refused_at_compute(small_valid):

@@ -135,6 +135,9 @@ def test_bad_region_is_a_message(make_napari_viewer, monkeypatch, qtbot):
     widget.region.value = widget.labels_layer.value
     settle(widget, qtbot)
     assert "other than the labels" in errors[-1]
+    widget.labels_layer.value = viewer.add_labels(np.zeros((2, 3, 8, 8), np.int32), name="tz")
+    settle(widget, qtbot)
+    assert errors[-1] == "'tz' has 4 axes: choose a 2D or (Z, Y, X) Labels layer"
 
 
 def test_no_labels_layer_says_so(make_napari_viewer, qtbot):

@@ -246,8 +246,10 @@ class WeightsWidget(Dock):
         labels, region = self.labels_layer.value, self.region.value
         if labels is None:
             return ""
-        if labels.multiscale or labels.ndim not in (2, 3):
-            return f"'{labels.name}' must be a 2D or 3D (Z, Y, X) Labels layer, not multiscale"
+        if labels.multiscale:
+            return f"'{labels.name}' is multiscale: choose a Labels layer of one resolution"
+        if labels.ndim not in (2, 3):
+            return f"'{labels.name}' has {labels.ndim} axes: choose a 2D or (Z, Y, X) Labels layer"
         if region is labels:
             return "Choose a region layer other than the labels themselves"
         if region is not None and region.data.shape != labels.data.shape:

@@ -243,10 +243,12 @@ def check_input(model: UNet, image) -> tuple[tuple[int, ...], bool]:
         )
     else:
         kinds = "(Y, X) or a stack (Z, Y, X)" if cin == 1 else f"({cin}, Y, X) or ({cin}, Z, Y, X)"
-        raise ValueError(
-            f"expected a 2D image {kinds}; got an array of shape {shape}. "
-            "RGB images must be converted to grey or to channels first."
+        hint = (
+            "one channel and one time point at a time"
+            if cin == 1
+            else f"the model takes its {cin} channels as one array, channels first"
         )
+        raise ValueError(f"expected a 2D image {kinds}; got an array of shape {shape}: {hint}")
     if 0 in shape:
         raise ValueError(f"the image is empty (shape {shape})")
     return spatial, len(spatial) == 3
