@@ -255,7 +255,9 @@ def test_another_image_of_the_same_shape_does_not_take_the_labels(make_napari_vi
     settle(widget, qtbot)
 
 
-def test_scrolling_a_stack_does_not_count_it_again(make_napari_viewer, qtbot, monkeypatch):
+def test_scrolling_a_stack_does_not_count_it_again_and_a_stroke_counts_its_slice(
+    make_napari_viewer, qtbot, monkeypatch
+):
     from napari_unet._widgets import _summary
 
     viewer = make_napari_viewer()
@@ -267,7 +269,9 @@ def test_scrolling_a_stack_does_not_count_it_again(make_napari_viewer, qtbot, mo
     settle(widget, qtbot)
     counted = []
     read = _summary.annotated_labels
-    monkeypatch.setattr(_summary, "annotated_labels", lambda *a: counted.append(1) or read(*a))
+    monkeypatch.setattr(
+        _summary, "annotated_labels", lambda *a: counted.append(a[0].shape) or read(*a)
+    )
     for z in (1, 2, 3):
         viewer.dims.set_current_step(0, z)  # napari refreshes the layers: a run starts
         widget._live.start()
@@ -275,7 +279,12 @@ def test_scrolling_a_stack_does_not_count_it_again(make_napari_viewer, qtbot, mo
     assert counted == []
     labels.data_setitem((np.array([3]), np.array([20]), np.array([20])), 9)
     settle(widget, qtbot)
-    assert counted == [1] and widget.counts.value.startswith("2 cells")
+    # A stroke recounts its slice, not the stack.
+    assert counted == [(1, 30, 30)] and widget.counts.value.startswith("2 cells")
+    assert widget.counts.value.endswith("over 2 of 4 slices")
+    np.testing.assert_array_equal(
+        viewer.layers["stack labels gaps"].data, np.zeros((4, 30, 30), np.uint8)
+    )
 
 
 def test_counts_and_gaps_come_back_for_a_pair_counted_before(viewer_with_sample, qtbot):

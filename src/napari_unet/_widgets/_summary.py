@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -13,17 +13,28 @@ from ._common import same_data
 
 
 @dataclass
+class Counted:
+    """One plane (of a stack, a one-slice stack) as read, and what training sees of it."""
+
+    labels: np.ndarray
+    region: np.ndarray | None
+    cells: int
+    pairs: int
+    gaps: np.ndarray  # uint8, 1 where separation_borders removes a pixel
+    annotated: bool
+
+
+@dataclass
 class Summary:
     """What training sees of a pair: counts and the gaps it opens between cells,
-    and the labels and region they were read from."""
+    and the planes they were counted from."""
 
     cells: int = 0
     pairs: int = 0
-    gaps: np.ndarray | None = None  # uint8, 1 where separation_borders removes a pixel
+    gaps: np.ndarray | None = None
     slices: int = 0  # of a stack, those training takes (with annotated pixels)
     message: str = ""
-    labels: np.ndarray | None = None
-    region: np.ndarray | None = None
+    planes: list = field(default_factory=list)  # of Counted
 
 
 def summary_job(labels, region, seen: Summary | None = None) -> Summary | None:
@@ -32,21 +43,44 @@ def summary_job(labels, region, seen: Summary | None = None) -> Summary | None:
     (``core.data.annotated_labels``: e.g. cells all painted with one label are told
     apart where they do not touch).
 
-    None when the data equal those ``seen`` was read from: napari refreshes a layer
-    on every step through a stack, which starts a run, and recounting a large stack
-    costs seconds. The data are read here, not copied on the GUI thread first: an
-    edit made while they are read starts another run.
+    A stack is read slice by slice, and a slice equal to the one ``seen`` counted is
+    not counted again: a stroke recounts its slice, not the stack. None when nothing
+    changed: napari refreshes a layer on every step through a stack, which starts a
+    run. The data are read here, not copied on the GUI thread first: an edit made
+    while they are read starts another run.
     """
-    if seen is not None and same_data(seen.labels, labels) and same_data(seen.region, region):
+    stack = labels.ndim == 3
+    count = labels.shape[0] if stack else 1
+    before = seen.planes if seen is not None and len(seen.planes) == count else [None] * count
+    planes, changed = [], False
+    for z, old in enumerate(before):
+        index = slice(z, z + 1) if stack else ...
+        live, live_region = labels[index], None if region is None else region[index]
+        if old is not None and same_data(old.labels, live) and same_data(old.region, live_region):
+            planes.append(old)
+            continue
+        changed = True
+        try:
+            # Copies: the layer may be painted meanwhile.
+            planes.append(
+                _count(np.array(live), None if region is None else np.array(live_region))
+            )
+        except ValueError as err:  # e.g. negative labels
+            return Summary(message=str(err))
+    if seen is not None and not changed:
         return None
-    labels = np.array(labels)  # a copy: the layer may be painted meanwhile
-    region = None if region is None else np.array(region)
+    return Summary(
+        cells=sum(p.cells for p in planes),
+        pairs=sum(p.pairs for p in planes),
+        gaps=np.concatenate([p.gaps for p in planes]) if stack else planes[0].gaps,
+        slices=sum(p.annotated for p in planes) if stack else 0,
+        planes=planes,
+    )
+
+
+def _count(labels: np.ndarray, region: np.ndarray | None) -> Counted:
     instances, annotated = annotated_labels(labels, None if region is None else region != 0)
     trusted = np.where(annotated, instances, 0)
-    try:
-        gaps = (trusted != 0) & (separation_borders(trusted) == 0)
-    except ValueError as err:  # e.g. negative labels
-        return Summary(message=str(err))
-    slices = int(np.count_nonzero(annotated.any(axis=(-2, -1)))) if labels.ndim == 3 else 0
-    counts = (cell_count(trusted), touching_pairs(trusted), gaps.astype(np.uint8), slices)
-    return Summary(*counts, labels=labels, region=region)
+    gaps = (trusted != 0) & (separation_borders(trusted) == 0)
+    counts = (cell_count(trusted), touching_pairs(trusted), gaps.astype(np.uint8))
+    return Counted(labels, region, *counts, annotated=bool(annotated.any()))
