@@ -553,3 +553,24 @@ def test_lazy_multiscale_and_4d_images_in_the_training_set(viewer, errors):
         "one channel per layer (open channels with channel_axis); of a time series, one "
         "time point as its own layer."
     ]
+
+
+def test_a_preview_slice_with_nan_is_skipped_not_fatal():
+    from napari_unet.core.events import Done
+
+    stack = np.random.default_rng(0).random((4, 48, 48), dtype=np.float32)
+    stack[3, :5] = np.nan  # the slice in view, not annotated
+    labels = np.zeros(stack.shape, np.int32)
+    labels[1, 10:20, 10:20], labels[1, 30:40, 30:40] = 1, 2
+    job = _train_job.TrainJob(
+        [stack],
+        [labels],
+        [None],
+        UNet(width=4, depth=2),
+        TrainConfig(steps=3, tile=36, batch_size=1, device="cpu", preview_every=1),
+        fine_tune=False,
+        preview=stack[3],
+    )
+    events = list(job.run())
+    assert Notice("The slice in view holds NaN or infinite values: no preview.") in events
+    assert isinstance(events[-1], Done) and events[-1].step == 3

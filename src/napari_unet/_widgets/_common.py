@@ -73,10 +73,8 @@ def placement(layer, ndim: int) -> dict:
     ``scale`` and ``translate``, and for a whole layer its rotation, shear and
     affine too (a deskewed image's labels), and its units and axis labels."""
     where = {"scale": tuple(layer.scale[-ndim:]), "translate": tuple(layer.translate[-ndim:])}
-    # Units too (napari >= 0.6): one layer in pixels makes the viewer drop every unit.
-    for key in ("units", "axis_labels"):
-        if hasattr(layer, key):
-            where[key] = tuple(getattr(layer, key)[-ndim:])
+    # Units too: one layer in pixels makes the viewer drop every layer's units.
+    where.update(units=tuple(layer.units[-ndim:]), axis_labels=tuple(layer.axis_labels[-ndim:]))
     if ndim == layer.ndim:
         where.update(rotate=layer.rotate, shear=layer.shear, affine=layer.affine.affine_matrix)
     return where

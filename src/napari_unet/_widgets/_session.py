@@ -3,8 +3,8 @@ and the weight-map settings.
 
 Each widget is created separately by napari; they meet here. The training set
 holds layers, not arrays, so labels corrected after a prediction are what the
-next training run reads; :meth:`Annotation.arrays` snapshots them on the GUI
-thread before a worker starts.
+next training run reads; :meth:`Annotation.arrays` copies the labels and region
+on the GUI thread before a worker starts (the image is read by the worker).
 """
 
 from __future__ import annotations

@@ -93,6 +93,10 @@ class TrainJob:
             )
         except ValueError as err:
             return str(err)
+        if self.preview is not None and not np.isfinite(self.preview).all():
+            # The slice in view need not be annotated, so make_pairs did not check it.
+            trainer.preview = None
+            yield Notice("The slice in view holds NaN or infinite values: no preview.")
         names = self.names or [f"pair {k + 1}" for k in range(len(self.images))]
         unmarked = [
             f"'{n}'"

@@ -68,7 +68,8 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1, names=None)
     for k, (image, label, region) in enumerate(zip(images, labels, annotated, strict=True)):
         which = f"'{names[k]}'" if names is not None else f"pair {k}"
         label = np.asarray(label)
-        shape = tuple(np.shape(image))
+        image = image if hasattr(image, "shape") else np.asarray(image)  # e.g. nested lists
+        shape = tuple(image.shape)
         one_channel = in_channels == 1 and len(shape) == label.ndim  # no channel axis
         if one_channel:
             shape = (1, *shape)
