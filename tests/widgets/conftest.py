@@ -11,6 +11,24 @@ def viewer_with_sample(make_napari_viewer):
 
 
 @pytest.fixture
+def close_after_exit():
+    """``close_after_exit(widget, worker)``: the dock's close handler called again, as
+    Qt calls it when it deletes the dock, as late as napari's exit, when the finished
+    worker's signals may be deleted: a slot that raises then aborts napari."""
+    from qtpy.QtCore import QCoreApplication, QEvent, QThreadPool
+
+    def close(widget, worker) -> None:
+        QThreadPool.globalInstance().waitForDone(10_000)  # it emits after finished too
+        worker.signals.deleteLater()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        with pytest.raises(RuntimeError, match="deleted"):
+            worker.yielded.connect(print)  # the signals are gone, as at exit
+        widget._closed()
+
+    return close
+
+
+@pytest.fixture
 def loss_weights():
     """``loss_weights(labels, w0, sigma, class_balance, ignore_outline=True,
     annotated=None)``: what the loss weighs each pixel with

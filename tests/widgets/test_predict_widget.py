@@ -234,20 +234,11 @@ def test_labels_into_offers_cells_and_warns_before_overwriting_training_labels(
 
 
 def test_closing_the_dock_while_predicting_adds_nothing_and_closes_again_quietly(
-    viewer_with_sample, model_file, qtbot
+    viewer_with_sample, model_file, qtbot, close_after_exit
 ):
-    from qtpy.QtCore import QCoreApplication, QEvent, QThreadPool
-
     widget = predicting(viewer_with_sample, model_file)
     worker = widget._worker
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer_with_sample.window.remove_dock_widget(widget.native)
     assert [layer.name for layer in viewer_with_sample.layers] == ["cells", "cells labels"]
-    # Closing runs again when Qt deletes the dock, as late as napari's exit, when the
-    # worker's signals may be deleted: a slot that raises then aborts napari.
-    QThreadPool.globalInstance().waitForDone(10_000)  # it emits after finished too
-    worker.signals.deleteLater()
-    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-    with pytest.raises(RuntimeError, match="deleted"):
-        worker.yielded.connect(print)  # the signals are gone, as at exit
-    widget._closed()
+    close_after_exit(widget, worker)

@@ -105,7 +105,9 @@ def test_pause_holds_and_resume_continues(viewer, qtbot):
     stop_and_wait(widget, qtbot)
 
 
-def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(viewer, qtbot, tmp_path):
+def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(
+    viewer, qtbot, tmp_path, close_after_exit
+):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
     widget.start()
@@ -114,16 +116,7 @@ def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(viewer, qtbot,
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer.window.remove_dock_widget(widget.native)
     assert list((tmp_path / "models").glob("*.safetensors"))
-    # Closing runs again when Qt deletes the dock, as late as napari's exit, when
-    # the worker's signals may be deleted: a slot that raises then aborts napari.
-    from qtpy.QtCore import QCoreApplication, QEvent, QThreadPool
-
-    QThreadPool.globalInstance().waitForDone(10_000)  # it emits after finished too
-    worker.signals.deleteLater()
-    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
-    with pytest.raises(RuntimeError, match="deleted"):
-        worker.yielded.connect(print)  # the signals are gone, as at exit
-    widget._closed()
+    close_after_exit(widget, worker)
 
 
 def test_stop_while_paused_ends_training(viewer, qtbot):
