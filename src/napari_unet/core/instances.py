@@ -174,14 +174,14 @@ def instance_tiles(
     rows = max(tile, margin)  # so that a tile's margin reaches one band up or down
     starts = range(0, h, rows)
 
-    def components(start: int) -> np.ndarray:
+    def components(start: int) -> tuple[np.ndarray, int]:
         foreground = np.asarray(probability[start : start + rows]) > threshold
-        return ndi.label(foreground, output=np.int32)[0]
+        return ndi.label(foreground, output=np.int32)
 
     ids = _band_ids(components, starts, min_size)
 
     def numbered(k: int) -> np.ndarray | None:
-        return _renumber(components(starts[k]), ids[k]) if k < len(starts) else None
+        return _renumber(components(starts[k])[0], ids[k]) if k < len(starts) else None
 
     above, band = None, numbered(0)
     for k, start in enumerate(starts):
@@ -202,12 +202,12 @@ def instance_tiles(
 
 def _band_ids(components, starts, min_size: int) -> list[np.ndarray]:
     """For each band, the whole plane's id (0: dropped) of each of its components
-    (index 0: background), from ``components(start)`` (ids 1..n in raster order)."""
+    (index 0: background), from ``components(start)``: labels with ids 1..n in
+    raster order, and n."""
     sizes, offsets, upper, lower = [], [0], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     bottom = None
     for start in starts:
-        labels = components(start)
-        n = int(labels.max(initial=0))
+        labels, n = components(start)
         sizes.append(_sizes(labels, n)[1:])
         if bottom is not None:  # 4-connected across the seam: the same column
             joined = (bottom > 0) & (labels[0] > 0)
