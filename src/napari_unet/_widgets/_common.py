@@ -50,6 +50,14 @@ def cell_labels(viewer) -> Callable:
     return choices
 
 
+def fits(layer, shape) -> bool:
+    """Whether ``layer`` is a Labels layer of ``shape``: one a dock can take by name
+    (e.g. "<labels> region")."""
+    import napari
+
+    return isinstance(layer, napari.layers.Labels) and layer.data.shape == shape
+
+
 def follow_rename(viewer, previous: str | None, name: str) -> None:
     """Rename a layer a dock derived from another (e.g. "<labels> gaps") from
     ``previous`` to ``name`` after that other layer was renamed, rather than
@@ -65,6 +73,22 @@ def same_data(seen, live) -> bool:
     if seen is None or live is None:
         return seen is None and live is None
     return np.array_equal(seen, live)
+
+
+def planes_of(labels, region):
+    """``(labels, region)`` of each plane of two layers' data (``region`` None for
+    none), as the docks' workers read them one at a time: a 2D layer is one plane,
+    and a stack's slices are one-slice stacks, which training reads as a stack."""
+    stack = labels.ndim == 3
+    for z in range(labels.shape[0] if stack else 1):
+        index = slice(z, z + 1) if stack else ...
+        yield labels[index], None if region is None else region[index]
+
+
+def read_before(seen, labels, region) -> bool:
+    """Whether ``seen`` (None, or what a worker kept of a plane: its ``labels`` and
+    ``region`` copies) was read from these data."""
+    return seen is not None and same_data(seen.labels, labels) and same_data(seen.region, region)
 
 
 def placement(layer, ndim: int) -> dict:
@@ -183,6 +207,22 @@ class CloseWatcher(QObject):
         ):
             self._callback()
         return False
+
+
+def connect_all(connections: list) -> list:
+    """Make ``(signal, slot)`` connections; returns them, for :func:`disconnect_all`."""
+    for signal, slot in connections:
+        signal.connect(slot)
+    return connections
+
+
+def disconnect_all(connections: list) -> None:
+    """Undo connections made by :func:`connect_all`, from the list kept, not read again
+    from their objects: a finished worker's signals may be deleted by the time a
+    dock's close handler runs again, as Qt deletes the dock (as late as napari's exit)."""
+    for signal, slot in connections:
+        with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
+            signal.disconnect(slot)
 
 
 def on_removed(widget, callback: Callable[[], None]) -> CloseWatcher:

@@ -22,6 +22,7 @@ from qtpy.QtCore import QTimer
 
 from ..core.config import TrainConfig
 from ..core.model import UNet
+from ._common import fits
 
 
 @dataclass(eq=False)
@@ -89,8 +90,7 @@ class Session:
         if viewer is None or name not in viewer.layers:
             return None
         layer = viewer.layers[name]
-        fits = isinstance(layer, napari.layers.Labels) and layer.data.shape == labels.data.shape
-        return layer if fits else None
+        return layer if fits(layer, labels.data.shape) else None
 
     def add(self, image, labels, region=None) -> Annotation:
         """Add a pair, or update the one that already uses ``labels``."""

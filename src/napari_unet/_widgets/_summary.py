@@ -9,7 +9,7 @@ import numpy as np
 from ..core.data import annotated_labels
 from ..core.instances import cell_count, touching_pairs
 from ..core.weights import separation_borders
-from ._common import same_data
+from ._common import planes_of, read_before
 
 
 @dataclass
@@ -53,10 +53,8 @@ def summary_job(labels, region, seen: Summary | None = None) -> Summary | None:
     count = labels.shape[0] if stack else 1
     before = seen.planes if seen is not None and len(seen.planes) == count else [None] * count
     planes, changed = [], False
-    for z, old in enumerate(before):
-        index = slice(z, z + 1) if stack else ...
-        live, live_region = labels[index], None if region is None else region[index]
-        if old is not None and same_data(old.labels, live) and same_data(old.region, live_region):
+    for old, (live, live_region) in zip(before, planes_of(labels, region), strict=True):
+        if read_before(old, live, live_region):
             planes.append(old)
             continue
         changed = True

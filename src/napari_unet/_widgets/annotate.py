@@ -21,6 +21,7 @@ from ._common import (
     Dock,
     LiveJob,
     cell_labels,
+    fits,
     follow_rename,
     on_removed,
     placement,
@@ -353,9 +354,7 @@ class AnnotateWidget(Dock):
     def _named(self, name: str, shape) -> tuple[napari.layers.Labels | None, str]:
         """The Labels layer called ``name`` (None if there is none), or why it does not fit."""
         layer = self._viewer.layers[name] if name in self._viewer.layers else None
-        if layer is not None and not (
-            isinstance(layer, napari.layers.Labels) and layer.data.shape == shape
-        ):
+        if layer is not None and not fits(layer, shape):
             return None, f"A layer '{name}' exists but is not a Labels layer of shape {shape}."
         return layer, ""
 

@@ -9,7 +9,6 @@ that Ctrl+Z undoes, so nothing the user painted is lost.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,15 @@ from ..core.device import default_device
 from ..core.instances import to_instances
 from ..core.model import UNet
 from ..core.predict import check_input, iter_predict
-from ._common import Dock, cell_labels, device_choices, on_removed, placement
+from ._common import (
+    Dock,
+    cell_labels,
+    connect_all,
+    device_choices,
+    disconnect_all,
+    on_removed,
+    placement,
+)
 from ._session import session
 
 IN_MEMORY = "current (trained or loaded here)"
@@ -183,9 +190,7 @@ class PredictWidget(Dock):
         self._worker = create_worker(
             predict_job, model, data, tile, self.tta.value, self.device.value, self.threshold.value
         )
-        self._connected = self._slots()
-        for signal, slot in self._connected:
-            signal.connect(slot)
+        self._connected = connect_all(self._slots())
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"predicting {layer.name}..."
         self._worker.start()
@@ -202,11 +207,7 @@ class PredictWidget(Dock):
         """The dock or its viewer closed: cancel, and touch no control (they may be
         deleted already) nor layer from then on."""
         if self._worker is not None:
-            # The connections made at start, not read again from the worker: its
-            # signals may be deleted by now (closing runs again as Qt deletes the dock).
-            for signal, slot in self._connected:
-                with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
-                    signal.disconnect(slot)
+            disconnect_all(self._connected)
             self._connected = []
             self._worker.quit()
 

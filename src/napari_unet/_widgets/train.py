@@ -11,7 +11,6 @@ to the Session for the Predict dock.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import threading
 import time
@@ -41,7 +40,9 @@ from ._common import (
     Dock,
     WeightControls,
     cell_labels,
+    connect_all,
     device_choices,
+    disconnect_all,
     ignore_outline_box,
     on_removed,
     row,
@@ -295,9 +296,7 @@ class TrainWidget(Dock):
         self._worker = create_worker(self._job.run, _ignore_errors=True)
         self._worker.yielded.connect(self._publish)
         self._worker.aborted.connect(self._job.abandon, Qt.ConnectionType.DirectConnection)
-        self._connected = self._slots()
-        for signal, slot in self._connected:
-            signal.connect(slot)
+        self._connected = connect_all(self._slots())
         self.plot.clear()
         self._said_next_run = False
         self.progress.value = 0
@@ -332,11 +331,7 @@ class TrainWidget(Dock):
         """The dock closed or its viewer did: stop, and keep the controls, which may be
         deleted already, out of the rest of the run; the model still reaches the Session."""
         self._weights.unlink()
-        # The connections made at start, not read again from the worker: its signals
-        # may be deleted by now (closing runs again as Qt deletes the dock).
-        for signal, slot in self._connected:
-            with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
-                signal.disconnect(slot)
+        disconnect_all(self._connected)
         self._connected = []
         if self._job is not None:
             self._job.stop()  # not self.stop(): it writes to the status

@@ -38,7 +38,8 @@ from ._common import (
     ignore_outline_box,
     on_removed,
     placement,
-    same_data,
+    planes_of,
+    read_before,
 )
 from ._session import WeightSettings, session
 
@@ -85,14 +86,10 @@ def weights_job(planes: list, labels, region, settings, redraw=False):
     whole = (slice(None), slice(None))
     eq2 = (settings.w0, settings.sigma, settings.class_balance)
     try:
-        for z, old in enumerate(planes):
-            index = ... if labels.ndim == 2 else slice(z, z + 1)
-            live, live_region = labels[index], None if region is None else region[index]
-            same = (
-                old is not None
-                and same_data(old.labels, live)
-                and same_data(old.region, live_region)
-            )
+        for z, (old, (live, live_region)) in enumerate(
+            zip(planes, planes_of(labels, region), strict=True)
+        ):
+            same = read_before(old, live, live_region)
             kept = old is not None and old.map is not None
             kept = kept and (old.map.w0, old.map.sigma, old.map.class_balance) == eq2
             if same and (kept or old.map is None):
