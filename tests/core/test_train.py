@@ -470,6 +470,10 @@ def test_only_the_annotated_planes_of_a_stack_are_read():
     channels = _Recorded(np.stack([stack, stack]))  # (C, Z, Y, X)
     (pair,) = make_pairs([channels], [labels], in_channels=2)
     assert len(channels.read) == 1 and pair.image.shape == (2, 32, 32)
+    lazy_labels = _Recorded(labels)  # read a slice at a time, never whole
+    (pair,) = make_pairs([stack], [lazy_labels])
+    assert lazy_labels.read == [slice(z, z + 1) for z in range(6)]
+    np.testing.assert_array_equal(pair.labels, labels[2])
     stack[2, 0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         make_pairs([stack], [labels])

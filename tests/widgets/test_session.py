@@ -32,6 +32,25 @@ def test_session(make_napari_viewer, monkeypatch, qtbot):
     assert s.annotations == [] and len(warnings) == 2
 
 
+def test_a_pair_copies_its_labels_and_region(make_napari_viewer):
+    # Of a stack, only the painted slices are written (the rest stay zero pages);
+    # the copies must still equal the layers, ids and dtype included.
+    v = make_napari_viewer()
+    labels = np.zeros((30, 64, 64), np.uint32)
+    labels[3, 5:9, 5:9], labels[20, 0, 0] = 7, 2**32 - 1
+    region = np.zeros(labels.shape, np.uint8)
+    region[3:5] = 2
+    layer = v.add_labels(labels.copy())
+    pair = session(v).add(v.add_image(np.zeros(labels.shape)), layer, v.add_labels(region))
+    _, copied, annotated = pair.arrays()
+    layer.data[3] = 0  # painting goes on while a worker trains
+    assert copied.dtype == np.uint32 and annotated.dtype == bool
+    np.testing.assert_array_equal(copied, labels)
+    np.testing.assert_array_equal(annotated, region != 0)
+    flat = session(v).add(v.add_image(np.zeros((8, 8))), v.add_labels(np.eye(8, dtype=int)))
+    np.testing.assert_array_equal(flat.arrays()[1], np.eye(8, dtype=int))
+
+
 def test_every_dock_scrolls_rather_than_growing_the_window(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     docks = [

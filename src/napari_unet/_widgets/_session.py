@@ -41,11 +41,25 @@ class Annotation:
         an image, and a lazy one (dask, zarr) is read by the worker only where it is
         annotated, not whole on the GUI thread."""
         image = self.image.data[0] if self.image.multiscale else self.image.data
-        annotated = None if self.region is None else np.asarray(self.region.data) != 0
-        return image, np.array(self.labels.data), annotated
+        annotated = None if self.region is None else _copy(self.region.data, bool)
+        return image, _copy(self.labels.data), annotated
 
     def layers(self) -> list:
         return [layer for layer in (self.image, self.labels, self.region) if layer is not None]
+
+
+def _copy(data, dtype=None) -> np.ndarray:
+    """A copy of a layer's array, as ``dtype``. Of a stack, only the slices holding a
+    non-zero value are written: the others stay zero pages, which take no memory
+    until written, so a stack painted on a few slices costs a few slices."""
+    if np.ndim(data) != 3:
+        return np.array(data, dtype)
+    out = np.zeros(data.shape, dtype or data.dtype)
+    for z in range(data.shape[0]):
+        plane = np.asarray(data[z])
+        if np.count_nonzero(plane):
+            out[z] = plane
+    return out
 
 
 @dataclass(frozen=True)

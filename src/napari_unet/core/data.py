@@ -40,8 +40,8 @@ class Pair:
 def make_pairs(images, labels, annotated=None, in_channels: int = 1, names=None) -> list[Pair]:
     """Check and split (image, labels[, annotated]) triples into 2D pairs.
 
-    The labels are read by :func:`annotated_labels`, and only planes with
-    annotated pixels become pairs.
+    The labels are read by :func:`annotated_labels`, a slice at a time, and only
+    planes with annotated pixels become pairs (only their image is read).
 
     Parameters
     ----------
@@ -67,8 +67,9 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1, names=None)
     pairs = []
     for k, (image, label, region) in enumerate(zip(images, labels, annotated, strict=True)):
         which = f"'{names[k]}'" if names is not None else f"pair {k}"
-        label = np.asarray(label)
-        image = image if hasattr(image, "shape") else np.asarray(image)  # e.g. nested lists
+        # Lazy arrays stay lazy: only the planes read below are loaded.
+        label = label if hasattr(label, "shape") else np.asarray(label)  # e.g. nested lists
+        image = image if hasattr(image, "shape") else np.asarray(image)
         shape = tuple(image.shape)
         one_channel = in_channels == 1 and len(shape) == label.ndim  # no channel axis
         if one_channel:
@@ -86,17 +87,24 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1, names=None)
                 f"{which}: annotated region {np.shape(region)} and labels "
                 f"{label.shape} differ in shape"
             )
-        label, region = annotated_labels(label, region)
-        # Only the annotated planes of the image are read: it may be a lazy stack.
-        # A 2D image is one plane, indexed by ... (everything).
+        # Plane by plane, and only the annotated planes of the image are read: a
+        # stack may be large, or lazy. A 2D image is one plane, indexed by ...
         for z in [...] if label.ndim == 2 else range(label.shape[0]):
-            if not region[z].any():
+            if z is ...:
+                cells, mask = annotated_labels(label, region)
+            else:  # a stack of one slice, so that an unpainted slice is not annotated
+                window = slice(z, z + 1)
+                cells, mask = annotated_labels(
+                    label[window], None if region is None else region[window]
+                )
+                cells, mask = cells[0], mask[0]
+            if not mask.any():
                 continue
             plane = image[z] if one_channel or z is ... else image[:, z]
             plane = np.asarray(plane, np.float32)
             if not np.isfinite(plane).all():
                 raise ValueError(f"{which}: the image contains NaN or infinite values")
-            pairs.append(Pair(plane[None] if one_channel else plane, label[z], region[z]))
+            pairs.append(Pair(plane[None] if one_channel else plane, cells, mask))
     if not any(np.any(p.annotated & (p.labels > 0)) for p in pairs):
         raise ValueError("no labelled pixel: paint at least one cell before training")
     return pairs
