@@ -565,5 +565,29 @@ def test_a_preview_slice_with_nan_is_skipped_not_fatal():
         preview=stack[3],
     )
     events = list(job.run())
-    assert Notice("The slice in view holds NaN or infinite values: no preview.") in events
+    message = "The slice in view holds NaN or infinite values: no preview."
+    assert _train_job.NoPreview(message) in events
     assert isinstance(events[-1], Done) and events[-1].step == 3
+
+
+def test_a_preview_dropped_for_nan_leaves_no_empty_layer(viewer, qtbot, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(train_module, "show_warning", warnings.append)
+    image, labels = viewer.layers["cells"].data, viewer.layers["cells labels"].data
+    stack = np.stack([image, image]).astype(np.float32)
+    stack[1, :5] = np.nan  # the slice in view, not annotated
+    widget = dock(viewer)
+    widget.image.value = viewer.add_image(stack, name="stack")
+    widget.labels_layer.value = viewer.add_labels(np.stack([labels, 0 * labels]))
+    widget.add_pair()
+    message = "The slice in view holds NaN or infinite values: no preview."
+    for kept in (False, True):  # made by this run, or kept from an earlier one
+        if kept:
+            viewer.add_image(np.ones((1, 256, 256), np.float32), name="stack preview")
+        viewer.dims.set_point(0, 1)
+        warnings.clear()
+        widget.start()
+        qtbot.waitUntil(lambda: warnings == [message], timeout=60_000)
+        assert "stack preview" not in viewer.layers
+        train_until(widget, qtbot, 1)  # the run goes on
+        stop_and_wait(widget, qtbot)

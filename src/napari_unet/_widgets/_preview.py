@@ -64,7 +64,8 @@ class PreviewLayer:
                 **self._where,
             )
 
-    def discard(self) -> None:
-        """Remove the layer the last :meth:`prepare` made, still empty."""
-        if self._made and self.name in self._viewer.layers:
+    def discard(self, even_kept: bool = False) -> None:
+        """Remove the layer the last :meth:`prepare` made, still empty; ``even_kept``,
+        also one kept from an earlier run, which that prepare emptied."""
+        if (self._made or even_kept) and self.name in self._viewer.layers:
             self._viewer.layers.remove(self.name)

@@ -51,6 +51,11 @@ def new_model_path(name: str) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class NoPreview(Notice):
+    """A notice that the run previews nothing: the dock removes the layer it made."""
+
+
 @dataclass
 class TrainJob:
     """Everything a run needs, as arrays; controls that work before the Trainer exists."""
@@ -96,7 +101,7 @@ class TrainJob:
         if self.preview is not None and not np.isfinite(self.preview).all():
             # The slice in view need not be annotated, so make_pairs did not check it.
             trainer.preview = None
-            yield Notice("The slice in view holds NaN or infinite values: no preview.")
+            yield NoPreview("The slice in view holds NaN or infinite values: no preview.")
         names = self.names or [f"pair {k + 1}" for k in range(len(self.images))]
         unmarked = [
             f"'{n}'"

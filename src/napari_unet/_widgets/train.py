@@ -52,7 +52,7 @@ from ._model_files import ModelFiles
 from ._plot import TrainingPlot
 from ._preview import PreviewLayer
 from ._session import session
-from ._train_job import TrainJob, new_model_path
+from ._train_job import NoPreview, TrainJob, new_model_path
 
 # Width, padding, tile and batch on the CPU (False) and on a GPU (True).
 _DEVICE_DEFAULTS = {
@@ -365,6 +365,8 @@ class TrainWidget(Dock):
         elif isinstance(event, Paused):
             self.status.value = f"paused at step {event.step}"
         elif isinstance(event, Notice):
+            if isinstance(event, NoPreview):
+                self._preview.discard(even_kept=True)
             (show_info if event.level == "info" else show_warning)(event.message)
         elif isinstance(event, Saved) and event.step > 0:
             self._session.model_path = event.path
