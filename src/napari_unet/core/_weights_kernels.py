@@ -277,15 +277,16 @@ def _in_sorted(values, v):
 
 
 @numba.njit(cache=True, nogil=True)
-def _outranked(labels, protected, removed, i, j):
-    """Whether pixel (i, j) touches a kept pixel of an instance that outranks its own."""
+def _outranked(labels, protected, gapped, i, j):
+    """Whether pixel (i, j) touches a kept pixel (non-zero in ``gapped``) of an
+    instance that outranks its own."""
     h, w = labels.shape
     v = labels[i, j]
     pv = protected.size > 0 and _in_sorted(protected, v)
     for a in range(max(i - 1, 0), min(i + 2, h)):
         for b in range(max(j - 1, 0), min(j + 2, w)):
             u = labels[a, b]
-            if u == 0 or u == v or removed[a, b]:
+            if u == 0 or u == v or gapped[a, b] == 0:
                 continue
             pu = protected.size > 0 and _in_sorted(protected, u)
             if pu > pv or (pu == pv and u > v):
@@ -294,8 +295,9 @@ def _outranked(labels, protected, removed, i, j):
 
 
 @numba.njit(cache=True, nogil=True)
-def removed_pixels(labels, protected):
-    """Pixels that touch (8-neighbour) a kept pixel of an instance that outranks theirs.
+def gaps(labels, protected):
+    """``labels`` with 0 on every pixel that touches (8-neighbour) a kept pixel of an
+    instance that outranks its own, and the ids of those pixels.
 
     Rank is (protected, id): of two touching instances the lower-ranked one gives
     up its contact pixels, so the gap is one pixel wide; where three meet, a pixel
@@ -303,15 +305,15 @@ def removed_pixels(labels, protected):
     that would otherwise vanish.
     """
     h, w = labels.shape
-    removed = np.zeros((h, w), np.bool_)
+    gapped = labels.copy()
     rows, cols = [], []
     for i in range(h):
         for j in range(w):
-            if labels[i, j] != 0 and _outranked(labels, protected, removed, i, j):
+            if labels[i, j] != 0 and _outranked(labels, protected, labels, i, j):
                 rows.append(i)
                 cols.append(j)
     for k in range(len(rows)):
-        removed[rows[k], cols[k]] = True
+        gapped[rows[k], cols[k]] = 0
     # Who gives way depends on whether the outranking pixel stays: settle the
     # contact pixels (ranks only increase along a dependency, so this ends).
     changed = True
@@ -319,23 +321,84 @@ def removed_pixels(labels, protected):
         changed = False
         for k in range(len(rows)):
             i, j = rows[k], cols[k]
-            now = _outranked(labels, protected, removed, i, j)
-            if now != removed[i, j]:
-                removed[i, j] = now
+            kept = not _outranked(labels, protected, gapped, i, j)
+            if kept != (gapped[i, j] != 0):
+                # Two stores, not one of a conditional: numba would type "id or 0"
+                # as a float, which 64-bit ids do not survive.
+                if kept:
+                    gapped[i, j] = labels[i, j]
+                else:
+                    gapped[i, j] = 0
                 changed = True
-    return removed
+    ids = np.empty(len(rows), labels.dtype)
+    n = 0
+    for k in range(len(rows)):
+        if gapped[rows[k], cols[k]] == 0:
+            ids[n] = labels[rows[k], cols[k]]
+            n += 1
+    return gapped, ids[:n]
 
 
 @numba.njit(cache=True, nogil=True)
-def vanished(labels, removed, candidates):
-    """The ids among sorted ``candidates`` none of whose pixels survive."""
+def regap(labels, protected, gapped, y0, y1, x0, x1):
+    """Bring ``gapped`` (as :func:`gaps` gave it) up to date, in place, with
+    ``labels`` changed inside rows ``y0:y1``, columns ``x0:x1`` grown by one pixel
+    (the window given), and return the bounding box ``(y0, y1, x0, x1)`` of the
+    pixels that changed (empty: ``y0 >= y1``).
+
+    A pixel whose state changes puts its neighbours back on the list, as the
+    pixels that give way depend on it, so a change runs along a chain of touching
+    instances as far as it reaches, even far from the edit. Ranks increase along
+    a chain, so this ends, and it ends in the one state :func:`gaps` gives.
+    """
+    h, w = labels.shape
+    todo = [i * w + j for i in range(y0, y1) for j in range(x0, x1)]
+    by0, by1, bx0, bx1 = h, 0, w, 0
+    while len(todo):
+        k = todo.pop()
+        i, j = k // w, k % w
+        v = labels[i, j]
+        if v != 0 and not _outranked(labels, protected, gapped, i, j):
+            if gapped[i, j] == v:
+                continue
+            gapped[i, j] = v
+        elif gapped[i, j] == 0:
+            continue
+        else:
+            gapped[i, j] = 0
+        by0, by1, bx0, bx1 = min(by0, i), max(by1, i + 1), min(bx0, j), max(bx1, j + 1)
+        for a in range(max(i - 1, 0), min(i + 2, h)):
+            for b in range(max(j - 1, 0), min(j + 2, w)):
+                if labels[a, b] != 0:
+                    todo.append(a * w + b)
+    return by0, by1, bx0, bx1
+
+
+@numba.njit(cache=True, nogil=True)
+def vanished(labels, gapped, candidates):
+    """The ids among sorted, non-zero ``candidates`` that ``labels`` holds but no
+    pixel of which is kept in ``gapped``."""
+    present = np.zeros(candidates.size, np.bool_)
     alive = np.zeros(candidates.size, np.bool_)
+    if candidates.size == 0:
+        return candidates
+    low, high = candidates[0], candidates[-1]
     h, w = labels.shape
     for i in range(h):
+        # A branchless pass first, which compiles to vector code: most rows hold no
+        # candidate (a live map's few), and are read at memory speed.
+        hit = False
+        for j in range(w):
+            hit |= (labels[i, j] >= low) & (labels[i, j] <= high)
+        if not hit:
+            continue
         for j in range(w):
             v = labels[i, j]
-            if v != 0 and not removed[i, j]:
-                k = np.searchsorted(candidates, v)
-                if k < candidates.size and candidates[k] == v:
+            if v < low or v > high:
+                continue
+            k = np.searchsorted(candidates, v)
+            if candidates[k] == v:
+                present[k] = True
+                if gapped[i, j] != 0:
                     alive[k] = True
-    return candidates[~alive]
+    return candidates[present & ~alive]

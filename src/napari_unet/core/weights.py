@@ -23,14 +23,11 @@ import math
 import numpy as np
 
 from . import _weights_kernels as kernels
-from .windows import grow_window, window_within
+from .class_balance import balance, classes_of, coded_terms, counts
+from .windows import grow_window, union_window, window_within
 
 # Border-term values below this are written as 0 (the contract is 1e-5).
 TOLERANCE = 1e-6
-
-# Class-balance weights are rounded to powers of 2 ** (1 / STEPS_PER_OCTAVE) (1.1 %):
-# a brush stroke seldom moves them, so a live map is recomposed only near the stroke.
-STEPS_PER_OCTAVE = 64
 
 
 def cutoff(w0: float, sigma: float) -> float:
@@ -38,10 +35,6 @@ def cutoff(w0: float, sigma: float) -> float:
     if w0 <= TOLERANCE or sigma <= 0:
         return 0.0
     return sigma * math.sqrt(2.0 * math.log(w0 / TOLERANCE))
-
-
-# Codes in ``WeightMap.terms`` (and ``weight_map``'s) where the border term does not apply.
-_FOREGROUND, _UNANNOTATED = np.float32(-1.0), np.float32(-2.0)
 
 
 def _check_labels(labels, name: str = "labels", window=None, ignore=None) -> np.ndarray:
@@ -86,15 +79,13 @@ def _separation_2d(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     labels = np.ascontiguousarray(labels)  # one compiled kernel per dtype, not per layout
     protected = np.zeros(0, labels.dtype)
     while True:
-        removed = kernels.removed_pixels(labels, protected)
-        candidates = np.unique(labels[removed])
-        lost = kernels.vanished(labels, removed, candidates)
+        gapped, removed = kernels.gaps(labels, protected)
+        lost = kernels.vanished(labels, gapped, np.unique(removed))
         lost = np.setdiff1d(lost, protected)
         if lost.size == 0:
-            break
+            return gapped, protected
         # An instance that would vanish outranks its neighbours: they give way.
         protected = np.union1d(protected, lost)
-    return np.where(removed, labels.dtype.type(0), labels), protected
 
 
 def separation_borders(labels: np.ndarray) -> np.ndarray:
@@ -169,71 +160,6 @@ def _ignore_mask(labels: np.ndarray, ignore) -> np.ndarray | None:
     return mask
 
 
-def class_weights(
-    foreground: np.ndarray, border: np.ndarray, annotated: np.ndarray | None = None
-) -> tuple[float, float]:
-    """The class-balance term ``w_c`` of Eq. 2 as ``(background, foreground)`` weights.
-
-    Both classes carry the same total weight over the annotated pixels *in the
-    final map*, border term included: the class that would weigh less in total
-    is raised, the other weighs 1. Balancing the class counts alone would ignore
-    that the border term already weighs the background up (by ~7 per membrane
-    pixel on ISBI 2012 with w0 10), and push the network further towards
-    background: thicker predicted gaps, eroded cells (benchmarks/README.md, ISBI).
-    The raised weight is rounded to a step of 1/64 octave (totals equal within
-    0.6 %), so that a brush stroke seldom moves it and a live map
-    (:class:`WeightMap`) is recomposed only around the stroke.
-
-    Parameters
-    ----------
-    foreground : bool ndarray, shape ``(Y, X)``
-        The target's cell pixels (after ``separation_borders``).
-    border : float ndarray, shape ``(Y, X)``
-        The border term (``border_weight`` of the gapped labels).
-    annotated : bool ndarray, optional
-        The pixels that count; all by default.
-    """
-    unannotated = None if annotated is None else ~annotated
-    return _classes_of(_coded_terms(foreground, border.astype(np.float32), unannotated))
-
-
-def _coded_terms(foreground, border, unannotated=None) -> np.ndarray:
-    """What a map is composed from: ``border`` on background pixels, ``_FOREGROUND``
-    on cell pixels and ``_UNANNOTATED`` where ``unannotated`` (a mask) is set."""
-    terms = np.where(foreground, _FOREGROUND, border)
-    if unannotated is not None:
-        terms[unannotated] = _UNANNOTATED
-    return terms
-
-
-def _classes_of(terms: np.ndarray) -> tuple[float, float]:
-    sums = np.empty(terms.shape[0])
-    kernels.border_sums(terms, sums)
-    return _balance(_counts(terms), sums)
-
-
-def _counts(terms: np.ndarray) -> np.ndarray:
-    """Annotated foreground and background pixels of coded terms."""
-    return np.array([np.count_nonzero(terms == _FOREGROUND), np.count_nonzero(terms >= 0)])
-
-
-def _balance(counts: np.ndarray, border_rows: np.ndarray) -> tuple[float, float]:
-    """From the foreground and annotated background counts and the per-row sums of
-    the border term; summed here, in one order, by the full and incremental paths."""
-    fg, bg = (int(n) for n in counts)
-    if fg == 0 or bg == 0:
-        return 1.0, 1.0
-    border = float(border_rows.sum())
-    if bg + border >= fg:
-        return 1.0, _stepped((bg + border) / fg)
-    return _stepped((fg - border) / bg), 1.0
-
-
-def _stepped(weight: float) -> float:
-    """``weight`` (>= 1) rounded to the nearest power of ``2 ** (1 / STEPS_PER_OCTAVE)``."""
-    return 2.0 ** (round(math.log2(weight) * STEPS_PER_OCTAVE) / STEPS_PER_OCTAVE)
-
-
 def weight_map(
     labels: np.ndarray,
     w0: float = 10.0,
@@ -251,7 +177,7 @@ def weight_map(
     labels : ndarray, integer, shape ``(Y, X)`` or ``(Z, Y, X)``
     w0, sigma : float
     class_balance : bool
-        ``w_c`` from :func:`class_weights` (per slice: each class the same total
+        ``w_c`` from :func:`.class_balance.class_weights` (per slice: each class the same total
         weight, border term included); else 1 everywhere.
     ignore : bool ndarray or int, optional
         Unannotated pixels (a mask, or the label value marking them): weight 0,
@@ -276,8 +202,8 @@ def weight_map(
 
 def _weight_map_2d(labels, ignored, w0, sigma, class_balance) -> np.ndarray:
     gapped = _separation_2d(labels)[0]
-    terms = _coded_terms(gapped > 0, _border_2d(gapped, w0, sigma), ignored)
-    wb, wf = _classes_of(terms) if class_balance else (1.0, 1.0)
+    terms = coded_terms(gapped > 0, _border_2d(gapped, w0, sigma), ignored)
+    wb, wf = classes_of(terms) if class_balance else (1.0, 1.0)
     out = np.empty(terms.shape, np.float32)
     kernels.compose(terms, np.float32(wb), np.float32(wf), out)
     return out
@@ -289,7 +215,7 @@ class WeightMap:
     After an edit, :meth:`update` recomputes the gaps and the border term only in
     the window the edit can influence (the edited box grown by the border term's
     reach). The class-balance weights are global but move in steps (see
-    :func:`class_weights`): when an edit crosses one, every pixel's weight
+    :func:`.class_balance.class_weights`): when an edit crosses one, every pixel's weight
     changes, so the whole map is composed again from the stored terms, in place,
     in one compiled pass with no distances.
 
@@ -332,29 +258,25 @@ class WeightMap:
         self._full(labels)
 
     def _full(self, labels: np.ndarray) -> None:
-        self.labels = labels.copy()
-        self.gapped, self.protected = _separation_2d(self._annotated_only(labels))
+        # The annotated labels (0 where unannotated) and where they are unannotated.
+        if self.ignore is None:
+            self.labels, self.unannotated = labels.copy(), None
+        else:
+            self.unannotated = labels == self.ignore
+            self.labels = np.where(self.unannotated, labels.dtype.type(0), labels)
+        self.gapped, self.protected = _separation_2d(self.labels)
         border = _border_2d(self.gapped, self.w0, self.sigma)
-        self.terms = self._terms(self.gapped, border, self.labels)
+        self.terms = coded_terms(self.gapped > 0, border, self.unannotated)
         # The class-balance statistics, kept up to date by window.
-        self.counts = _counts(self.terms)
+        self.counts = counts(self.terms)
         self.border_rows = np.zeros(labels.shape[0])
         if self.class_balance:
             kernels.border_sums(self.terms, self.border_rows)
         self.classes = self._class_weights()
         self._compose(self.terms, self.weights)
 
-    def _annotated_only(self, labels: np.ndarray) -> np.ndarray:
-        if self.ignore is None:
-            return labels
-        return np.where(labels == self.ignore, labels.dtype.type(0), labels)
-
     def _class_weights(self) -> tuple[float, float]:
-        return _balance(self.counts, self.border_rows) if self.class_balance else (1.0, 1.0)
-
-    def _terms(self, gapped, border, labels) -> np.ndarray:
-        unannotated = None if self.ignore is None else labels == self.ignore
-        return _coded_terms(gapped > 0, border, unannotated)
+        return balance(self.counts, self.border_rows) if self.class_balance else (1.0, 1.0)
 
     def _compose(self, terms: np.ndarray, out: np.ndarray) -> None:
         # float32 sums, as weight_map's, so that both agree bit for bit
@@ -370,30 +292,69 @@ class WeightMap:
         (the whole map when the class-balance weights moved).
         """
         labels = _check_labels(labels, window=region, ignore=self.ignore)
-        if labels.shape != self.labels.shape:
-            raise ValueError(f"labels changed shape from {self.labels.shape} to {labels.shape}")
-        edit = grow_window(region, 1, labels.shape)  # where the gaps can change
-        out = grow_window(edit, self.reach, labels.shape)  # where the border term can change
-        crop = grow_window(out, self.reach + 1, labels.shape)
-        gapped, protected = _separation_2d(self._annotated_only(labels[crop]))
-        if protected.size or np.isin(self.protected, labels[crop]).any():
-            # Protection depends on a whole instance, which the crop may cut.
-            self._full(labels)
-            return (slice(0, labels.shape[0]), slice(0, labels.shape[1]))
-        self.labels[edit] = labels[edit]
-        self.gapped[edit] = gapped[window_within(edit, crop)]
-        border = _border_2d(self.gapped[crop], self.w0, self.sigma)
-        self.counts -= _counts(self.terms[out])
-        self.terms[out] = self._terms(
-            self.gapped[out], border[window_within(out, crop)], self.labels[out]
+        shape = self.labels.shape
+        if labels.shape != shape:
+            raise ValueError(f"labels changed shape from {shape} to {labels.shape}")
+        region = grow_window(region, 0, shape)
+        before = self.labels[region].copy()
+        if self.unannotated is None:
+            self.labels[region] = labels[region]
+        else:
+            self.unannotated[region] = labels[region] == self.ignore
+            self.labels[region] = np.where(self.unannotated[region], 0, labels[region])
+        # The gaps change where a pixel's neighbourhood did, and along the chains
+        # of instances that giving way passes on (kernels.regap).
+        edit = grow_window(region, 1, shape)
+        box = kernels.regap(
+            self.labels,
+            self.protected,
+            self.gapped,
+            edit[0].start,
+            edit[0].stop,
+            edit[1].start,
+            edit[1].stop,
         )
-        self.counts += _counts(self.terms[out])
+        touched = region
+        if box[0] < box[1]:
+            touched = union_window(region, (slice(box[0], box[1]), slice(box[2], box[3])))
+        if self._protection_may_change(before, touched):
+            self._full(labels)
+            return (slice(0, shape[0]), slice(0, shape[1]))
+        out = grow_window(touched, self.reach, shape)  # where the border term can change
+        crop = grow_window(out, self.reach + 1, shape)
+        border = _border_2d(self.gapped[crop], self.w0, self.sigma)
+        self.counts -= counts(self.terms[out])
+        self.terms[out] = coded_terms(
+            self.gapped[out] > 0,
+            border[window_within(out, crop)],
+            None if self.unannotated is None else self.unannotated[out],
+        )
+        self.counts += counts(self.terms[out])
         if self.class_balance:
             kernels.border_sums(self.terms[out[0]], self.border_rows[out[0]])
         classes = self._class_weights()
         if classes != self.classes:
             self.classes = classes
             self._compose(self.terms, self.weights)
-            return (slice(0, labels.shape[0]), slice(0, labels.shape[1]))
+            return (slice(0, shape[0]), slice(0, shape[1]))
         self._compose(self.terms[out], self.weights[out])
         return out
+
+    def _protection_may_change(self, before: np.ndarray, touched) -> bool:
+        """Whether the edit (``before``: the labels it replaced; ``touched``: where
+        labels or gaps changed) may change which instances are protected from
+        vanishing: an instance now left with no kept pixel, or a protected one near
+        the edit. Protection depends on whole instances, so the map is then
+        recomputed whole."""
+        shape = self.labels.shape
+        seen = grow_window(touched, 1, shape)
+        # Only ids that were replaced or lie near a change can have lost their
+        # last kept pixel; those with one left in view are alive.
+        ids = np.union1d(before, self.labels[seen])
+        ids = ids[(ids != 0) & ~np.isin(ids, self.gapped[seen])]
+        if ids.size and kernels.vanished(self.labels, self.gapped, ids).size:
+            return True
+        if not self.protected.size:
+            return False
+        near = self.labels[grow_window(touched, 2 * self.reach + 1, shape)]
+        return bool(np.isin(self.protected, np.union1d(before, near)).any())

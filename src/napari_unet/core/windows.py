@@ -25,6 +25,13 @@ def grow_window(window: tuple[slice, slice], margin: int, shape) -> tuple[slice,
     )
 
 
+def union_window(a: tuple[slice, slice], b: tuple[slice, slice]) -> tuple[slice, slice]:
+    """The bounding box of two windows (slices with both ends given)."""
+    return tuple(
+        slice(min(p.start, q.start), max(p.stop, q.stop)) for p, q in zip(a, b, strict=True)
+    )
+
+
 def window_within(inner: tuple[slice, slice], outer: tuple[slice, slice]) -> tuple[slice, slice]:
     """``inner`` (a window inside ``outer``) in the coordinates of ``outer``'s crop."""
     return tuple(
