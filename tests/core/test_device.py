@@ -51,6 +51,19 @@ def test_memory_report():
     assert "GiB free" in devices.describe(torch.device("cpu"))
 
 
+def test_memory_is_read_without_posix_only_calls(monkeypatch):
+    # Windows has no os.sysconf (nor macOS its "SC_AVPHYS_PAGES"); an Apple GPU under
+    # torch < 2.5 has no torch.mps.recommended_max_memory: the system's memory then.
+    import os
+
+    monkeypatch.delattr(os, "sysconf", raising=False)
+    monkeypatch.delattr(torch.mps, "recommended_max_memory", raising=False)
+    for kind in ("cpu", "mps"):
+        free, total = devices.free_memory(torch.device(kind))
+        assert 0 < free <= total
+    assert "GiB free" in devices.describe(torch.device("cpu"))
+
+
 def test_out_of_memory_halves_the_tile_and_stays_exact(small_valid, rng, monkeypatch):
     image = rng.random((60, 70), dtype=np.float32)
     expected = predict_tiled(small_valid, image, tile_size=8)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
+import psutil
 import torch
 
 # On the CPU the network shares memory with the image and the viewer: budget a
@@ -45,27 +44,18 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
-def _available_ram() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-
-
 def free_memory(device: torch.device) -> tuple[int, int]:
     """``(free, total)`` bytes of memory the device can use for tensors."""
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         return int(free), int(total)
-    if device.type == "mps":
+    if device.type == "mps" and hasattr(torch.mps, "recommended_max_memory"):  # torch 2.5+
         total = int(torch.mps.recommended_max_memory())
         return total - int(torch.mps.current_allocated_memory()), total
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return _available_ram(), int(total)
+    # The CPU, and an Apple GPU under an older torch: the system's memory, which
+    # psutil reads on Linux, macOS and Windows alike.
+    memory = psutil.virtual_memory()
+    return int(memory.available), int(memory.total)
 
 
 def memory_budget(device: torch.device) -> int:
