@@ -24,6 +24,7 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert not loaded.training
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+    assert checkpoint.load(tmp_path / "m")[0].config == model.config  # the name saved as
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")

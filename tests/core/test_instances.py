@@ -97,9 +97,13 @@ def test_instances_in_bands_join_across_them():
         ):
             tiled[window] = labels
         np.testing.assert_array_equal(tiled, whole)
-    for bad in ({"tile": 0}, {"gap": -1}):
-        with pytest.raises(ValueError, match="tile must be 1 or more"):
-            next(instance_tiles(plane.astype(np.float32), **bad))
+    bad = {"tile": 0}, {"gap": -1}, {"min_size": -1}
+    for settings, message in zip(bad, ["tile must be", "gap must be", "min_size"], strict=True):
+        with pytest.raises(ValueError, match=message):
+            next(instance_tiles(plane.astype(np.float32), **settings))
+        if "tile" not in settings:  # and the same of to_instances
+            with pytest.raises(ValueError, match=message):
+                to_instances(np.stack([1 - plane, plane]), **settings)
     nothing = list(instance_tiles(np.zeros((5, 5), np.float32), tile=2))
     assert sum(labels.size for _, labels in nothing) == 25
     assert all(labels.max() == 0 for _, labels in nothing)

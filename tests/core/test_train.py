@@ -377,12 +377,30 @@ def test_cosine_schedule_ends_near_zero(sample):
 def test_config_round_trip_and_typos():
     config = TrainConfig(steps=7, schedule="cosine")
     assert TrainConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="unknown training settings: stpes"):
         TrainConfig.from_dict({**config.to_dict(), "stpes": 3})
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="linear")
     with pytest.raises(ValueError, match="seed"):
         TrainConfig(seed=-1)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("lr", float("nan")),
+        ("minutes", float("nan")),
+        ("minutes", float("inf")),
+        ("momentum", 5.0),
+        ("w0", -1.0),
+        ("sigma", 0.0),
+        ("device", "gpu"),
+    ],
+)
+def test_settings_out_of_bounds_are_refused(setting, value):
+    # A NaN budget would never end; the others fail later, or nowhere.
+    with pytest.raises(ValueError, match=setting):
+        TrainConfig(**{setting: value})
 
 
 def test_keep_best_without_a_validation_set_is_refused(sample):

@@ -96,6 +96,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[U
         The file is a pickle, truncated, not a napari-unet model, or from a newer version.
     """
     path = Path(path)
+    if not path.is_file() and model_path(path).is_file():  # the name save was given
+        path = model_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     with open(path, "rb") as f:

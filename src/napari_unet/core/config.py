@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 
 from .intensity import NO_INTENSITY
@@ -122,10 +123,24 @@ class TrainConfig:
     out: str | None = None
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0 or self.tile < 1:
-            raise ValueError("steps, batch_size, tile and lr must be positive")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ValueError(f"minutes must be positive; got {self.minutes}")
+        if self.steps < 1 or self.batch_size < 1 or self.tile < 1:
+            raise ValueError("steps, batch_size and tile must be positive")
+        # "not x > 0" also refuses NaN, which would make the budget endless.
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a positive number; got {self.lr}")
+        if self.minutes is not None and not 0 < self.minutes < math.inf:
+            raise ValueError(f"minutes must be a positive number; got {self.minutes}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be at least 0 and below 1; got {self.momentum}")
+        if not 0 <= self.w0 < math.inf or not 0 < self.sigma < math.inf:
+            raise ValueError(
+                f"w0 must be 0 or more and sigma positive (pixels); got {self.w0}, {self.sigma}"
+            )
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(self.device)):
+            # Named only: whether the machine has it is checked when training starts.
+            raise ValueError(
+                f"{self.device!r} is not a device: use auto, cpu, cuda, cuda:1 or mps"
+            )
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd'; got {self.optimizer!r}")
         if self.schedule not in ("constant", "cosine"):
@@ -167,6 +182,9 @@ class TrainConfig:
         """The inverse of :meth:`to_dict` (after a JSON round trip); unknown keys are
         refused so that a typo is not silently ignored."""
         settings = dict(settings)
+        unknown = settings.keys() - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(sorted(unknown))}")
         augment_settings = {
             k: tuple(v) if isinstance(v, list) else v
             for k, v in settings.pop("augment", {}).items()

@@ -131,7 +131,7 @@ def to_instances(
             "expected probabilities of shape (n_classes, Y, X) or "
             f"(n_classes, Z, Y, X); got {probabilities.shape}"
         )
-    _check_threshold(threshold)
+    _check_settings(threshold, min_size, gap)
     foreground = probabilities[1] > threshold
     out = np.zeros(foreground.shape, np.int32)
     flat = (-1, *foreground.shape[-2:])
@@ -166,9 +166,9 @@ def instance_tiles(
     tile : int
         Pixels per side of the tiles the gaps are closed in, and rows per band.
     """
-    _check_threshold(threshold)
-    if tile < 1 or gap < 0:
-        raise ValueError(f"tile must be 1 or more and gap 0 or more; got {tile} and {gap}")
+    _check_settings(threshold, min_size, gap)
+    if tile < 1:
+        raise ValueError(f"tile must be 1 or more; got {tile}")
     h, w = probability.shape
     margin = 3 * gap + 1  # what _close_gaps needs around a tile to be exact
     rows = max(tile, margin)  # so that a tile's margin reaches one band up or down
@@ -238,9 +238,11 @@ def _band_ids(components, starts, min_size: int) -> list[np.ndarray]:
     ]
 
 
-def _check_threshold(threshold: float) -> None:
+def _check_settings(threshold: float, min_size: int, gap: int) -> None:
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must be in [0, 1); got {threshold}")
+    if min_size < 0 or gap < 0:
+        raise ValueError(f"min_size and gap must be 0 or more; got {min_size} and {gap}")
 
 
 def as_instances(labels: np.ndarray) -> np.ndarray:
