@@ -48,7 +48,9 @@ def test_help():
         assert "usage: napari-unet" in result.stdout
 
 
-@pytest.mark.parametrize(("flags", "tta"), [([], True), (["--no-tta"], False)])
+@pytest.mark.parametrize(
+    ("flags", "tta"), [([], True), (["--no-tta"], False), (["--tile", "0"], True)]
+)
 def test_predict_tiff_and_png(model_file, tmp_path, rng, flags, tta):
     tif = tmp_path / "a.tif"
     png = tmp_path / "b.png"
@@ -278,6 +280,7 @@ def test_ctrl_c_or_sigterm_stops_training_and_keeps_the_model(tmp_path, cell_fil
     [
         (["--threshold", "1.5"], "must be at least 0 and below 1"),
         (["--min-size", "-5"], "must be 0 or more"),
+        (["--tile", "-16"], "must be 0 or more"),
         (["--out", "taken"], "is a file: give a folder"),
         (["--device", "nonsense"], "'nonsense' is not a device"),
     ],
@@ -328,6 +331,17 @@ def test_checkpoints_every_so_many_steps(tmp_path, cell_files, monkeypatch):
     argv = ["train", *cell_files, *small, "--out", str(tmp_path / "m"), "--checkpoint-every", "2"]
     assert main(argv) == 0
     assert saved == [2, 4, 4]  # and once more at the end
+
+
+def test_the_default_tile_is_lowered_to_fit_small_images(tmp_path, cell_files, capsys):
+    # As the Train dock does: 256 output pixels would not fit the 80-pixel images.
+    small = ["--batch", "1", "--width", "4", "--depth", "2", "--steps", "1"]
+    assert main(["train", *cell_files, *small, "--out", str(tmp_path / "m")]) == 0
+    assert (
+        "tile lowered to 80 pixels, the largest the training images fit" in capsys.readouterr().out
+    )
+    _, config = checkpoint.load(tmp_path / "m.safetensors")
+    assert config["training"]["tile"] == 80
 
 
 def test_train_runs_from_another_thread(tmp_path, cell_files):

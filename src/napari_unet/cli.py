@@ -132,9 +132,11 @@ def predict_command(args: argparse.Namespace) -> None:
                 probs = group.zeros(
                     name="probabilities", shape=shape, chunks=chunks, dtype="float32"
                 )
-                predict_tiled(model, image, args.tile, args.tta, device, progress, out=probs)
+                predict_tiled(
+                    model, image, args.tile or None, args.tta, device, progress, out=probs
+                )
             else:
-                probs = predict_tiled(model, image, args.tile, args.tta, device, progress)
+                probs = predict_tiled(model, image, args.tile or None, args.tta, device, progress)
         if large:
             labels = group.zeros(name="labels", shape=spatial, chunks=chunks[1:], dtype="int32")
             # Labelled in bands and tiles from the stored probabilities: memory for
@@ -174,7 +176,7 @@ def train_command(args: argparse.Namespace) -> None:
     from .core.data import make_pairs, split_validation
     from .core.events import Done, Notice, Progress, Validation
     from .core.model import UNet
-    from .core.train import Trainer
+    from .core.train import Trainer, fitting_tile, tile_sizes
 
     if args.out.is_dir():
         raise ValueError(f"--out {args.out} is a folder: give the model file to write")
@@ -198,6 +200,10 @@ def train_command(args: argparse.Namespace) -> None:
         )
     else:
         pairs, validation = split_validation(pairs, args.val_fraction)
+    tile, largest = args.tile, max(max(p.labels.shape) for p in pairs)
+    if tile_sizes(model, tile)[1] > largest:  # e.g. the default tile on small crops
+        tile = fitting_tile(model, tile, largest)
+        print(f"tile lowered to {tile} pixels, the largest the training images fit")
     # A time budget alone runs until the time is up.
     steps = args.steps or (10**9 if args.minutes else 1000)
     preset = TrainConfig.paper() if args.preset == "paper" else TrainConfig()
@@ -206,7 +212,7 @@ def train_command(args: argparse.Namespace) -> None:
         steps=steps,
         minutes=args.minutes,
         batch_size=args.batch,
-        tile=args.tile,
+        tile=tile,
         lr=args.lr,
         optimizer=args.optimizer,
         schedule=args.schedule,
@@ -279,6 +285,8 @@ def _stop_on_signals(trainer, say):
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
     from .core.checkpoint import load
     from .core.device import default_device
     from .core.metrics import THRESHOLD_SWEEP, best_threshold, score_stack, true_interior
@@ -294,7 +302,9 @@ def evaluate_command(args: argparse.Namespace) -> None:
     for path, image, label in zip(
         args.images, _read_all(args.images), _read_all(args.labels), strict=True
     ):
-        probability, truth = predict_tiled(model, image, tta=args.tta)[1], true_interior(label)
+        with tqdm(desc=path.name, unit="tile", file=sys.stderr) as bar:
+            probability = predict_tiled(model, image, tta=args.tta, progress=_BarProgress(bar))[1]
+        truth = true_interior(label)
         if probability.shape != truth.shape:
             raise ValueError(
                 f"{path.name}: the prediction {probability.shape} and the labels "

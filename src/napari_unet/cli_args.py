@@ -56,7 +56,7 @@ def add_tta_flag(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="average the probabilities over the 8 flips and rotations of each tile, as "
         "the paper did for ISBI 2012: fewer merged and broken cells, 8x slower "
-        "(--no-tta for speed on large data)",
+        "(on by default; --no-tta for speed on large data)",
     )
 
 
@@ -83,9 +83,12 @@ def _probability(text: str) -> float:
 
 def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     """The command line's parser; ``train``'s settings default to ``PRESETS[preset]``."""
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="napari-unet", description="U-Net segmentation without a screen."
     )
+    parser.add_argument("--version", action="version", version=f"napari-unet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     predict = commands.add_parser(
         "predict",
@@ -105,19 +108,22 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     add_tta_flag(predict)
     predict.add_argument(
         "--tile",
-        type=int,
-        default=None,
-        help="output pixels per tile side (default: largest that fits memory)",
+        type=_count,
+        default=0,
+        help="output pixels per tile side; 0 (the default), the largest that fits memory",
     )
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
     predict.add_argument(
         "--threshold",
         type=_probability,
         default=0.5,
-        help="cell probability above which a pixel is foreground",
+        help="cell probability above which a pixel is foreground (default %(default)s)",
     )
     predict.add_argument(
-        "--min-size", type=_count, default=10, help="drop instances smaller than this many pixels"
+        "--min-size",
+        type=_count,
+        default=10,
+        help="drop instances smaller than this many pixels (default %(default)s)",
     )
 
     train = commands.add_parser(
