@@ -242,3 +242,33 @@ def test_closing_the_dock_while_predicting_adds_nothing_and_closes_again_quietly
         viewer_with_sample.window.remove_dock_widget(widget.native)
     assert [layer.name for layer in viewer_with_sample.layers] == ["cells", "cells labels"]
     close_after_exit(widget, worker)
+
+
+@pytest.mark.parametrize("case", ["lazy", "reshaped", "uint8"])
+def test_a_target_that_cannot_take_the_labels_gets_them_in_a_new_layer(
+    viewer_with_sample, model_file, qtbot, monkeypatch, case
+):
+    import dask.array as da
+
+    warnings = []
+    monkeypatch.setattr("napari_unet._widgets.predict.show_warning", warnings.append)
+    monkeypatch.setattr("napari_unet._widgets.predict.to_instances", lambda *_: many_cells)
+    many_cells = np.arange(256 * 256, dtype=np.int32).reshape(256, 256)
+    viewer = viewer_with_sample
+    data = np.zeros((256, 256), np.uint8 if case == "uint8" else np.int32)
+    target = viewer.add_labels(da.from_array(data) if case == "lazy" else data, name="mine")
+    widget = predicting(viewer, model_file)
+    widget._target = target  # as if chosen in "Labels into"
+    if case == "reshaped":  # while the prediction runs
+        target.data = np.zeros((64, 64), np.int32)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    why = {
+        "lazy": "'mine' is not held in memory (Array)",
+        "reshaped": "'mine' now has shape (64, 64), the prediction (256, 256)",
+        "uint8": "'mine' (uint8) cannot hold 65535 cells",
+    }[case]
+    assert warnings == [f"{why}; the labels went into a new layer instead."]
+    assert viewer.layers[-1].name == "cells predicted"  # beside the sample's "cells labels"
+    np.testing.assert_array_equal(viewer.layers[-1].data, many_cells)
+    assert not np.asarray(target.data).any()  # untouched
+    assert widget.status.value == "cells: 65535 cells found"

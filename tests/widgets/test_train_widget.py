@@ -6,6 +6,7 @@ from training import steps_seen, stop_and_wait, train_until
 
 from napari_unet._widgets import _model_files, _train_job
 from napari_unet._widgets import train as train_module
+from napari_unet._widgets._layers import DERIVED
 from napari_unet._widgets._session import session
 from napari_unet._widgets.train import TrainWidget
 from napari_unet.core import checkpoint
@@ -310,9 +311,34 @@ def test_save_model_as_keeps_the_name_and_reports_failures(viewer, errors, tmp_p
     session(viewer).set_model(UNet(width=4, depth=2), trained)
     widget.files.save()
     assert (tmp_path / "run.2024.06.safetensors").read_bytes() == trained.read_bytes()
+    assert widget.status.value == f"saved {tmp_path / 'run.2024.06.safetensors'}"
     widget.files.save_file.value = tmp_path / "missing folder" / "run"
     widget.files.save()
     assert len(errors) == 2 and errors[1].startswith("Cannot save the model as")
+    assert widget.status.value == ""  # not the earlier save's
+
+
+def test_no_model_is_loaded_while_training(viewer, qtbot):
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    assert widget.files.load_button.enabled
+    widget.start()
+    assert not widget.files.load_button.enabled  # the run's model would replace it
+    train_until(widget, qtbot, 1)
+    stop_and_wait(widget, qtbot)
+    assert widget.files.load_button.enabled
+
+
+def test_closed_train_and_predict_docks_no_longer_follow_the_session(viewer):
+    # A run stopped just before its dock closed publishes its model later: the
+    # closed dock's deleted controls must not hear of it.
+    changed = session(viewer).changed
+    before = len(changed)
+    docks = [dock(viewer), viewer.window.add_plugin_dock_widget("napari-unet", "Predict")[1]]
+    assert len(changed) == before + 2
+    for widget in docks:
+        viewer.window.remove_dock_widget(widget.native)
+    assert len(changed) == before
 
 
 def test_notices_are_shown_at_their_level(viewer, monkeypatch):
@@ -583,7 +609,8 @@ def test_a_preview_dropped_for_nan_leaves_no_empty_layer(viewer, qtbot, monkeypa
     message = "The slice in view holds NaN or infinite values: no preview."
     for kept in (False, True):  # made by this run, or kept from an earlier one
         if kept:
-            viewer.add_image(np.ones((1, 256, 256), np.float32), name="stack preview")
+            previous = {DERIVED: "preview"}  # as an earlier run leaves its layer
+            viewer.add_image(np.ones((1, 256, 256)), name="stack preview", metadata=previous)
         viewer.dims.set_point(0, 1)
         warnings.clear()
         widget.start()

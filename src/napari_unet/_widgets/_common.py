@@ -1,7 +1,7 @@
 """Small pieces the dock widgets share: their base class (a scrolling column whose
-choosers survive renames) and rows, device choices, the Labels layers to offer,
-where a derived layer lies, knowing when a dock closes, recomputing after
-debounced edits and the weight-map controls kept equal across docks."""
+choosers survive renames) and rows, device choices, knowing when a dock closes,
+connections undone on closing, long runs on threads of their own, recomputing
+after debounced edits and the weight-map controls kept equal across docks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from magicgui.widgets import CheckBox, Container
 from magicgui.widgets.bases import CategoricalWidget
-from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtCore import QEvent, QObject, QThreadPool, QTimer
 
 DEBOUNCE_MS = 200  # quiet time after the last edit before recomputing
 
@@ -27,44 +27,6 @@ def device_choices() -> list[tuple[str, str]]:
     best = str(default_device("auto"))
     choices = [(f"auto ({best})", "auto")]
     return choices + [(describe(torch.device(name)), name) for name in names]
-
-
-# The metadata key that marks the Labels layers the Annotate dock makes beside the
-# cells (their gaps, the annotated region), which the docks' Labels choosers leave out.
-DERIVED = "napari_unet"
-
-
-def cell_labels(viewer) -> Callable:
-    """Choices for a Labels chooser: the layers cells are painted on, without the
-    gaps and regions the plugin made (``DERIVED``), so that removing the chosen
-    layer never moves the chooser onto one of those."""
-    import napari
-
-    def choices(_widget=None) -> list:
-        return [
-            layer
-            for layer in viewer.layers
-            if isinstance(layer, napari.layers.Labels) and DERIVED not in layer.metadata
-        ]
-
-    return choices
-
-
-def fits(layer, shape) -> bool:
-    """Whether ``layer`` is a Labels layer of ``shape``: one a dock can take by name
-    (e.g. "<labels> region")."""
-    import napari
-
-    return isinstance(layer, napari.layers.Labels) and layer.data.shape == shape
-
-
-def follow_rename(viewer, previous: str | None, name: str) -> None:
-    """Rename a layer a dock derived from another (e.g. "<labels> gaps") from
-    ``previous`` to ``name`` after that other layer was renamed, rather than
-    leaving it behind under the old name beside a new one."""
-    layers = viewer.layers
-    if previous and previous != name and previous in layers and name not in layers:
-        layers[previous].name = name
 
 
 def same_data(seen, live) -> bool:
@@ -89,19 +51,6 @@ def read_before(seen, labels, region) -> bool:
     """Whether ``seen`` (None, or what a worker kept of a plane: its ``labels`` and
     ``region`` copies) was read from these data."""
     return seen is not None and same_data(seen.labels, labels) and same_data(seen.region, region)
-
-
-def placement(layer, ndim: int) -> dict:
-    """Where ``layer`` lies, for a layer made from its data (or, with ``ndim`` below
-    its own, from its last ``ndim`` axes) to lie over it in a calibrated viewer:
-    ``scale`` and ``translate``, and for a whole layer its rotation, shear and
-    affine too (a deskewed image's labels), and its units and axis labels."""
-    where = {"scale": tuple(layer.scale[-ndim:]), "translate": tuple(layer.translate[-ndim:])}
-    # Units too: one layer in pixels makes the viewer drop every layer's units.
-    where.update(units=tuple(layer.units[-ndim:]), axis_labels=tuple(layer.axis_labels[-ndim:]))
-    if ndim == layer.ndim:
-        where.update(rotate=layer.rotate, shear=layer.shear, affine=layer.affine.affine_matrix)
-    return where
 
 
 def row(*widgets, labels: bool = True) -> Container:
@@ -214,6 +163,23 @@ def connect_all(connections: list) -> list:
     for signal, slot in connections:
         signal.connect(slot)
     return connections
+
+
+def chooser_links(viewer, *choosers) -> list:
+    """``(signal, slot)`` pairs for :func:`connect_all` that refresh ``choosers``
+    as layers are added to or removed from ``viewer``."""
+    events = viewer.layers.events
+    return [(e, c.reset_choices) for c in choosers for e in (events.inserted, events.removed)]
+
+
+def start_long(worker) -> None:
+    """Start a worker that holds its thread for minutes (training, prediction) on a
+    thread of its own: napari's pool has one thread per core, and the docks' live
+    workers (counts, weights) would wait for long runs to end."""
+    pool = QThreadPool.globalInstance()
+    pool.setMaxThreadCount(pool.maxThreadCount() + 1)
+    worker.finished.connect(lambda: pool.setMaxThreadCount(pool.maxThreadCount() - 1))
+    worker.start()
 
 
 def disconnect_all(connections: list) -> None:
@@ -356,23 +322,3 @@ class WeightControls:
 
     def unlink(self) -> None:
         self._session.weights_changed.disconnect(self.pull)
-
-
-def spatial_shape(image) -> tuple[tuple[int, ...] | None, str]:
-    """The labels shape an image layer needs (of a multiscale image, its full
-    resolution's), or None and a message saying why it cannot be annotated."""
-    if image is None:
-        return None, "Choose an image layer."
-    if image.rgb:
-        return None, (
-            f"'{image.name}' is an RGB image and the U-Net takes one channel: split it "
-            "(right-click the layer > Split RGB) and annotate one channel."
-        )
-    shape = tuple(image.data[0].shape if image.multiscale else image.data.shape)
-    if len(shape) not in (2, 3):
-        return None, (
-            f"'{image.name}' has {len(shape)} axes {shape}: the U-Net takes a 2D image or "
-            "a stack (Z, Y, X), one channel per layer (open channels with channel_axis); "
-            "of a time series, one time point as its own layer."
-        )
-    return shape, ""

@@ -23,7 +23,9 @@ class ModelFiles:
         self.save_file = FileEdit(filter="*.safetensors", mode="w")
         self.save_button = PushButton(text="Save model as", enabled=False)
         self.load_file = FileEdit(filter="*.safetensors", mode="r")
-        self.load_button = PushButton(text="Load model")
+        self.load_button = PushButton(
+            text="Load model", tooltip="As the current model; not while training."
+        )
         self.rows = [
             row(self.save_file, self.save_button, labels=False),
             row(self.load_file, self.load_button, labels=False),
@@ -32,6 +34,7 @@ class ModelFiles:
         self.load_button.changed.connect(self.load)
 
     def save(self) -> None:
+        self._status.value = ""  # an earlier save's, which this one may not repeat
         source, target = self._session.model_path, Path(self.save_file.value)
         if source is None:
             show_error("There is no model to save yet: train or load one first.")

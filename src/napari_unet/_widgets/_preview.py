@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import placement
+from ._layers import DERIVED, derived_layer, placement
 
 
 class PreviewLayer:
@@ -13,7 +13,7 @@ class PreviewLayer:
 
     def __init__(self, viewer):
         self._viewer = viewer
-        self.name = ""
+        self._layer = None  # the preview layer of the last prepare (never a user's)
         self._where: dict = {}  # scale and translate of the previewed image
         self._made = False  # by the last prepare, to be removed if the run does not start
 
@@ -23,7 +23,7 @@ class PreviewLayer:
         cheap data swap. Of a stack, the layer holds the one slice it previews,
         where that slice lies, so that it is not drawn over the others."""
         plane = None
-        self.name = f"{layer.name} preview"
+        name = f"{layer.name} preview"
         if image.ndim == 2:
             plane, self._where = image, placement(layer, 2)
         elif image.ndim == 3 and self._viewer.dims.ndim >= 3:
@@ -36,36 +36,41 @@ class PreviewLayer:
             step = np.subtract(layer.data_to_world((z, 0, 0)), layer.data_to_world((0, 0, 0)))
             shift = np.linalg.solve(np.asarray(layer.affine.linear_matrix), step)
             self._where["translate"] = tuple(np.add(self._where["translate"], shift))
-        layers = self._viewer.layers
+        self._layer = derived_layer(self._viewer, name, "preview")
         ndim = len(self._where.get("scale", ()))
-        if plane is not None and self.name in layers and layers[self.name].ndim != ndim:
-            layers.remove(self.name)  # kept from a run on an image of the other kind
-        self._made = plane is not None and self.name not in layers
-        if plane is not None:
-            self.show(np.zeros(plane.shape[-2:], np.float32))
-            for key, value in self._where.items():  # also a layer kept from before
-                setattr(layers[self.name], key, value)
-        return plane
-
-    def show(self, probability: np.ndarray) -> None:
-        """Draw ``probability``, ``(Y, X)``, over the previewed plane."""
-        if len(self._where["scale"]) == 3:
-            probability = probability[None]
-        if self.name in self._viewer.layers:
-            self._viewer.layers[self.name].data = probability
-        else:
-            self._viewer.add_image(
-                probability,
-                name=self.name,
+        if plane is not None and self._layer is not None and self._layer.ndim != ndim:
+            self._viewer.layers.remove(self._layer)  # kept from a run on the other kind
+            self._layer = None
+        self._made = plane is not None and self._layer is None
+        if plane is None:
+            return None
+        empty = np.zeros(plane.shape[-2:], np.float32)
+        if self._layer is None:
+            self._layer = self._viewer.add_image(
+                empty[None] if ndim == 3 else empty,
+                name=name,
                 colormap="magma",
                 contrast_limits=(0, 1),
                 opacity=0.6,
                 blending="additive",
+                metadata={DERIVED: "preview"},
                 **self._where,
             )
+        else:
+            self.show(empty)
+            for key, value in self._where.items():
+                setattr(self._layer, key, value)
+        return plane
+
+    def show(self, probability: np.ndarray) -> None:
+        """Draw ``probability``, ``(Y, X)``, over the previewed plane; nothing once the
+        user deleted the layer."""
+        if self._layer is not None and self._layer in self._viewer.layers:
+            self._layer.data = probability[None] if self._layer.ndim == 3 else probability
 
     def discard(self, even_kept: bool = False) -> None:
         """Remove the layer the last :meth:`prepare` made, still empty; ``even_kept``,
         also one kept from an earlier run, which that prepare emptied."""
-        if (self._made or even_kept) and self.name in self._viewer.layers:
-            self._viewer.layers.remove(self.name)
+        kept = self._layer is not None and self._layer in self._viewer.layers
+        if (self._made or even_kept) and kept:
+            self._viewer.layers.remove(self._layer)

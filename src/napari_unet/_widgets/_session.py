@@ -22,7 +22,7 @@ from qtpy.QtCore import QTimer
 
 from ..core.config import TrainConfig
 from ..core.model import UNet
-from ._common import fits
+from ._layers import fits
 
 
 @dataclass(eq=False)

@@ -16,15 +16,15 @@ from magicgui.widgets import Label, PushButton, Select, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from ._common import (
+from ._common import Dock, LiveJob, on_removed
+from ._layers import (
     DERIVED,
-    Dock,
-    LiveJob,
     cell_labels,
+    derived_layer,
     fits,
     follow_rename,
-    on_removed,
     placement,
+    source_images,
     spatial_shape,
 )
 from ._session import session
@@ -61,7 +61,11 @@ class AnnotateWidget(Dock):
         self._summarised = None
         self._summary = None  # what was counted last, of _summarised
         self._gaps = None  # (labels layer, name of the gaps layer made for it)
-        self.image = create_widget(annotation=napari.layers.Image, label="Image")
+        self.image = create_widget(
+            annotation=napari.layers.Image,
+            label="Image",
+            options={"choices": source_images(viewer)},
+        )
         self.labels_layer = create_widget(
             annotation=napari.layers.Labels,
             label="Labels",
@@ -310,7 +314,7 @@ class AnnotateWidget(Dock):
             f"{int(summary.gaps.sum())} gap pixels{slices}"
         )
         name = self._gaps_name(labels)
-        layer = self._viewer.layers[name] if name in self._viewer.layers else None
+        layer = derived_layer(self._viewer, name, "gaps")
         if isinstance(layer, napari.layers.Labels) and layer.data.shape == summary.gaps.shape:
             if layer.data is not summary.gaps:
                 layer.data = summary.gaps

@@ -36,13 +36,14 @@ from ..core.model import UNet
 from ..core.predict import check_input, iter_predict
 from ._common import (
     Dock,
-    cell_labels,
+    chooser_links,
     connect_all,
     device_choices,
     disconnect_all,
     on_removed,
-    placement,
+    start_long,
 )
+from ._layers import DERIVED, cell_labels, derived_layer, placement, source_images
 from ._session import session
 
 IN_MEMORY = "current (trained or loaded here)"
@@ -91,7 +92,11 @@ class PredictWidget(Dock):
         self._source_layer = None
         self._target = None
         self._model_seen = None
-        self.image = create_widget(annotation=napari.layers.Image, label="Image")
+        self.image = create_widget(
+            annotation=napari.layers.Image,
+            label="Image",
+            options={"choices": source_images(viewer)},
+        )
         self.source = ComboBox(label="Model", choices=[IN_MEMORY, "file"], value="file")
         self.model_file = FileEdit(label="Model file", filter="*.safetensors", mode="r")
         self._cell_labels = cell_labels(viewer)
@@ -129,10 +134,9 @@ class PredictWidget(Dock):
         self.run_button.changed.connect(self.start)
         self.cancel_button.changed.connect(self.cancel)
         self.source.changed.connect(self._show_source)
-        self._session.changed.connect(self._model_arrived)
-        for chooser in (self.image, self.into):
-            viewer.layers.events.inserted.connect(chooser.reset_choices)
-            viewer.layers.events.removed.connect(chooser.reset_choices)
+        # Undone on closing: a closed dock's controls may be deleted before the viewer.
+        choosers = chooser_links(viewer, self.image, self.into)
+        self._links = connect_all([(self._session.changed, self._model_arrived), *choosers])
         on_removed(self, self._closed)
         self._model_arrived()
 
@@ -193,7 +197,7 @@ class PredictWidget(Dock):
         self._connected = connect_all(self._slots())
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"predicting {layer.name}..."
-        self._worker.start()
+        start_long(self._worker)
 
     def _slots(self) -> list:
         worker = self._worker
@@ -206,9 +210,9 @@ class PredictWidget(Dock):
     def _closed(self) -> None:
         """The dock or its viewer closed: cancel, and touch no control (they may be
         deleted already) nor layer from then on."""
+        disconnect_all(self._links + self._connected)
+        self._links, self._connected = [], []
         if self._worker is not None:
-            disconnect_all(self._connected)
-            self._connected = []
             self._worker.quit()
 
     def cancel(self):
@@ -230,7 +234,7 @@ class PredictWidget(Dock):
         name, labels = self._source_layer.name, result.labels
         where = placement(self._source_layer, labels.ndim)
         layers = self._viewer.layers
-        shown = layers[f"{name} probabilities"] if f"{name} probabilities" in layers else None
+        shown = derived_layer(self._viewer, f"{name} probabilities", "probabilities")
         if isinstance(shown, napari.layers.Image) and shown.data.shape == labels.shape:
             shown.data = result.probabilities[1]  # the last prediction's, not one more layer
             for key, value in where.items():
@@ -242,19 +246,18 @@ class PredictWidget(Dock):
                 colormap="magma",
                 contrast_limits=(0, 1),
                 visible=False,
+                metadata={DERIVED: "probabilities"},
                 **where,
             )
         target = self._target
         # "<image> labels" is what the Annotate dock pairs with the image; beside the
         # user's own, "<image> predicted" says what it is better than napari's "[1]".
         new_name = f"{name} labels" if f"{name} labels" not in layers else f"{name} predicted"
+        refusal = None if target is None else _cannot_hold(target, labels)
         if target is None or target not in self._viewer.layers:
             self._viewer.add_labels(labels, name=new_name, **where)
-        elif labels.max() > np.iinfo(target.data.dtype).max:
-            show_warning(
-                f"'{target.name}' ({target.data.dtype}) cannot hold {labels.max()} cells; "
-                "the labels went into a new layer instead."
-            )
+        elif refusal:
+            show_warning(f"{refusal}; the labels went into a new layer instead.")
             self._viewer.add_labels(labels, name=new_name, **where)
         else:
             changed = np.nonzero(np.asarray(target.data) != labels)
@@ -271,3 +274,16 @@ class PredictWidget(Dock):
         self.run_button.enabled, self.cancel_button.enabled = True, False
         self._worker, self._connected = None, []
         self._source_layer = None  # not to keep a layer the user removes alive
+
+
+def _cannot_hold(target, labels: np.ndarray) -> str:
+    """Why the Labels layer ``target`` cannot take ``labels`` as one undoable edit
+    (its data changed since Predict was clicked, or is lazy), or ""."""
+    data = target.data
+    if data.shape != labels.shape:
+        return f"'{target.name}' now has shape {data.shape}, the prediction {labels.shape}"
+    if not isinstance(data, np.ndarray):  # dask, zarr: napari cannot undo an edit of it
+        return f"'{target.name}' is not held in memory ({type(data).__name__})"
+    if labels.max() > np.iinfo(data.dtype).max:
+        return f"'{target.name}' ({data.dtype}) cannot hold {labels.max()} cells"
+    return ""

@@ -39,15 +39,16 @@ from ..core.train import fitting_tile, tile_sizes, warm_up
 from ._common import (
     Dock,
     WeightControls,
-    cell_labels,
+    chooser_links,
     connect_all,
     device_choices,
     disconnect_all,
     ignore_outline_box,
     on_removed,
     row,
-    spatial_shape,
+    start_long,
 )
+from ._layers import cell_labels, source_images, spatial_shape
 from ._model_files import ModelFiles
 from ._plot import TrainingPlot
 from ._preview import PreviewLayer
@@ -74,7 +75,11 @@ class TrainWidget(Dock):
         self._started = 0.0
         self._preview = PreviewLayer(viewer)
         self.pairs = Label(label="Training set", value="")
-        self.image = create_widget(annotation=napari.layers.Image, label="Image")
+        self.image = create_widget(
+            annotation=napari.layers.Image,
+            label="Image",
+            options={"choices": source_images(viewer)},
+        )
         self.labels_layer = create_widget(
             annotation=napari.layers.Labels,
             label="Labels",
@@ -156,10 +161,9 @@ class TrainWidget(Dock):
         self.train_button.changed.connect(self.start)
         self.pause_button.changed.connect(self.toggle_pause)
         self.stop_button.changed.connect(self.stop)
-        self._session.changed.connect(self._show_session)
-        for chooser in (self.image, self.labels_layer):
-            viewer.layers.events.inserted.connect(chooser.reset_choices)
-            viewer.layers.events.removed.connect(chooser.reset_choices)
+        # Undone on closing: a closed dock's controls may be deleted before the viewer.
+        choosers = chooser_links(viewer, self.image, self.labels_layer)
+        self._links = connect_all([(self._session.changed, self._show_session), *choosers])
         on_removed(self, self._closed)
         threading.Thread(target=warm_up, name="napari-unet-warm-up", daemon=True).start()
         self._device_defaults()
@@ -300,12 +304,13 @@ class TrainWidget(Dock):
         self.plot.clear()
         self._said_next_run = False
         self.progress.value = 0
-        self.train_button.enabled = False
+        # A model loaded now would be replaced by the run's at its end.
+        self.train_button.enabled = self.files.load_button.enabled = False
         self.pause_button.enabled = self.stop_button.enabled = True
         how = "fine-tune the current model" if fine_tune else "train a new model"
         self.status.value = f"preparing the training set to {how}..."
         self._started = time.monotonic()
-        self._worker.start()
+        start_long(self._worker)
 
     def toggle_pause(self) -> None:
         if self._job is None:
@@ -331,8 +336,8 @@ class TrainWidget(Dock):
         """The dock closed or its viewer did: stop, and keep the controls, which may be
         deleted already, out of the rest of the run; the model still reaches the Session."""
         self._weights.unlink()
-        disconnect_all(self._connected)
-        self._connected = []
+        disconnect_all(self._links + self._connected)
+        self._links, self._connected = [], []
         if self._job is not None:
             self._job.stop()  # not self.stop(): it writes to the status
 
@@ -388,7 +393,7 @@ class TrainWidget(Dock):
         self.status.value = f"failed: {error}"
 
     def _on_finished(self) -> None:
-        self.train_button.enabled = True
+        self.train_button.enabled = self.files.load_button.enabled = True
         self.pause_button.enabled = self.stop_button.enabled = False
         self.pause_button.text = "Pause"
         self._worker, self._job, self._connected = None, None, []

@@ -33,14 +33,12 @@ from ._common import (
     Dock,
     LiveJob,
     WeightControls,
-    cell_labels,
-    follow_rename,
     ignore_outline_box,
     on_removed,
-    placement,
     planes_of,
     read_before,
 )
+from ._layers import DERIVED, cell_labels, derived_layer, follow_rename, placement
 from ._session import WeightSettings, session
 
 # The label value that marks unannotated pixels for WeightMap: ids this large are
@@ -288,7 +286,7 @@ class WeightsWidget(Dock):
         name = f"{labels.name} weights"
         if self._output_of is labels:  # follow the labels' new name, not one the user gave
             follow_rename(self._viewer, self._output_name, name)
-        layer = self._viewer.layers[name] if name in self._viewer.layers else None
+        layer = derived_layer(self._viewer, name, "weights")
         self._output_of, self._output_name = labels, name
         if isinstance(layer, napari.layers.Image):
             self._output = layer
@@ -299,9 +297,11 @@ class WeightsWidget(Dock):
         active = self._viewer.layers.selection.active  # keep painting where the user was
         self._output = self._viewer.add_image(
             np.zeros(shape, np.float32),
-            name=f"{labels.name} weights",
+            name=name,
             colormap="inferno",
             contrast_limits=(0.0, settings.w0 + 1.0),
+            opacity=0.7,  # the image shows through, under the labels being painted
+            metadata={DERIVED: "weights"},
             **placement(labels, labels.ndim),
         )
         if active is not None:

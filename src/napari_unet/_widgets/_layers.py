@@ -1,0 +1,105 @@
+"""The layers the docks take and make: the choices their layer choosers offer,
+and the layers they derive from the user's (gaps, regions, weights, previews,
+probabilities): their mark, names and placement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import napari
+
+# The metadata key that marks the layers the docks make beside the user's (gaps,
+# annotated regions, weights, previews, probabilities), with what each is: the
+# docks' choosers leave them out, and only they are reused and overwritten.
+DERIVED = "napari_unet"
+
+
+def derived_layer(viewer, name: str, kind: str):
+    """The layer a dock made as ``kind`` (its ``DERIVED`` mark) named ``name``, or
+    "<name> [k]" as napari names it beside a user's layer of that name; None if
+    there is none. A user's own layer of that name is never taken."""
+    for layer in viewer.layers:
+        if layer.metadata.get(DERIVED) == kind and (
+            layer.name == name or layer.name.startswith(f"{name} [")
+        ):
+            return layer
+    return None
+
+
+def source_images(viewer) -> Callable:
+    """Choices for an Image chooser: the user's images, not the weights, previews
+    and probabilities the docks made (``DERIVED``), so that removing the chosen
+    image never moves the chooser onto one of those."""
+
+    def choices(_widget=None) -> list:
+        return [
+            layer
+            for layer in viewer.layers
+            if isinstance(layer, napari.layers.Image) and DERIVED not in layer.metadata
+        ]
+
+    return choices
+
+
+def cell_labels(viewer) -> Callable:
+    """Choices for a Labels chooser: the layers cells are painted on, without the
+    gaps and regions the plugin made (``DERIVED``), so that removing the chosen
+    layer never moves the chooser onto one of those."""
+
+    def choices(_widget=None) -> list:
+        return [
+            layer
+            for layer in viewer.layers
+            if isinstance(layer, napari.layers.Labels) and DERIVED not in layer.metadata
+        ]
+
+    return choices
+
+
+def fits(layer, shape) -> bool:
+    """Whether ``layer`` is a Labels layer of ``shape``: one a dock can take by name
+    (e.g. "<labels> region")."""
+    return isinstance(layer, napari.layers.Labels) and layer.data.shape == shape
+
+
+def follow_rename(viewer, previous: str | None, name: str) -> None:
+    """Rename a layer a dock derived from another (e.g. "<labels> gaps") from
+    ``previous`` to ``name`` after that other layer was renamed, rather than
+    leaving it behind under the old name beside a new one."""
+    layers = viewer.layers
+    if previous and previous != name and previous in layers and name not in layers:
+        if DERIVED in layers[previous].metadata:  # never a user's layer of that name
+            layers[previous].name = name
+
+
+def placement(layer, ndim: int) -> dict:
+    """Where ``layer`` lies, for a layer made from its data (or, with ``ndim`` below
+    its own, from its last ``ndim`` axes) to lie over it in a calibrated viewer:
+    ``scale`` and ``translate``, and for a whole layer its rotation, shear and
+    affine too (a deskewed image's labels), and its units and axis labels."""
+    where = {"scale": tuple(layer.scale[-ndim:]), "translate": tuple(layer.translate[-ndim:])}
+    # Units too: one layer in pixels makes the viewer drop every layer's units.
+    where.update(units=tuple(layer.units[-ndim:]), axis_labels=tuple(layer.axis_labels[-ndim:]))
+    if ndim == layer.ndim:
+        where.update(rotate=layer.rotate, shear=layer.shear, affine=layer.affine.affine_matrix)
+    return where
+
+
+def spatial_shape(image) -> tuple[tuple[int, ...] | None, str]:
+    """The labels shape an image layer needs (of a multiscale image, its full
+    resolution's), or None and a message saying why it cannot be annotated."""
+    if image is None:
+        return None, "Choose an image layer."
+    if image.rgb:
+        return None, (
+            f"'{image.name}' is an RGB image and the U-Net takes one channel: split it "
+            "(right-click the layer > Split RGB) and annotate one channel."
+        )
+    shape = tuple(image.data[0].shape if image.multiscale else image.data.shape)
+    if len(shape) not in (2, 3):
+        return None, (
+            f"'{image.name}' has {len(shape)} axes {shape}: the U-Net takes a 2D image or "
+            "a stack (Z, Y, X), one channel per layer (open channels with channel_axis); "
+            "of a time series, one time point as its own layer."
+        )
+    return shape, ""

@@ -1,0 +1,67 @@
+"""The layers the docks make beside the user's (gaps, weights, preview,
+probabilities): a user's own layer of such a name is never taken or overwritten,
+and the docks' Image choosers never offer the docks' own images."""
+
+import numpy as np
+import torch
+from training import stop_and_wait, train_until
+
+from napari_unet._widgets import _train_job
+from napari_unet.core import checkpoint
+from napari_unet.core.model import UNet
+
+NAMES = ["cells preview", "cells probabilities", "cells labels weights"]
+
+
+def dock(viewer, name):
+    return viewer.window.add_plugin_dock_widget("napari-unet", name)[1]
+
+
+def test_layers_of_the_users_with_the_docks_names_are_left_alone(
+    viewer_with_sample, qtbot, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(_train_job, "models_dir", lambda: tmp_path / "models")
+    viewer = viewer_with_sample
+    mine = {name: viewer.add_image(np.full((64, 96), 7.0), name=name) for name in NAMES}
+    mine["cells labels gaps"] = viewer.add_labels(np.ones((256, 256), np.int32) * 3)
+    mine["cells labels gaps"].name = "cells labels gaps"
+
+    annotate = dock(viewer, "Annotate")
+    annotate.image.value = viewer.layers["cells"]
+    annotate.labels_layer.value = viewer.layers["cells labels"]
+    weights = dock(viewer, "Weight map")
+    weights.labels_layer.value = viewer.layers["cells labels"]
+    qtbot.waitUntil(lambda: not annotate.busy and not weights.busy, timeout=60_000)
+    qtbot.waitUntil(lambda: "cells labels weights [1]" in viewer.layers, timeout=60_000)
+    assert "cells labels gaps [1]" in viewer.layers
+
+    train = dock(viewer, "Train")
+    train.device.value = "cpu"
+    train.net_depth.value, train.net_width.value = 2, 4
+    train.tile.value, train.batch.value = 36, 2
+    train.image.value = viewer.layers["cells"]
+    train.labels_layer.value = viewer.layers["cells labels"]
+    train.add_pair()
+    train.start()
+    train_until(train, qtbot, 1)
+    stop_and_wait(train, qtbot)
+    assert "cells preview [1]" in viewer.layers
+
+    predict = dock(viewer, "Predict")
+    torch.manual_seed(0)
+    predict.model_file.value = checkpoint.save(tmp_path / "m", UNet(width=4, depth=2))
+    predict.image.value = viewer.layers["cells"]
+    for _ in range(2):  # the second run reuses the layer the first made
+        predict.start()
+        qtbot.waitUntil(lambda: predict._worker is None, timeout=60_000)
+    assert "cells probabilities [1]" in viewer.layers
+    assert "cells probabilities [2]" not in viewer.layers
+
+    for name, layer in mine.items():
+        assert viewer.layers[name] is layer
+        assert np.all(layer.data == (3 if "gaps" in name else 7))
+
+    # The docks' images are not offered as images to annotate, train or predict on.
+    for widget in (annotate, train, predict):
+        offered = [layer.name for layer in widget.image.choices]
+        assert offered == ["cells", *NAMES]
