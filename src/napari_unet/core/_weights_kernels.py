@@ -383,22 +383,23 @@ def vanished(labels, gapped, candidates):
     if candidates.size == 0:
         return candidates
     low, high = candidates[0], candidates[-1]
+    few = candidates.size <= 16  # a live map's check, not a whole map's
     h, w = labels.shape
     for i in range(h):
-        # A branchless pass first, which compiles to vector code: most rows hold no
-        # candidate (a live map's few), and are read at memory speed.
-        hit = False
-        for j in range(w):
-            hit |= (labels[i, j] >= low) & (labels[i, j] <= high)
-        if not hit:
-            continue
+        if few:
+            # A branchless pass first, which compiles to vector code: most rows then
+            # hold no candidate, and are read at memory speed.
+            hit = False
+            for j in range(w):
+                hit |= (labels[i, j] >= low) & (labels[i, j] <= high)
+            if not hit:
+                continue
         for j in range(w):
             v = labels[i, j]
-            if v < low or v > high:
-                continue
-            k = np.searchsorted(candidates, v)
-            if candidates[k] == v:
-                present[k] = True
-                if gapped[i, j] != 0:
-                    alive[k] = True
+            if v != 0:
+                k = np.searchsorted(candidates, v)
+                if k < candidates.size and candidates[k] == v:
+                    present[k] = True
+                    if gapped[i, j] != 0:
+                        alive[k] = True
     return candidates[present & ~alive]
