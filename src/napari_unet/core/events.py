@@ -10,6 +10,10 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Progress:
+    """After each step: the mean loss of that step, and the pace. ``total`` is the
+    step budget (10**9 where only a time budget was given, so use ``seconds_left``
+    for a progress bar then)."""
+
     step: int
     total: int
     loss: float
@@ -39,6 +43,8 @@ class Preview:
 
 @dataclass(frozen=True)
 class Saved:
+    """A checkpoint written to ``path`` (model, settings, step and optimizer)."""
+
     step: int
     path: Path
 
@@ -55,11 +61,16 @@ class Notice:
 
 @dataclass(frozen=True)
 class Paused:
+    """Training holds after ``step`` until resumed or stopped."""
+
     step: int
 
 
 @dataclass(frozen=True)
 class Done:
+    """The last event: ``stopped`` if stopped before the budget ran out; ``path`` the
+    model file written at the end (None without ``TrainConfig.out``)."""
+
     step: int
     stopped: bool
     path: Path | None
