@@ -135,7 +135,12 @@ def test_holding_out_never_takes_every_painted_slice(sample):
 @pytest.mark.parametrize(
     ("images", "labels", "match"),
     [
-        ([np.zeros((20, 20))], [np.zeros((20, 21), int)], "do not match"),
+        # The image's own shape, not with the channel axis it is given inside:
+        (
+            [np.zeros((20, 20))],
+            [np.zeros((20, 21), int)],
+            r"image of shape \(20, 20\) and labels of shape \(20, 21\) do not match",
+        ),
         ([np.zeros((20, 20))], [np.zeros((20, 20), int)], "no labelled pixel"),
         ([np.full((20, 20), np.nan)], [np.ones((20, 20), int)], "NaN"),
         ([np.zeros((20, 20))], [np.zeros((20, 20))], "integers"),

@@ -76,7 +76,7 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1, names=None)
             shape = (1, *shape)
         if shape[0] != in_channels or shape[1:] != label.shape or label.ndim not in (2, 3):
             raise ValueError(
-                f"{which}: image of shape {shape[-label.ndim - 1 :]} and "
+                f"{which}: image of shape {tuple(image.shape)} and "
                 f"labels of shape {label.shape} do not match (the model takes "
                 f"{in_channels} channel(s))"
             )
