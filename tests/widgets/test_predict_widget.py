@@ -272,3 +272,30 @@ def test_a_target_that_cannot_take_the_labels_gets_them_in_a_new_layer(
     np.testing.assert_array_equal(viewer.layers[-1].data, many_cells)
     assert not np.asarray(target.data).any()  # untouched
     assert widget.status.value == "cells: 65535 cells found"
+
+
+def test_a_prediction_arriving_mid_stroke_waits_for_the_stroke_to_end(
+    viewer_with_sample, model_file, qtbot, monkeypatch
+):
+    # Written during a stroke, the prediction would join the stroke's undo step, and
+    # one Ctrl+Z would take both away.
+    cells = np.zeros((256, 256), np.int32)
+    cells[100:120, 100:120], cells[150:170, 150:170] = 11, 12
+    monkeypatch.setattr("napari_unet._widgets.predict.to_instances", lambda *_: cells)
+    viewer = viewer_with_sample
+    target = viewer.add_labels(np.zeros((256, 256), np.int32), name="mine")
+    stroke = target.block_history()  # as napari's paint tool holds it while dragging
+    stroke.__enter__()
+    target.paint((5, 5), 9, refresh=False)
+    widget = predicting(viewer, model_file)
+    widget._target = target  # as if chosen in "Labels into"
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    qtbot.wait(300)
+    assert target.data.max() == 9  # the stroke alone so far
+    stroke.__exit__(None, None, None)
+    qtbot.waitUntil(lambda: target.data.max() == 12, timeout=5_000)
+    np.testing.assert_array_equal(target.data, cells)
+    target.undo()  # the prediction
+    assert target.data.max() == 9 and target.data[5, 5] == 9
+    target.undo()  # the stroke
+    assert target.data.max() == 0

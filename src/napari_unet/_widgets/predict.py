@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import napari
@@ -28,6 +29,7 @@ from magicgui.widgets import (
 )
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
 
 from ..core.checkpoint import load
 from ..core.device import default_device
@@ -47,6 +49,7 @@ from ._layers import DERIVED, cell_labels, derived_layer, placement, source_imag
 from ._session import session
 
 IN_MEMORY = "current (trained or loaded here)"
+STROKE_WAIT_MS = 100  # between looks for the end of a brush stroke
 NEW_LAYER = "new layer"
 
 
@@ -249,10 +252,22 @@ class PredictWidget(Dock):
                 metadata={DERIVED: "probabilities"},
                 **where,
             )
-        target = self._target
         # "<image> labels" is what the Annotate dock pairs with the image; beside the
         # user's own, "<image> predicted" says what it is better than napari's "[1]".
         new_name = f"{name} labels" if f"{name} labels" not in layers else f"{name} predicted"
+        self._write(self._target, labels, new_name, where)
+        self.status.value = f"{name}: {int(labels.max())} cells found"
+        show_info(self.status.value)
+
+    def _write(self, target, labels: np.ndarray, new_name: str, where: dict) -> None:
+        """Write ``labels`` into ``target`` as one undoable edit, or into a new layer.
+        Touches no control: it may run after the dock closed."""
+        if target is not None and getattr(target, "_block_history", False):
+            # A brush stroke on it is under way (napari's flag, private): written now,
+            # the prediction would join the stroke's undo step.
+            retry = partial(self._write, target, labels, new_name, where)
+            QTimer.singleShot(STROKE_WAIT_MS, retry)
+            return
         refusal = None if target is None else _cannot_hold(target, labels)
         if target is None or target not in self._viewer.layers:
             self._viewer.add_labels(labels, name=new_name, **where)
@@ -267,8 +282,6 @@ class PredictWidget(Dock):
                     f"'{target.name}' is in the training set: the prediction replaced its "
                     "painted cells (Ctrl+Z on the layer brings them back)."
                 )
-        self.status.value = f"{name}: {int(labels.max())} cells found"
-        show_info(self.status.value)
 
     def _on_finished(self):
         self.run_button.enabled, self.cancel_button.enabled = True, False
