@@ -299,3 +299,25 @@ def test_a_prediction_arriving_mid_stroke_waits_for_the_stroke_to_end(
     assert target.data.max() == 9 and target.data[5, 5] == 9
     target.undo()  # the stroke
     assert target.data.max() == 0
+
+
+def test_a_runtime_error_ends_the_run_with_a_message(
+    viewer_with_sample, model_file, qtbot, monkeypatch
+):
+    # torch raises RuntimeError; superqt drops those of generator workers silently,
+    # which left the dock "predicting..." for good and the pool a thread short.
+    from qtpy.QtCore import QThreadPool
+
+    shown = errors_shown(monkeypatch)
+
+    def fails(*_):
+        raise RuntimeError("out of memory even at batch 1")
+        yield
+
+    monkeypatch.setattr("napari_unet._widgets.predict.iter_predict", fails)
+    threads = QThreadPool.globalInstance().maxThreadCount()
+    widget = predicting(viewer_with_sample, model_file)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    assert shown == ["Prediction failed: out of memory even at batch 1"]
+    assert widget.run_button.enabled and widget.status.value == "failed: see the message"
+    qtbot.waitUntil(lambda: QThreadPool.globalInstance().maxThreadCount() == threads)

@@ -618,3 +618,22 @@ def test_a_preview_dropped_for_nan_leaves_no_empty_layer(viewer, qtbot, monkeypa
         assert "stack preview" not in viewer.layers
         train_until(widget, qtbot, 1)  # the run goes on
         stop_and_wait(widget, qtbot)
+
+
+def test_a_runtime_error_ends_the_run_with_a_message(viewer, qtbot, errors, monkeypatch):
+    # torch raises RuntimeError; superqt drops those of generator workers silently,
+    # which left Train and Load disabled for good.
+    from napari_unet.core.train import Trainer
+
+    def fails(self):
+        raise RuntimeError("out of memory even at batch 1")
+        yield
+
+    monkeypatch.setattr(Trainer, "run", fails)
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    assert errors == ["Training failed: out of memory even at batch 1"]
+    assert widget.train_button.enabled and widget.files.load_button.enabled
+    assert widget.status.value == "failed: out of memory even at batch 1"

@@ -51,6 +51,12 @@ def new_model_path(name: str) -> Path:
     return out
 
 
+class RunFailed(Exception):
+    """A run's RuntimeError, raised again as another type: superqt drops a generator
+    worker's RuntimeError without its errored and finished signals (taking it for a
+    deleted Qt object), which would leave the dock waiting for the run to end."""
+
+
 @dataclass(frozen=True)
 class NoPreview(Notice):
     """A notice that the run previews nothing: the dock removes the layer it made."""
@@ -122,11 +128,14 @@ class TrainJob:
             if self._paused.is_set():
                 trainer.pause()
         self._events = trainer.run()
-        for event in self._events:
-            if isinstance(event, Done) and event.step == 0:
-                self._forget_untrained()
-                event = dataclasses.replace(event, path=None)
-            yield event
+        try:
+            for event in self._events:
+                if isinstance(event, Done) and event.step == 0:
+                    self._forget_untrained()
+                    event = dataclasses.replace(event, path=None)
+                yield event
+        except RuntimeError as err:  # torch's, e.g. out of memory even at batch 1
+            raise RunFailed(str(err)) from err
         return ""
 
     def abandon(self) -> None:

@@ -80,6 +80,8 @@ def predict_job(
         probabilities = yield from iter_predict(model, image, tile, tta)
     except (ValueError, FileNotFoundError) as err:
         return PredictResult(message=str(err))
+    except RuntimeError as err:  # torch's; superqt would drop it without a signal
+        return PredictResult(message=f"Prediction failed: {err}")
     return PredictResult(probabilities, to_instances(probabilities, threshold))
 
 
