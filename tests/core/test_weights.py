@@ -278,6 +278,23 @@ def test_edits_whose_gaps_move_far_away_equal_recomputation(dtype, first_id):
             np.testing.assert_array_equal(live.gapped, separation_borders(labels))
 
 
+def test_protection_decided_far_from_an_edit_is_followed():
+    # Which slivers are protected is settled over the whole image from none up: here
+    # painting cell 6 at the left edge makes cell 1 the one to protect, 88 pixels
+    # away, beyond the border term's reach (found by a review).
+    far = [0] * 80 + [2, 3, 1, 0, 0, 2, 3, 1, 3]
+    labels = np.array(
+        [[0, 1, 0, 0, 3, 0, 0, 0, *far], [0, 1, 0, 0, 3, 1, 0, 0, *far[:84], 3, *far[85:]]],
+        np.int32,
+    )
+    live = WeightMap(labels)
+    edited = labels.copy()
+    edited[:, 0] = 6
+    live.update(edited, (slice(0, 2), slice(0, 1)))
+    np.testing.assert_array_equal(live.gapped, separation_borders(edited))
+    np.testing.assert_array_equal(live.weights, weight_map(edited))
+
+
 def test_update_refuses_negative_labels_in_the_region():
     labels = disks(n=10).astype(np.int32)
     live = WeightMap(labels)

@@ -323,8 +323,7 @@ def gaps(labels, protected):
             i, j = rows[k], cols[k]
             kept = not _outranked(labels, protected, gapped, i, j)
             if kept != (gapped[i, j] != 0):
-                # Two stores, not one of a conditional: numba would type "id or 0"
-                # as a float, which 64-bit ids do not survive.
+                # Two stores: numba types "id if kept else 0" as a float (64-bit ids lost).
                 if kept:
                     gapped[i, j] = labels[i, j]
                 else:
@@ -378,17 +377,15 @@ def regap(labels, protected, gapped, y0, y1, x0, x1):
 def vanished(labels, gapped, candidates):
     """The ids among sorted, non-zero ``candidates`` that ``labels`` holds but no
     pixel of which is kept in ``gapped``."""
-    present = np.zeros(candidates.size, np.bool_)
-    alive = np.zeros(candidates.size, np.bool_)
     if candidates.size == 0:
         return candidates
+    seen = np.zeros(candidates.size, np.int8)  # 1: labels hold it; 2: a pixel is kept
     low, high = candidates[0], candidates[-1]
     few = candidates.size <= 16  # a live map's check, not a whole map's
     h, w = labels.shape
     for i in range(h):
         if few:
-            # A branchless pass first, which compiles to vector code: most rows then
-            # hold no candidate, and are read at memory speed.
+            # A branchless pass, in vector code: most rows hold no candidate then.
             hit = False
             for j in range(w):
                 hit |= (labels[i, j] >= low) & (labels[i, j] <= high)
@@ -399,7 +396,5 @@ def vanished(labels, gapped, candidates):
             if v != 0:
                 k = np.searchsorted(candidates, v)
                 if k < candidates.size and candidates[k] == v:
-                    present[k] = True
-                    if gapped[i, j] != 0:
-                        alive[k] = True
-    return candidates[present & ~alive]
+                    seen[k] = max(seen[k], 2 if gapped[i, j] != 0 else 1)
+    return candidates[seen == 1]

@@ -102,7 +102,7 @@ class TrainConfig:
     # the prediction default (tenth session).
     w0: float = 3.0
     sigma: float = 5.0
-    class_balance: bool = False  # border term included: see weights.class_weights
+    class_balance: bool = False  # border term included: see class_balance.class_weights
     # No weight on the background pixel along each outline (core.outline): ISBI 2012
     # after 5 minutes 0.087 against 0.108 in one run, lower in every seed; after 30
     # 0.101 against 0.105 (earlier runs); touching cells the same (benchmarks/README.md,

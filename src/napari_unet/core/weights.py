@@ -74,18 +74,25 @@ def _per_slice(function, labels: np.ndarray, dtype, *args) -> np.ndarray:
     return out
 
 
-def _separation_2d(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Gapped labels, and the ids protected from vanishing (sorted)."""
+def _separation_rounds(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """How the gaps are settled: round after round, ``(protected, gapped, lost)``,
+    the ids protected from vanishing (sorted), the labels gapped with them, and the
+    ids that vanish all the same and are protected in the next round. The last
+    round loses none, and its gapped labels are the result."""
     labels = np.ascontiguousarray(labels)  # one compiled kernel per dtype, not per layout
-    protected = np.zeros(0, labels.dtype)
+    protected, rounds = np.zeros(0, labels.dtype), []
     while True:
         gapped, removed = kernels.gaps(labels, protected)
-        lost = kernels.vanished(labels, gapped, np.unique(removed))
-        lost = np.setdiff1d(lost, protected)
+        lost = np.setdiff1d(kernels.vanished(labels, gapped, np.unique(removed)), protected)
+        rounds.append((protected, gapped, lost))
         if lost.size == 0:
-            return gapped, protected
+            return rounds
         # An instance that would vanish outranks its neighbours: they give way.
         protected = np.union1d(protected, lost)
+
+
+def _gapped(labels: np.ndarray) -> np.ndarray:
+    return _separation_rounds(labels)[-1][1]
 
 
 def separation_borders(labels: np.ndarray) -> np.ndarray:
@@ -93,8 +100,9 @@ def separation_borders(labels: np.ndarray) -> np.ndarray:
 
     Of two instances that touch (8-neighbourhood), the one with the lower id gives
     its contact pixels to the background, so exactly one pixel separates them. An
-    instance that would vanish entirely (a thin sliver) keeps its pixels and its
-    neighbours give way instead.
+    instance that would vanish entirely (a thin sliver) outranks the others, which
+    give way to it instead; of two such slivers that touch, the lower id still
+    gives way, and may vanish.
 
     Parameters
     ----------
@@ -106,7 +114,7 @@ def separation_borders(labels: np.ndarray) -> np.ndarray:
     ndarray, same shape and dtype as ``labels``
     """
     labels = _check_labels(labels)
-    return _per_slice(lambda plane: _separation_2d(plane)[0], labels, labels.dtype)
+    return _per_slice(_gapped, labels, labels.dtype)
 
 
 def _border_2d(labels: np.ndarray, w0: float, sigma: float) -> np.ndarray:
@@ -201,7 +209,7 @@ def weight_map(
 
 
 def _weight_map_2d(labels, ignored, w0, sigma, class_balance) -> np.ndarray:
-    gapped = _separation_2d(labels)[0]
+    gapped = _gapped(labels)
     terms = coded_terms(gapped > 0, _border_2d(gapped, w0, sigma), ignored)
     wb, wf = classes_of(terms) if class_balance else (1.0, 1.0)
     out = np.empty(terms.shape, np.float32)
@@ -212,12 +220,16 @@ def _weight_map_2d(labels, ignored, w0, sigma, class_balance) -> np.ndarray:
 class WeightMap:
     """A 2D weight map kept equal to ``weight_map(labels, ...)`` while labels are edited.
 
-    After an edit, :meth:`update` recomputes the gaps and the border term only in
-    the window the edit can influence (the edited box grown by the border term's
-    reach). The class-balance weights are global but move in steps (see
-    :func:`.class_balance.class_weights`): when an edit crosses one, every pixel's weight
-    changes, so the whole map is composed again from the stored terms, in place,
-    in one compiled pass with no distances.
+    After an edit, :meth:`update` settles the gaps again from the edited box
+    outwards, as far as the change runs along touching cells, and recomputes the
+    border term in the box of changed gaps grown by its reach. Which slivers are
+    protected from vanishing is settled in rounds over the whole image (the gaps of
+    each round are kept and settled again too): when an edit changes it, the whole
+    map is recomputed. The class-balance
+    weights are global but move in steps (see :func:`.class_balance.class_weights`):
+    when an edit crosses one, every pixel's weight changes, so the whole map is
+    composed again from the stored terms, in place, in one compiled pass with no
+    distances.
 
     Parameters
     ----------
@@ -264,7 +276,8 @@ class WeightMap:
         else:
             self.unannotated = labels == self.ignore
             self.labels = np.where(self.unannotated, labels.dtype.type(0), labels)
-        self.gapped, self.protected = _separation_2d(self.labels)
+        self.rounds = _separation_rounds(self.labels)
+        self.gapped = self.rounds[-1][1]
         border = _border_2d(self.gapped, self.w0, self.sigma)
         self.terms = coded_terms(self.gapped > 0, border, self.unannotated)
         # The class-balance statistics, kept up to date by window.
@@ -295,6 +308,7 @@ class WeightMap:
         shape = self.labels.shape
         if labels.shape != shape:
             raise ValueError(f"labels changed shape from {shape} to {labels.shape}")
+        whole = (slice(0, shape[0]), slice(0, shape[1]))
         region = grow_window(region, 0, shape)
         before = self.labels[region].copy()
         if self.unannotated is None:
@@ -303,23 +317,18 @@ class WeightMap:
             self.unannotated[region] = labels[region] == self.ignore
             self.labels[region] = np.where(self.unannotated[region], 0, labels[region])
         # The gaps change where a pixel's neighbourhood did, and along the chains
-        # of instances that giving way passes on (kernels.regap).
-        edit = grow_window(region, 1, shape)
-        box = kernels.regap(
-            self.labels,
-            self.protected,
-            self.gapped,
-            edit[0].start,
-            edit[0].stop,
-            edit[1].start,
-            edit[1].stop,
-        )
-        touched = region
-        if box[0] < box[1]:
-            touched = union_window(region, (slice(box[0], box[1]), slice(box[2], box[3])))
-        if self._protection_may_change(before, touched):
-            self._full(labels)
-            return (slice(0, shape[0]), slice(0, shape[1]))
+        # of instances that giving way passes on (kernels.regap), in every round.
+        rows, cols = grow_window(region, 1, shape)
+        for protected, gapped, lost in self.rounds:
+            box = kernels.regap(
+                self.labels, protected, gapped, rows.start, rows.stop, cols.start, cols.stop
+            )
+            touched = region
+            if box[0] < box[1]:
+                touched = union_window(region, (slice(box[0], box[1]), slice(box[2], box[3])))
+            if not np.array_equal(self._lost(before, touched, protected, gapped, lost), lost):
+                self._full(labels)  # another protection: settled from none up
+                return whole
         out = grow_window(touched, self.reach, shape)  # where the border term can change
         crop = grow_window(out, self.reach + 1, shape)
         border = _border_2d(self.gapped[crop], self.w0, self.sigma)
@@ -336,25 +345,19 @@ class WeightMap:
         if classes != self.classes:
             self.classes = classes
             self._compose(self.terms, self.weights)
-            return (slice(0, shape[0]), slice(0, shape[1]))
+            return whole
         self._compose(self.terms[out], self.weights[out])
         return out
 
-    def _protection_may_change(self, before: np.ndarray, touched) -> bool:
-        """Whether the edit (``before``: the labels it replaced; ``touched``: where
-        labels or gaps changed) may change which instances are protected from
-        vanishing: an instance now left with no kept pixel, or a protected one near
-        the edit. Protection depends on whole instances, so the map is then
-        recomputed whole."""
-        shape = self.labels.shape
-        seen = grow_window(touched, 1, shape)
-        # Only ids that were replaced or lie near a change can have lost their
-        # last kept pixel; those with one left in view are alive.
-        ids = np.union1d(before, self.labels[seen])
-        ids = ids[(ids != 0) & ~np.isin(ids, self.gapped[seen])]
-        if ids.size and kernels.vanished(self.labels, self.gapped, ids).size:
-            return True
-        if not self.protected.size:
-            return False
-        near = self.labels[grow_window(touched, 2 * self.reach + 1, shape)]
-        return bool(np.isin(self.protected, np.union1d(before, near)).any())
+    def _lost(self, before, touched, protected, gapped, lost) -> np.ndarray:
+        """A round's ``lost`` after the edit (``before``: the labels it replaced;
+        ``touched``: where labels or gaps changed): only ids with a pixel near a
+        change can have lost or won back their last kept pixel, so only they are
+        checked again; those with a kept pixel in view at once."""
+        seen = grow_window(touched, 1, self.labels.shape)
+        near = np.union1d(before, self.labels[seen])
+        near = near[near != 0]
+        dead = near[~np.isin(near, gapped[seen])]
+        if dead.size:
+            dead = kernels.vanished(self.labels, gapped, dead)
+        return np.setdiff1d(np.union1d(np.setdiff1d(lost, near), dead), protected)
