@@ -65,3 +65,22 @@ def test_layers_of_the_users_with_the_docks_names_are_left_alone(
     for widget in (annotate, train, predict):
         offered = [layer.name for layer in widget.image.choices]
         assert offered == ["cells", *NAMES]
+
+    # A result the user renamed to keep is not overwritten by the next prediction.
+    kept = viewer.layers["cells probabilities [1]"]
+    kept.name = "cells probabilities [old]"
+    kept.data[:] = 0.25  # the user's own copy now
+    predict.start()
+    qtbot.waitUntil(lambda: predict._worker is None, timeout=60_000)
+    assert np.all(kept.data == 0.25)
+
+    # The docks' "[1]" layers follow a rename of the labels; the user's stay.
+    viewer.layers["cells labels"].name = "nuclei"
+    qtbot.waitUntil(lambda: "nuclei weights" in viewer.layers, timeout=60_000)
+    qtbot.waitUntil(lambda: "nuclei gaps" in viewer.layers, timeout=60_000)
+    qtbot.waitUntil(lambda: not annotate.busy and not weights.busy, timeout=60_000)
+    names = [layer.name for layer in viewer.layers]
+    assert "cells labels weights [1]" not in names and "cells labels gaps [1]" not in names
+    assert names.count("nuclei weights") == names.count("nuclei gaps") == 1
+    for name, layer in mine.items():
+        assert viewer.layers[name] is layer

@@ -4,6 +4,7 @@ probabilities): their mark, names and placement."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import napari
@@ -18,9 +19,10 @@ def derived_layer(viewer, name: str, kind: str):
     """The layer a dock made as ``kind`` (its ``DERIVED`` mark) named ``name``, or
     "<name> [k]" as napari names it beside a user's layer of that name; None if
     there is none. A user's own layer of that name is never taken."""
+    numbered = re.compile(re.escape(name) + r" \[\d+\]")
     for layer in viewer.layers:
         if layer.metadata.get(DERIVED) == kind and (
-            layer.name == name or layer.name.startswith(f"{name} [")
+            layer.name == name or numbered.fullmatch(layer.name)
         ):
             return layer
     return None

@@ -315,17 +315,20 @@ class AnnotateWidget(Dock):
         )
         name = self._gaps_name(labels)
         layer = derived_layer(self._viewer, name, "gaps")
+        if layer is not None:
+            self._gaps = (labels, layer.name)  # "<name> [1]" beside a user's layer
         if isinstance(layer, napari.layers.Labels) and layer.data.shape == summary.gaps.shape:
             if layer.data is not summary.gaps:
                 layer.data = summary.gaps
         else:
-            self._add_layer(
+            layer = self._add_layer(
                 summary.gaps,
                 name,
                 colormap={None: "transparent", 1: "yellow"},
                 metadata={DERIVED: "gaps"},
                 **placement(labels, labels.ndim),
             )
+            self._gaps = (labels, layer.name)  # "<name> [1]" beside a user's layer
 
     def _gaps_name(self, labels) -> str:
         """The name of the gaps layer of ``labels``; the one made before follows

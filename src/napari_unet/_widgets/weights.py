@@ -287,7 +287,7 @@ class WeightsWidget(Dock):
         if self._output_of is labels:  # follow the labels' new name, not one the user gave
             follow_rename(self._viewer, self._output_name, name)
         layer = derived_layer(self._viewer, name, "weights")
-        self._output_of, self._output_name = labels, name
+        self._output_of, self._output_name = labels, name if layer is None else layer.name
         if isinstance(layer, napari.layers.Image):
             self._output = layer
             if layer.data.shape == shape:
@@ -306,6 +306,7 @@ class WeightsWidget(Dock):
         )
         if active is not None:
             self._viewer.layers.selection.active = active
+        self._output_name = self._output.name  # "<name> [1]" beside a user's layer
         return True
 
     def _on_plane(self, update):
