@@ -374,12 +374,12 @@ def regap(labels, protected, gapped, y0, y1, x0, x1):
 
 
 @numba.njit(cache=True, nogil=True)
-def vanished(labels, gapped, candidates):
-    """The ids among sorted, non-zero ``candidates`` that ``labels`` holds but no
-    pixel of which is kept in ``gapped``."""
+def holding(labels, gapped, candidates):
+    """For each sorted, non-zero candidate: 0 if ``labels`` holds none of it, 1 if it
+    does but ``gapped`` keeps none (it vanished), 2 if ``gapped`` keeps one."""
+    seen = np.zeros(candidates.size, np.int8)
     if candidates.size == 0:
-        return candidates
-    seen = np.zeros(candidates.size, np.int8)  # 1: labels hold it; 2: a pixel is kept
+        return seen
     low, high = candidates[0], candidates[-1]
     few = candidates.size <= 16  # a live map's check, not a whole map's
     h, w = labels.shape
@@ -397,4 +397,4 @@ def vanished(labels, gapped, candidates):
                 k = np.searchsorted(candidates, v)
                 if k < candidates.size and candidates[k] == v:
                     seen[k] = max(seen[k], 2 if gapped[i, j] != 0 else 1)
-    return candidates[seen == 1]
+    return seen

@@ -83,7 +83,9 @@ def _separation_rounds(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray,
     protected, rounds = np.zeros(0, labels.dtype), []
     while True:
         gapped, removed = kernels.gaps(labels, protected)
-        lost = np.setdiff1d(kernels.vanished(labels, gapped, np.unique(removed)), protected)
+        removed = np.unique(removed)
+        vanished = removed[kernels.holding(labels, gapped, removed) == 1]
+        lost = np.setdiff1d(vanished, protected)
         rounds.append((protected, gapped, lost))
         if lost.size == 0:
             return rounds
@@ -319,6 +321,7 @@ class WeightMap:
         # The gaps change where a pixel's neighbourhood did, and along the chains
         # of instances that giving way passes on (kernels.regap), in every round.
         rows, cols = grow_window(region, 1, shape)
+        gone = np.zeros(0, self.labels.dtype)  # ids no longer in the labels
         for protected, gapped, lost in self.rounds:
             box = kernels.regap(
                 self.labels, protected, gapped, rows.start, rows.stop, cols.start, cols.stop
@@ -326,7 +329,8 @@ class WeightMap:
             touched = region
             if box[0] < box[1]:
                 touched = union_window(region, (slice(box[0], box[1]), slice(box[2], box[3])))
-            if not np.array_equal(self._lost(before, touched, protected, gapped, lost), lost):
+            now, gone = self._lost(before, touched, gapped, lost, gone)
+            if not np.array_equal(np.setdiff1d(now, protected), lost):
                 self._full(labels)  # another protection: settled from none up
                 return whole
         out = grow_window(touched, self.reach, shape)  # where the border term can change
@@ -349,15 +353,17 @@ class WeightMap:
         self._compose(self.terms[out], self.weights[out])
         return out
 
-    def _lost(self, before, touched, protected, gapped, lost) -> np.ndarray:
-        """A round's ``lost`` after the edit (``before``: the labels it replaced;
-        ``touched``: where labels or gaps changed): only ids with a pixel near a
-        change can have lost or won back their last kept pixel, so only they are
-        checked again; those with a kept pixel in view at once."""
+    def _lost(self, before, touched, gapped, lost, gone) -> tuple[np.ndarray, np.ndarray]:
+        """A round's vanished ids after the edit (``before``: the labels it replaced;
+        ``touched``: where labels or gaps changed; ``lost``: before it), and ``gone``
+        with the ids found in no pixel. Only ids with a pixel near a change can have
+        lost or won back their last kept pixel, so only they are checked again:
+        those with a kept pixel in view at once, the others in a scan of the image,
+        which ids found ``gone`` by an earlier round's scan skip (a relabelled cell)."""
         seen = grow_window(touched, 1, self.labels.shape)
         near = np.union1d(before, self.labels[seen])
         near = near[near != 0]
-        dead = near[~np.isin(near, gapped[seen])]
-        if dead.size:
-            dead = kernels.vanished(self.labels, gapped, dead)
-        return np.setdiff1d(np.union1d(np.setdiff1d(lost, near), dead), protected)
+        unsure = np.setdiff1d(near[~np.isin(near, gapped[seen])], gone)
+        held = kernels.holding(self.labels, gapped, unsure)
+        now = np.union1d(np.setdiff1d(lost, near), unsure[held == 1])
+        return now, np.union1d(gone, unsure[held == 0])
