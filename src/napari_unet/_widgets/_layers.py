@@ -28,34 +28,29 @@ def derived_layer(viewer, name: str, kind: str):
     return None
 
 
-def source_images(viewer) -> Callable:
-    """Choices for an Image chooser: the user's images, not the weights, previews
-    and probabilities the docks made (``DERIVED``), so that removing the chosen
-    image never moves the chooser onto one of those."""
-
+def _users(viewer, kind) -> Callable:
     def choices(_widget=None) -> list:
         return [
             layer
             for layer in viewer.layers
-            if isinstance(layer, napari.layers.Image) and DERIVED not in layer.metadata
+            if isinstance(layer, kind) and DERIVED not in layer.metadata
         ]
 
     return choices
+
+
+def source_images(viewer) -> Callable:
+    """Choices for an Image chooser: the user's images, not the weights, previews
+    and probabilities the docks made (``DERIVED``), so that removing the chosen
+    image never moves the chooser onto one of those."""
+    return _users(viewer, napari.layers.Image)
 
 
 def cell_labels(viewer) -> Callable:
     """Choices for a Labels chooser: the layers cells are painted on, without the
     gaps and regions the plugin made (``DERIVED``), so that removing the chosen
     layer never moves the chooser onto one of those."""
-
-    def choices(_widget=None) -> list:
-        return [
-            layer
-            for layer in viewer.layers
-            if isinstance(layer, napari.layers.Labels) and DERIVED not in layer.metadata
-        ]
-
-    return choices
+    return _users(viewer, napari.layers.Labels)
 
 
 def fits(layer, shape) -> bool:
