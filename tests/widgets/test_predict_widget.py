@@ -321,3 +321,15 @@ def test_a_runtime_error_ends_the_run_with_a_message(
     assert shown == ["Prediction failed: out of memory even at batch 1"]
     assert widget.run_button.enabled and widget.status.value == "failed: see the message"
     qtbot.waitUntil(lambda: QThreadPool.globalInstance().maxThreadCount() == threads)
+
+
+def test_the_probabilities_follow_a_renamed_image(viewer_with_sample, model_file, qtbot):
+    viewer = viewer_with_sample
+    widget = predicting(viewer, model_file)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    shown = viewer.layers["cells probabilities"]
+    viewer.layers["cells"].name = "nuclei"
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert viewer.layers["nuclei probabilities"] is shown  # renamed, not one more
+    assert "cells probabilities" not in viewer.layers

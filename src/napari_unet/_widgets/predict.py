@@ -13,6 +13,7 @@ import copy
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import napari
 import numpy as np
@@ -45,7 +46,14 @@ from ._common import (
     on_removed,
     start_long,
 )
-from ._layers import DERIVED, cell_labels, derived_layer, placement, source_images
+from ._layers import (
+    DERIVED,
+    cell_labels,
+    derived_layer,
+    follow_rename,
+    placement,
+    source_images,
+)
 from ._session import session
 
 IN_MEMORY = "current (trained or loaded here)"
@@ -95,6 +103,7 @@ class PredictWidget(Dock):
         self._worker = None
         self._connected: list = []  # (signal, slot) of the running worker
         self._source_layer = None
+        self._shown_as = WeakKeyDictionary()  # image layer -> name of its probabilities
         self._target = None
         self._model_seen = None
         self.image = create_widget(
@@ -239,13 +248,17 @@ class PredictWidget(Dock):
         name, labels = self._source_layer.name, result.labels
         where = placement(self._source_layer, labels.ndim)
         layers = self._viewer.layers
+        if self._source_layer in self._shown_as:  # renamed since: its layer follows
+            follow_rename(
+                self._viewer, self._shown_as[self._source_layer], f"{name} probabilities"
+            )
         shown = derived_layer(self._viewer, f"{name} probabilities", "probabilities")
         if isinstance(shown, napari.layers.Image) and shown.data.shape == labels.shape:
             shown.data = result.probabilities[1]  # the last prediction's, not one more layer
             for key, value in where.items():
                 setattr(shown, key, value)
         else:
-            self._viewer.add_image(
+            shown = self._viewer.add_image(
                 result.probabilities[1],
                 name=f"{name} probabilities",
                 colormap="magma",
@@ -254,6 +267,7 @@ class PredictWidget(Dock):
                 metadata={DERIVED: "probabilities"},
                 **where,
             )
+        self._shown_as[self._source_layer] = shown.name
         # "<image> labels" is what the Annotate dock pairs with the image; beside the
         # user's own, "<image> predicted" says what it is better than napari's "[1]".
         new_name = f"{name} labels" if f"{name} labels" not in layers else f"{name} predicted"
