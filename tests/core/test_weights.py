@@ -295,6 +295,27 @@ def test_protection_decided_far_from_an_edit_is_followed():
     np.testing.assert_array_equal(live.weights, weight_map(edited))
 
 
+DIAGONAL_STRIPES = """
+import numpy as np
+from napari_unet.core.weights import WeightMap, weight_map
+y, x = np.mgrid[:40, :40]
+labels = (80 - y - x).astype(np.int32)  # 1-pixel diagonal cells, ids falling away
+live = WeightMap(labels)
+labels[0, 0] = 0
+live.update(labels, (slice(0, 1), slice(0, 1)))
+assert np.array_equal(live.weights, weight_map(labels))
+"""
+
+
+def test_gaps_settle_along_long_chains_in_linear_time():
+    # Settled in any order but falling rank, each erased pixel here flips its chain
+    # a number of times exponential in its length (24 s at 22 pixels, a review found).
+    run = subprocess.run(
+        [sys.executable, "-c", DIAGONAL_STRIPES], capture_output=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+
+
 def test_update_refuses_negative_labels_in_the_region():
     labels = disks(n=10).astype(np.int32)
     live = WeightMap(labels)

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from . import _separation_kernels as separation
 from . import _weights_kernels as kernels
 from .class_balance import balance, classes_of, coded_terms, counts
 from .windows import grow_window, union_window, window_within
@@ -82,9 +83,9 @@ def _separation_rounds(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray,
     labels = np.ascontiguousarray(labels)  # one compiled kernel per dtype, not per layout
     protected, rounds = np.zeros(0, labels.dtype), []
     while True:
-        gapped, removed = kernels.gaps(labels, protected)
+        gapped, removed = separation.gaps(labels, protected)
         removed = np.unique(removed)
-        vanished = removed[kernels.holding(labels, gapped, removed) == 1]
+        vanished = removed[separation.holding(labels, gapped, removed) == 1]
         lost = np.setdiff1d(vanished, protected)
         rounds.append((protected, gapped, lost))
         if lost.size == 0:
@@ -319,11 +320,11 @@ class WeightMap:
             self.unannotated[region] = labels[region] == self.ignore
             self.labels[region] = np.where(self.unannotated[region], 0, labels[region])
         # The gaps change where a pixel's neighbourhood did, and along the chains
-        # of instances that giving way passes on (kernels.regap), in every round.
+        # of instances that giving way passes on (separation.regap), in every round.
         rows, cols = grow_window(region, 1, shape)
         gone = np.zeros(0, self.labels.dtype)  # ids no longer in the labels
         for protected, gapped, lost in self.rounds:
-            box = kernels.regap(
+            box = separation.regap(
                 self.labels, protected, gapped, rows.start, rows.stop, cols.start, cols.stop
             )
             touched = region
@@ -364,6 +365,6 @@ class WeightMap:
         near = np.union1d(before, self.labels[seen])
         near = near[near != 0]
         unsure = np.setdiff1d(near[~np.isin(near, gapped[seen])], gone)
-        held = kernels.holding(self.labels, gapped, unsure)
+        held = separation.holding(self.labels, gapped, unsure)
         now = np.union1d(np.setdiff1d(lost, near), unsure[held == 1])
         return now, np.union1d(gone, unsure[held == 0])

@@ -1,0 +1,159 @@
+"""Compiled kernels behind :func:`.weights.separation_borders` and the gaps of
+:class:`.weights.WeightMap` (numba): which pixels of touching instances give way.
+
+A pixel gives way where it touches (8-neighbour) a kept pixel of an instance that
+outranks its own; rank is (protected, id), protected ids being those that would
+otherwise vanish. A pixel thus depends only on neighbours of higher rank, so the
+state is unique, and settling pixels in falling rank settles each once.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def _in_sorted(values, v):
+    k = np.searchsorted(values, v)
+    return k < values.size and values[k] == v
+
+
+@numba.njit(cache=True, nogil=True)
+def _outranked(labels, protected, gapped, i, j):
+    """Whether pixel (i, j) touches a kept pixel (non-zero in ``gapped``) of an
+    instance that outranks its own."""
+    h, w = labels.shape
+    v = labels[i, j]
+    pv = protected.size > 0 and _in_sorted(protected, v)
+    for a in range(max(i - 1, 0), min(i + 2, h)):
+        for b in range(max(j - 1, 0), min(j + 2, w)):
+            u = labels[a, b]
+            if u == 0 or u == v or gapped[a, b] == 0:
+                continue
+            pu = protected.size > 0 and _in_sorted(protected, u)
+            if pu > pv or (pu == pv and u > v):
+                return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def gaps(labels, protected):
+    """``labels`` with 0 on every pixel that touches (8-neighbour) a kept pixel of an
+    instance that outranks its own, and the ids of those pixels.
+
+    Rank is (protected, id): of two touching instances the lower-ranked one gives
+    up its contact pixels, so the gap is one pixel wide; where three meet, a pixel
+    whose higher neighbour itself gave way stays. ``protected`` (sorted) holds ids
+    that would otherwise vanish.
+    """
+    h, w = labels.shape
+    gapped = labels.copy()
+    rows, cols = [], []
+    for i in range(h):
+        for j in range(w):
+            if labels[i, j] != 0 and _outranked(labels, protected, labels, i, j):
+                rows.append(i)
+                cols.append(j)
+    for k in range(len(rows)):
+        gapped[rows[k], cols[k]] = 0
+    # Who gives way depends on whether the outranking pixel stays: settle the
+    # contact pixels (ranks only increase along a dependency, so this ends).
+    changed = True
+    while changed:
+        changed = False
+        for k in range(len(rows)):
+            i, j = rows[k], cols[k]
+            kept = not _outranked(labels, protected, gapped, i, j)
+            if kept != (gapped[i, j] != 0):
+                # Two stores: numba types "id if kept else 0" as a float (64-bit ids lost).
+                if kept:
+                    gapped[i, j] = labels[i, j]
+                else:
+                    gapped[i, j] = 0
+                changed = True
+    ids = np.empty(len(rows), labels.dtype)
+    n = 0
+    for k in range(len(rows)):
+        if gapped[rows[k], cols[k]] == 0:
+            ids[n] = labels[rows[k], cols[k]]
+            n += 1
+    return gapped, ids[:n]
+
+
+@numba.njit(cache=True, nogil=True)
+def regap(labels, protected, gapped, y0, y1, x0, x1):
+    """Bring ``gapped`` (as :func:`gaps` gave it) up to date, in place, with
+    ``labels`` changed inside rows ``y0:y1``, columns ``x0:x1`` grown by one pixel
+    (the window given), and return the bounding box ``(y0, y1, x0, x1)`` of the
+    pixels that changed (empty: ``y0 >= y1``).
+
+    A pixel whose state changes puts its neighbours on the list, as those of lower
+    rank depend on it, so a change runs along a chain of touching instances as far
+    as it reaches. The list is taken highest rank first: a pixel is then settled
+    once, after every pixel it depends on (in any other order, diagonal stripes of
+    falling ids flip pixels a number of times exponential in their length).
+    """
+    h, w = labels.shape
+    top = np.iinfo(labels.dtype).max
+    todo = [_key(labels, protected, top, 0, 0, w)]  # a min-heap: highest rank first
+    todo.pop()
+    for i in range(y0, y1):
+        for j in range(x0, x1):
+            heapq.heappush(todo, _key(labels, protected, top, i, j, w))
+    by0, by1, bx0, bx1 = h, 0, w, 0
+    while len(todo):
+        k = heapq.heappop(todo)[2]
+        i, j = k // w, k % w
+        v = labels[i, j]
+        if v != 0 and not _outranked(labels, protected, gapped, i, j):
+            if gapped[i, j] == v:
+                continue
+            gapped[i, j] = v
+        elif gapped[i, j] == 0:
+            continue
+        else:
+            gapped[i, j] = 0
+        by0, by1, bx0, bx1 = min(by0, i), max(by1, i + 1), min(bx0, j), max(bx1, j + 1)
+        for a in range(max(i - 1, 0), min(i + 2, h)):
+            for b in range(max(j - 1, 0), min(j + 2, w)):
+                if labels[a, b] != 0 and labels[a, b] != v:
+                    heapq.heappush(todo, _key(labels, protected, top, a, b, w))
+    return by0, by1, bx0, bx1
+
+
+@numba.njit(cache=True, nogil=True)
+def _key(labels, protected, top, i, j, w):
+    """Pixel (i, j) in :func:`regap`'s heap: (0 if its id is protected, top - id, pixel)."""
+    v = labels[i, j]
+    protected_first = np.int64(0 if protected.size > 0 and _in_sorted(protected, v) else 1)
+    return protected_first, top - v, np.int64(i * w + j)
+
+
+@numba.njit(cache=True, nogil=True)
+def holding(labels, gapped, candidates):
+    """For each sorted, non-zero candidate: 0 if ``labels`` holds none of it, 1 if it
+    does but ``gapped`` keeps none (it vanished), 2 if ``gapped`` keeps one."""
+    seen = np.zeros(candidates.size, np.int8)
+    if candidates.size == 0:
+        return seen
+    low, high = candidates[0], candidates[-1]
+    few = candidates.size <= 16  # a live map's check, not a whole map's
+    h, w = labels.shape
+    for i in range(h):
+        if few:
+            # A branchless pass, in vector code: most rows hold no candidate then.
+            hit = False
+            for j in range(w):
+                hit |= (labels[i, j] >= low) & (labels[i, j] <= high)
+            if not hit:
+                continue
+        for j in range(w):
+            v = labels[i, j]
+            if v != 0:
+                k = np.searchsorted(candidates, v)
+                if k < candidates.size and candidates[k] == v:
+                    seen[k] = max(seen[k], 2 if gapped[i, j] != 0 else 1)
+    return seen
