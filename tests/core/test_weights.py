@@ -307,13 +307,25 @@ assert np.array_equal(live.weights, weight_map(labels))
 """
 
 
-def test_gaps_settle_along_long_chains_in_linear_time():
-    # Settled in any order but falling rank, each erased pixel here flips its chain
-    # a number of times exponential in its length (24 s at 22 pixels, a review found).
+def test_long_chains_of_falling_ids_do_not_stall_an_update():
+    # Here the worklist flips the chain a number of times exponential in its length
+    # (24 s at 22 pixels, a review found): past a budget the map is computed whole.
     run = subprocess.run(
         [sys.executable, "-c", DIAGONAL_STRIPES], capture_output=True, timeout=120
     )
     assert run.returncode == 0, run.stderr.decode()[-2000:]
+
+
+def test_update_takes_labels_of_another_dtype_and_refuses_stepped_regions():
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:8, 2:8] = 255
+    live = WeightMap(labels)
+    wider = labels.astype(np.int32)
+    wider[10:15, 10:15] = 256  # an id uint8 cannot hold
+    live.update(wider, (slice(10, 15), slice(10, 15)))
+    np.testing.assert_array_equal(live.weights, weight_map(wider))
+    with pytest.raises(ValueError, match="no step"):
+        live.update(wider, (slice(None, None, -1), slice(0, 20)))
 
 
 def test_update_refuses_negative_labels_in_the_region():

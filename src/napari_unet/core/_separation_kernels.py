@@ -4,12 +4,10 @@
 A pixel gives way where it touches (8-neighbour) a kept pixel of an instance that
 outranks its own; rank is (protected, id), protected ids being those that would
 otherwise vanish. A pixel thus depends only on neighbours of higher rank, so the
-state is unique, and settling pixels in falling rank settles each once.
+state is unique.
 """
 
 from __future__ import annotations
-
-import heapq
 
 import numba
 import numpy as np
@@ -88,24 +86,24 @@ def regap(labels, protected, gapped, y0, y1, x0, x1):
     """Bring ``gapped`` (as :func:`gaps` gave it) up to date, in place, with
     ``labels`` changed inside rows ``y0:y1``, columns ``x0:x1`` grown by one pixel
     (the window given), and return the bounding box ``(y0, y1, x0, x1)`` of the
-    pixels that changed (empty: ``y0 >= y1``).
+    pixels that changed (empty: ``y0 >= y1``), or ``y0 = -1`` where it gave up.
 
-    A pixel whose state changes puts its neighbours on the list, as those of lower
-    rank depend on it, so a change runs along a chain of touching instances as far
-    as it reaches. The list is taken highest rank first: a pixel is then settled
-    once, after every pixel it depends on (in any other order, diagonal stripes of
-    falling ids flip pixels a number of times exponential in their length).
+    A pixel whose state changes puts its neighbours back on the list, as those of
+    lower rank depend on it, so a change runs along a chain of touching instances
+    as far as it reaches. The fixed point is unique, so any order reaches it; but
+    on long chains of falling ids (1-pixel diagonal cells) pixels can flip a number
+    of times exponential in the chain's length, so past a budget of visits this
+    gives up, leaving ``gapped`` to be computed again whole.
     """
     h, w = labels.shape
-    top = np.iinfo(labels.dtype).max
-    todo = [_key(labels, protected, top, 0, 0, w)]  # a min-heap: highest rank first
-    todo.pop()
-    for i in range(y0, y1):
-        for j in range(x0, x1):
-            heapq.heappush(todo, _key(labels, protected, top, i, j, w))
+    todo = [i * w + j for i in range(y0, y1) for j in range(x0, x1)]
+    budget = 64 * len(todo) + 4096
     by0, by1, bx0, bx1 = h, 0, w, 0
     while len(todo):
-        k = heapq.heappop(todo)[2]
+        budget -= 1
+        if budget < 0:
+            return -1, 0, 0, 0
+        k = todo.pop()
         i, j = k // w, k % w
         v = labels[i, j]
         if v != 0 and not _outranked(labels, protected, gapped, i, j):
@@ -120,16 +118,8 @@ def regap(labels, protected, gapped, y0, y1, x0, x1):
         for a in range(max(i - 1, 0), min(i + 2, h)):
             for b in range(max(j - 1, 0), min(j + 2, w)):
                 if labels[a, b] != 0 and labels[a, b] != v:
-                    heapq.heappush(todo, _key(labels, protected, top, a, b, w))
+                    todo.append(a * w + b)
     return by0, by1, bx0, bx1
-
-
-@numba.njit(cache=True, nogil=True)
-def _key(labels, protected, top, i, j, w):
-    """Pixel (i, j) in :func:`regap`'s heap: (0 if its id is protected, top - id, pixel)."""
-    v = labels[i, j]
-    protected_first = np.int64(0 if protected.size > 0 and _in_sorted(protected, v) else 1)
-    return protected_first, top - v, np.int64(i * w + j)
 
 
 @numba.njit(cache=True, nogil=True)

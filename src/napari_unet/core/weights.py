@@ -307,11 +307,16 @@ class WeightMap:
         the map already holds. Returns the window of :attr:`weights` that changed
         (the whole map when the class-balance weights moved).
         """
+        if any(s.step not in (None, 1) for s in region):
+            raise ValueError(f"the region must be slices with no step; got {region}")
         labels = _check_labels(labels, window=region, ignore=self.ignore)
         shape = self.labels.shape
         if labels.shape != shape:
             raise ValueError(f"labels changed shape from {shape} to {labels.shape}")
         whole = (slice(0, shape[0]), slice(0, shape[1]))
+        if labels.dtype != self.labels.dtype:  # ids the old type cannot hold, maybe
+            self._full(labels)
+            return whole
         region = grow_window(region, 0, shape)
         before = self.labels[region].copy()
         if self.unannotated is None:
@@ -327,6 +332,9 @@ class WeightMap:
             box = separation.regap(
                 self.labels, protected, gapped, rows.start, rows.stop, cols.start, cols.stop
             )
+            if box[0] < 0:  # a long chain of falling ids: settled whole, in linear time
+                self._full(labels)
+                return whole
             touched = region
             if box[0] < box[1]:
                 touched = union_window(region, (slice(box[0], box[1]), slice(box[2], box[3])))
