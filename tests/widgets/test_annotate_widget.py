@@ -226,6 +226,29 @@ def test_the_layers_a_dock_derives_follow_a_renamed_source(viewer_with_sample, q
     assert {"nuclei gaps", "nuclei weights"} <= names and not derived & names
 
 
+def test_derived_layers_follow_a_source_renamed_while_another_was_chosen(
+    viewer_with_sample, qtbot
+):
+    viewer = viewer_with_sample
+    first = viewer.layers["cells labels"]
+    second = viewer.add_labels(first.data.copy(), name="second")
+    annotate = plugin_widget(viewer)
+    _, weights = viewer.window.add_plugin_dock_widget("napari-unet", "Weight map")
+
+    def choose(layer):
+        annotate.labels_layer.value = weights.labels_layer.value = layer
+        qtbot.waitUntil(lambda: not annotate.busy and not weights.busy, timeout=30_000)
+
+    choose(first)
+    choose(second)
+    first.name = "nuclei"  # while the docks show the second layer's
+    choose(first)
+    names = [layer.name for layer in viewer.layers]
+    assert names.count("nuclei gaps") == names.count("nuclei weights") == 1
+    assert not {"cells labels gaps", "cells labels weights"} & set(names)
+    assert {"second gaps", "second weights"} <= set(names)
+
+
 def test_another_image_of_the_same_shape_does_not_take_the_labels(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     t0 = viewer.add_image(np.zeros((40, 50), np.float32), name="t0")

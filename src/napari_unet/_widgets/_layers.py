@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from weakref import WeakKeyDictionary
 
 import napari
 
@@ -59,14 +60,35 @@ def fits(layer, shape) -> bool:
     return isinstance(layer, napari.layers.Labels) and layer.data.shape == shape
 
 
-def follow_rename(viewer, previous: str | None, name: str) -> None:
-    """Rename a layer a dock derived from another (e.g. "<labels> gaps") from
-    ``previous`` to ``name`` after that other layer was renamed, rather than
-    leaving it behind under the old name beside a new one."""
-    layers = viewer.layers
-    if previous and previous != name and previous in layers and name not in layers:
-        if DERIVED in layers[previous].metadata:  # never a user's layer of that name
-            layers[previous].name = name
+class Derived:
+    """The layers a dock derives from the user's layers, one per source layer (e.g.
+    "<labels> gaps" of each labels layer): named "<source> <suffix>", marked ``kind``
+    (``DERIVED``), found again by that name and renamed when their source is."""
+
+    def __init__(self, viewer, suffix: str, kind: str):
+        self._viewer, self._suffix, self.kind = viewer, suffix, kind
+        self._names = WeakKeyDictionary()  # source layer -> its derived layer's name
+
+    def name(self, source) -> str:
+        return f"{source.name} {self._suffix}"
+
+    def find(self, source):
+        """The layer derived from ``source``, or None. One made under the source's
+        earlier name is renamed after it first, rather than left behind beside a new
+        one; a user's own layer of either name is never taken."""
+        name, layers = self.name(source), self._viewer.layers
+        previous = self._names.get(source)
+        if previous and previous != name and previous in layers and name not in layers:
+            if DERIVED in layers[previous].metadata:
+                layers[previous].name = name
+        layer = derived_layer(self._viewer, name, self.kind)
+        self._names[source] = name if layer is None else layer.name
+        return layer
+
+    def made(self, source, layer) -> None:
+        """Record ``layer``, just made from ``source``, by the name napari gave it
+        ("<name> [1]" beside a user's layer of that name)."""
+        self._names[source] = layer.name
 
 
 def placement(layer, ndim: int) -> dict:

@@ -19,10 +19,9 @@ from napari.utils.notifications import show_error, show_info
 from ._common import Dock, LiveJob, on_removed
 from ._layers import (
     DERIVED,
+    Derived,
     cell_labels,
-    derived_layer,
     fits,
-    follow_rename,
     placement,
     source_images,
     spatial_shape,
@@ -60,7 +59,7 @@ class AnnotateWidget(Dock):
         self._session = session(viewer)
         self._summarised = None
         self._summary = None  # what was counted last, of _summarised
-        self._gaps = None  # (labels layer, name of the gaps layer made for it)
+        self._gaps = Derived(viewer, "gaps", "gaps")
         self.image = create_widget(
             annotation=napari.layers.Image,
             label="Image",
@@ -313,31 +312,19 @@ class AnnotateWidget(Dock):
             f"{summary.cells} cells, {summary.pairs} touching pairs, "
             f"{int(summary.gaps.sum())} gap pixels{slices}"
         )
-        name = self._gaps_name(labels)
-        layer = derived_layer(self._viewer, name, "gaps")
-        if layer is not None:
-            self._gaps = (labels, layer.name)  # "<name> [1]" beside a user's layer
+        layer = self._gaps.find(labels)
         if isinstance(layer, napari.layers.Labels) and layer.data.shape == summary.gaps.shape:
             if layer.data is not summary.gaps:
                 layer.data = summary.gaps
         else:
             layer = self._add_layer(
                 summary.gaps,
-                name,
+                self._gaps.name(labels),
                 colormap={None: "transparent", 1: "yellow"},
-                metadata={DERIVED: "gaps"},
+                metadata={DERIVED: self._gaps.kind},
                 **placement(labels, labels.ndim),
             )
-            self._gaps = (labels, layer.name)  # "<name> [1]" beside a user's layer
-
-    def _gaps_name(self, labels) -> str:
-        """The name of the gaps layer of ``labels``; the one made before follows
-        a rename of the labels."""
-        name = f"{labels.name} gaps"
-        if self._gaps is not None and self._gaps[0] is labels:
-            follow_rename(self._viewer, self._gaps[1], name)
-        self._gaps = (labels, name)
-        return name
+            self._gaps.made(labels, layer)
 
     def _pair_message(self, need_region: bool = True) -> str:
         """Why the chosen image, labels and region do not make a pair ("" if they do)."""

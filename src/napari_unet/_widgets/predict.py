@@ -13,7 +13,6 @@ import copy
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from weakref import WeakKeyDictionary
 
 import napari
 import numpy as np
@@ -48,9 +47,8 @@ from ._common import (
 )
 from ._layers import (
     DERIVED,
+    Derived,
     cell_labels,
-    derived_layer,
-    follow_rename,
     placement,
     source_images,
 )
@@ -103,7 +101,7 @@ class PredictWidget(Dock):
         self._worker = None
         self._connected: list = []  # (signal, slot) of the running worker
         self._source_layer = None
-        self._shown_as = WeakKeyDictionary()  # image layer -> name of its probabilities
+        self._probabilities = Derived(viewer, "probabilities", "probabilities")
         self._target = None
         self._model_seen = None
         self.image = create_widget(
@@ -248,11 +246,7 @@ class PredictWidget(Dock):
         name, labels = self._source_layer.name, result.labels
         where = placement(self._source_layer, labels.ndim)
         layers = self._viewer.layers
-        if self._source_layer in self._shown_as:  # renamed since: its layer follows
-            follow_rename(
-                self._viewer, self._shown_as[self._source_layer], f"{name} probabilities"
-            )
-        shown = derived_layer(self._viewer, f"{name} probabilities", "probabilities")
+        shown = self._probabilities.find(self._source_layer)
         if isinstance(shown, napari.layers.Image) and shown.data.shape == labels.shape:
             shown.data = result.probabilities[1]  # the last prediction's, not one more layer
             for key, value in where.items():
@@ -260,14 +254,14 @@ class PredictWidget(Dock):
         else:
             shown = self._viewer.add_image(
                 result.probabilities[1],
-                name=f"{name} probabilities",
+                name=self._probabilities.name(self._source_layer),
                 colormap="magma",
                 contrast_limits=(0, 1),
                 visible=False,
-                metadata={DERIVED: "probabilities"},
+                metadata={DERIVED: self._probabilities.kind},
                 **where,
             )
-        self._shown_as[self._source_layer] = shown.name
+            self._probabilities.made(self._source_layer, shown)
         # "<image> labels" is what the Annotate dock pairs with the image; beside the
         # user's own, "<image> predicted" says what it is better than napari's "[1]".
         new_name = f"{name} labels" if f"{name} labels" not in layers else f"{name} predicted"

@@ -38,7 +38,7 @@ from ._common import (
     planes_of,
     read_before,
 )
-from ._layers import DERIVED, cell_labels, derived_layer, follow_rename, placement
+from ._layers import DERIVED, Derived, cell_labels, placement
 from ._session import WeightSettings, session
 
 # The label value that marks unannotated pixels for WeightMap: ids this large are
@@ -149,8 +149,7 @@ class WeightsWidget(Dock):
         self._planes: list = []
         self._shape = None
         self._output = None
-        self._output_of = None  # the labels layer whose weights _output shows
-        self._output_name = ""  # the name _output was given after them
+        self._outputs = Derived(viewer, "weights", "weights")
         self._settings = None
         self._stale = False  # planes shown out of date: runs draw them all until one ends
         self._last_error = ""
@@ -283,11 +282,7 @@ class WeightsWidget(Dock):
         Returns whether it was created or emptied (the labels changed shape), for
         the worker to fill every plane."""
         labels = self.labels_layer.value
-        name = f"{labels.name} weights"
-        if self._output_of is labels:  # follow the labels' new name, not one the user gave
-            follow_rename(self._viewer, self._output_name, name)
-        layer = derived_layer(self._viewer, name, "weights")
-        self._output_of, self._output_name = labels, name if layer is None else layer.name
+        layer = self._outputs.find(labels)
         if isinstance(layer, napari.layers.Image):
             self._output = layer
             if layer.data.shape == shape:
@@ -297,16 +292,16 @@ class WeightsWidget(Dock):
         active = self._viewer.layers.selection.active  # keep painting where the user was
         self._output = self._viewer.add_image(
             np.zeros(shape, np.float32),
-            name=name,
+            name=self._outputs.name(labels),
             colormap="inferno",
             contrast_limits=(0.0, settings.w0 + 1.0),
             opacity=0.7,  # the image shows through, under the labels being painted
-            metadata={DERIVED: "weights"},
+            metadata={DERIVED: self._outputs.kind},
             **placement(labels, labels.ndim),
         )
         if active is not None:
             self._viewer.layers.selection.active = active
-        self._output_name = self._output.name  # "<name> [1]" beside a user's layer
+        self._outputs.made(labels, self._output)
         return True
 
     def _on_plane(self, update):
