@@ -147,3 +147,51 @@ def holding(labels, gapped, candidates):
                 if k < candidates.size and candidates[k] == v:
                     seen[k] = max(seen[k], 2 if gapped[i, j] != 0 else 1)
     return seen
+
+
+@numba.njit(cache=True, nogil=True)
+def bounding_boxes(labels):
+    """The non-zero ids of ``labels``, sorted, and the bounding box ``(y0, y1, x0,
+    x1)`` of each, in one pass (a dictionary look-up per run of equal pixels)."""
+    h, w = labels.shape
+    index = {labels.dtype.type(0): 0}
+    del index[labels.dtype.type(0)]  # an empty dictionary of the labels' type
+    boxes = []
+    for i in range(h):
+        j = 0
+        while j < w:
+            v = labels[i, j]
+            start = j
+            while j < w and labels[i, j] == v:
+                j += 1
+            if v == 0:
+                continue
+            k = index.get(v, -1)
+            if k < 0:
+                index[v] = len(boxes)
+                boxes.append(np.array([i, i + 1, start, j]))
+            else:
+                box = boxes[k]
+                box[1] = i + 1
+                box[2] = min(box[2], start)
+                box[3] = max(box[3], j)
+    ids = np.empty(len(boxes), labels.dtype)
+    out = np.empty((len(boxes), 4), np.int64)
+    for v, k in index.items():
+        ids[k] = v
+        out[k] = boxes[k]
+    order = np.argsort(ids)
+    return ids[order], out[order]
+
+
+@numba.njit(cache=True, nogil=True)
+def holding_in(labels, gapped, value, y0, y1, x0, x1):
+    """:func:`holding` of one id, looked for only in rows ``y0:y1``, columns ``x0:x1``."""
+    seen = 0
+    for i in range(y0, y1):
+        for j in range(x0, x1):
+            if labels[i, j] == value:
+                if gapped[i, j] != 0:
+                    return 2
+                seen = 1
+    return seen

@@ -25,6 +25,7 @@ import numpy as np
 from . import _separation_kernels as separation
 from . import _weights_kernels as kernels
 from .class_balance import balance, classes_of, coded_terms, counts
+from .id_boxes import IdBoxes
 from .windows import grow_window, union_window, window_within
 
 # Border-term values below this are written as 0 (the contract is 1e-5).
@@ -280,6 +281,7 @@ class WeightMap:
             self.unannotated = labels == self.ignore
             self.labels = np.where(self.unannotated, labels.dtype.type(0), labels)
         self.rounds = _separation_rounds(self.labels)
+        self._id_boxes = IdBoxes()
         self.gapped = self.rounds[-1][1]
         border = _border_2d(self.gapped, self.w0, self.sigma)
         self.terms = coded_terms(self.gapped > 0, border, self.unannotated)
@@ -324,6 +326,7 @@ class WeightMap:
         else:
             self.unannotated[region] = labels[region] == self.ignore
             self.labels[region] = np.where(self.unannotated[region], 0, labels[region])
+        self._id_boxes.edited(self.labels, region)
         # The gaps change where a pixel's neighbourhood did, and along the chains
         # of instances that giving way passes on (separation.regap), in every round.
         rows, cols = grow_window(region, 1, shape)
@@ -367,12 +370,13 @@ class WeightMap:
         ``touched``: where labels or gaps changed; ``lost``: before it), and ``gone``
         with the ids found in no pixel. Only ids with a pixel near a change can have
         lost or won back their last kept pixel, so only they are checked again:
-        those with a kept pixel in view at once, the others in a scan of the image,
-        which ids found ``gone`` by an earlier round's scan skip (a relabelled cell)."""
+        those with a kept pixel in view at once, the others in a scan of the box they
+        lie in (:class:`.id_boxes.IdBoxes`), which ids found ``gone`` by an earlier
+        round's scan skip (a relabelled cell)."""
         seen = grow_window(touched, 1, self.labels.shape)
         near = np.union1d(before, self.labels[seen])
         near = near[near != 0]
         unsure = np.setdiff1d(near[~np.isin(near, gapped[seen])], gone)
-        held = separation.holding(self.labels, gapped, unsure)
+        held = self._id_boxes.holding(self.labels, gapped, unsure)
         now = np.union1d(np.setdiff1d(lost, near), unsure[held == 1])
         return now, np.union1d(gone, unsure[held == 0])
