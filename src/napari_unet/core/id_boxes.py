@@ -20,9 +20,14 @@ class IdBoxes:
         """Take in that ``labels`` changed inside ``region`` (slices with both ends)."""
         if self.ids is None:  # not built yet: built from the labels as they are then
             return
+        rows, cols = region
+        if (rows.stop - rows.start) * (cols.stop - cols.start) > labels.size // 32:
+            # Sorting that many ids costs more than building the boxes again in one pass.
+            self.ids = self.boxes = None
+            return
         written = np.unique(labels[region])
         written = written[written != 0]
-        box = np.array([region[0].start, region[0].stop, region[1].start, region[1].stop])
+        box = np.array([rows.start, rows.stop, cols.start, cols.stop])
         k = np.searchsorted(self.ids, written)
         known = np.zeros(written.size, bool)
         inside = k < self.ids.size
