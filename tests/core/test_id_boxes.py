@@ -56,9 +56,7 @@ def test_boxes_covering_more_than_the_image_give_way_to_one_pass(monkeypatch):
     labels[0, 29] = labels[19, 0] = 2
     passes = []
     whole = separation.holding
-    monkeypatch.setattr(
-        separation, "holding", lambda *args: passes.append(1) or whole(*args)
-    )
+    monkeypatch.setattr(separation, "holding", lambda *args: passes.append(1) or whole(*args))
     candidates = np.array([1, 2, 3], np.int32)
     found = IdBoxes().holding(labels, labels, candidates)
     np.testing.assert_array_equal(found, [2, 2, 0])

@@ -28,10 +28,7 @@ class IdBoxes:
         written = np.unique(labels[region])
         written = written[written != 0]
         box = np.array([rows.start, rows.stop, cols.start, cols.stop])
-        k = np.searchsorted(self.ids, written)
-        known = np.zeros(written.size, bool)
-        inside = k < self.ids.size
-        known[inside] = self.ids[k[inside]] == written[inside]
+        k, known = self._find(written)
         grown = self.boxes[k[known]]
         grown[:, ::2] = np.minimum(grown[:, ::2], box[::2])
         grown[:, 1::2] = np.maximum(grown[:, 1::2], box[1::2])
@@ -44,12 +41,11 @@ class IdBoxes:
         """``separation.holding(labels, gapped, candidates)``, looking for each
         candidate (sorted, non-zero) in its box only, or in one pass over the image
         where the boxes cover more than it."""
+        if candidates.size == 0:
+            return np.zeros(0, np.int8)
         if self.ids is None:
             self.ids, self.boxes = separation.bounding_boxes(labels)
-        k = np.searchsorted(self.ids, candidates)
-        known = np.zeros(candidates.size, bool)
-        inside = k < self.ids.size
-        known[inside] = self.ids[k[inside]] == candidates[inside]
+        k, known = self._find(candidates)
         boxes = self.boxes[k[known]]
         if np.prod(boxes[:, 1::2] - boxes[:, ::2], axis=1).sum() > labels.size:
             return separation.holding(labels, gapped, candidates)
@@ -59,3 +55,11 @@ class IdBoxes:
             for value, box in zip(candidates[known], boxes, strict=True)
         ]
         return seen
+
+    def _find(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each of ``values`` (sorted) is or would go in ``ids``, and whether it is there."""
+        k = np.searchsorted(self.ids, values)
+        known = np.zeros(values.size, bool)
+        inside = k < self.ids.size
+        known[inside] = self.ids[k[inside]] == values[inside]
+        return k, known
