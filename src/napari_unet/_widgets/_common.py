@@ -13,6 +13,7 @@ import torch
 from magicgui.widgets import CheckBox, Container
 from magicgui.widgets.bases import CategoricalWidget
 from qtpy.QtCore import QEvent, QObject, QThreadPool, QTimer
+from qtpy.QtWidgets import QWidget
 
 DEBOUNCE_MS = 200  # quiet time after the last edit before recomputing
 
@@ -96,11 +97,16 @@ class Dock(Container):
         it has seen, and a hint or a path can be 750 pixels long."""
         for label in labels:
             label.native.setWordWrap(True)
-        QTimer.singleShot(0, self._fit_width)  # once Qt has the wrapped labels' hints
+        # Now, as napari's start shows the window before Qt lays the dock out (a
+        # dock shown wider keeps its width), and again once napari's style applies.
+        self._fit_width()
+        QTimer.singleShot(0, self._fit_width)
 
     def _fit_width(self) -> None:
         with contextlib.suppress(RuntimeError):  # the dock was deleted meanwhile
             scroll = self.root_native_widget
+            for widget in scroll.widget().findChildren(QWidget):
+                widget.updateGeometry()  # the layouts still hold the unwrapped hints
             bar = scroll.verticalScrollBar().sizeHint().width()
             scroll.setMinimumWidth(scroll.widget().minimumSizeHint().width() + bar)
 
