@@ -226,6 +226,18 @@ def test_the_layers_a_dock_derives_follow_a_renamed_source(viewer_with_sample, q
     assert {"nuclei gaps", "nuclei weights"} <= names and not derived & names
 
 
+def test_the_sample_opened_after_the_dock_is_paired_with_its_labels(make_napari_viewer, qtbot):
+    # As README starts napari: the docks first, then File > Open Sample, which adds
+    # the image and then its labels.
+    viewer = make_napari_viewer()
+    annotate = plugin_widget(viewer)
+    viewer.open_sample("napari-unet", "touching_cells")
+    assert annotate.image.value is viewer.layers["cells"]
+    assert annotate.labels_layer.value is viewer.layers["cells labels"]
+    settle(annotate, qtbot)
+    assert annotate.counts.value.endswith("gap pixels")
+
+
 def test_derived_layers_follow_a_source_renamed_while_another_was_chosen(
     viewer_with_sample, qtbot
 ):

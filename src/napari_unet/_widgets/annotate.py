@@ -116,7 +116,7 @@ class AnnotateWidget(Dock):
         self.add_button.changed.connect(self.add_to_training_set)
         self.remove_button.changed.connect(self.remove_selected)
         self._session.changed.connect(self._show_training_set)
-        viewer.layers.events.inserted.connect(self.reset_choices)
+        viewer.layers.events.inserted.connect(self._on_inserted)
         viewer.layers.events.removed.connect(self.reset_choices)
         on_removed(self, self.stop)
         self._on_image()
@@ -132,8 +132,13 @@ class AnnotateWidget(Dock):
         if not self._live.stop():
             return
         self._session.changed.disconnect(self._show_training_set)
-        for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed):
-            event.disconnect(self.reset_choices)
+        self._viewer.layers.events.inserted.disconnect(self._on_inserted)
+        self._viewer.layers.events.removed.disconnect(self.reset_choices)
+
+    def _on_inserted(self, *_):
+        self.reset_choices()
+        if self.labels_layer.value is None:  # "<image> labels" may come after the image
+            self._on_image()
 
     def create_labels(self):
         """Create the image's Labels layer (or attach the one named after it)."""
