@@ -84,3 +84,33 @@ def test_layers_of_the_users_with_the_docks_names_are_left_alone(
     assert names.count("nuclei weights") == names.count("nuclei gaps") == 1
     for name, layer in mine.items():
         assert viewer.layers[name] is layer
+
+
+def test_a_source_that_takes_another_s_name_keeps_its_derived_layer():
+    # Found by a review: "a" renamed "c" and "b" renamed "a"; "a gaps" is b's now,
+    # and showing c's gaps again must not rename it "c gaps".
+    from napari.components import ViewerModel
+
+    from napari_unet._widgets._layers import DERIVED, Derived
+
+    viewer = ViewerModel()
+    gaps = Derived(viewer, "gaps", "gaps")
+
+    def show(source):
+        layer = gaps.find(source)
+        if layer is None:
+            layer = viewer.add_labels(
+                np.zeros((4, 4), np.uint8), name=gaps.name(source), metadata={DERIVED: "gaps"}
+            )
+            gaps.made(source, layer)
+        return layer
+
+    a = viewer.add_labels(np.zeros((4, 4), np.uint8), name="a")
+    b = viewer.add_labels(np.zeros((4, 4), np.uint8), name="b")
+    show(a)
+    show(b)
+    a.name, b.name = "c", "a"
+    of_b = show(b)
+    assert of_b.name == "a gaps"
+    of_c = show(a)
+    assert of_b.name == "a gaps" and of_c.name == "c gaps" and of_c is not of_b

@@ -82,13 +82,20 @@ class Derived:
             if DERIVED in layers[previous].metadata:
                 layers[previous].name = name
         layer = derived_layer(self._viewer, name, self.kind)
-        self._names[source] = name if layer is None else layer.name
+        self._record(source, name if layer is None else layer.name)
         return layer
 
     def made(self, source, layer) -> None:
         """Record ``layer``, just made from ``source``, by the name napari gave it
         ("<name> [1]" beside a user's layer of that name)."""
-        self._names[source] = layer.name
+        self._record(source, layer.name)
+
+    def _record(self, source, name: str) -> None:
+        # A source that took over another's name takes its layer too: the other
+        # must not rename that layer after itself when next shown.
+        for other in [s for s, n in self._names.items() if n == name and s is not source]:
+            del self._names[other]
+        self._names[source] = name
 
 
 def placement(layer, ndim: int) -> dict:
