@@ -378,3 +378,22 @@ def test_negative_labels_are_allowed_where_ignored():
         weight_map(labels)
     with pytest.raises(ValueError, match="must not be negative"):
         weight_map(labels, ignore=-2)
+
+
+def test_changed_compares_unannotated_pixels_as_unannotated():
+    # The map keeps 0 where labels hold the ignore value: compared with that, every
+    # unannotated pixel looked changed, and every stroke spanned them all (a review).
+    labels = disks((80, 90), n=30, seed=4).astype(np.int64)
+    labels[:, 50:] = 99
+    live = WeightMap(labels, ignore=99)
+    assert live.changed(labels) is None
+    edited = labels.copy()
+    edited[10:13, 20:23] = 0
+    assert live.changed(edited) == (slice(10, 13), slice(20, 23))
+    edited[40, 70] = 7  # painted where nothing was annotated
+    edited[60, 30] = 99  # marked unannotated
+    window = live.changed(edited)
+    assert window == (slice(10, 61), slice(20, 71))
+    live.update(edited, window)
+    np.testing.assert_array_equal(live.weights, weight_map(edited, ignore=99))
+    assert WeightMap(labels).changed(edited) == window

@@ -271,6 +271,30 @@ def test_only_the_slices_that_changed_are_read_again(
     )
 
 
+def test_a_stroke_beside_an_unannotated_part_updates_only_around_it(
+    make_napari_viewer, qtbot, monkeypatch, defaults
+):
+    viewer = make_napari_viewer()
+    data = np.zeros((60, 80), np.int32)
+    data[5:20, 5:20], data[5:20, 20:35] = 1, 2
+    labels = viewer.add_labels(data, name="nuclei")
+    marked = np.zeros_like(data, np.uint8)
+    marked[:, :40] = 1  # the right half is not annotated
+    region = viewer.add_labels(marked, name="nuclei region")
+    widget = WeightsWidget(viewer)
+    assert widget.region.value is region
+    settle(widget, qtbot)
+    regions = []
+    update = WeightMap.update
+    monkeypatch.setattr(
+        WeightMap, "update", lambda self, new, r: regions.append(r) or update(self, new, r)
+    )
+    labels.data_setitem((np.array([30]), np.array([10])), 5)
+    settle(widget, qtbot)
+    assert regions == [(slice(30, 31), slice(10, 11))]
+    np.testing.assert_array_equal(shown(viewer, "nuclei weights"), defaults(labels.data, marked))
+
+
 def test_the_plugins_gaps_and_regions_are_never_chosen_as_cells(viewer_with_sample, qtbot):
     viewer = viewer_with_sample
     _, annotate = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")

@@ -28,7 +28,6 @@ from napari.utils.notifications import show_error
 from ..core.data import annotated_labels
 from ..core.outline import outline_update
 from ..core.weights import WeightMap
-from ..core.windows import changed_window
 from ._common import (
     Dock,
     LiveJob,
@@ -102,7 +101,7 @@ def weights_job(planes: list, labels, region, settings, redraw=False):
                     planes[z] = Plane(plane, plane_region, None)
                     window = whole
                 elif kept:
-                    window = changed_window(old.map.labels, target)
+                    window = old.map.changed(target)
                     if window is not None:
                         window = old.map.update(target, window)
                     planes[z] = Plane(plane, plane_region, old.map)

@@ -26,7 +26,7 @@ from . import _separation_kernels as separation
 from . import _weights_kernels as kernels
 from .class_balance import balance, classes_of, coded_terms, counts
 from .id_boxes import IdBoxes
-from .windows import grow_window, union_window, window_within
+from .windows import changed_window, grow_window, mask_window, union_window, window_within
 
 # Border-term values below this are written as 0 (the contract is 1e-5).
 TOLERANCE = 1e-6
@@ -364,6 +364,16 @@ class WeightMap:
             return whole
         self._compose(self.terms[out], self.weights[out])
         return out
+
+    def changed(self, labels: np.ndarray) -> tuple[slice, slice] | None:
+        """The box of the pixels where ``labels`` differ from the map's, the region to
+        :meth:`update` with; None if none. Unannotated pixels compare as unannotated,
+        not by the 0 the map keeps for them, or every edit would span them all."""
+        if self.unannotated is None:
+            return changed_window(self.labels, labels)
+        unannotated = labels == self.ignore
+        annotated = np.where(unannotated, labels.dtype.type(0), labels)
+        return mask_window((annotated != self.labels) | (unannotated != self.unannotated))
 
     def _lost(self, before, touched, gapped, lost, gone) -> tuple[np.ndarray, np.ndarray]:
         """A round's vanished ids after the edit (``before``: the labels it replaced;

@@ -8,11 +8,15 @@ import numpy as np
 
 def changed_window(old: np.ndarray, new: np.ndarray) -> tuple[slice, slice] | None:
     """The bounding box of the pixels that differ, or None."""
-    diff = old != new
-    rows = np.flatnonzero(diff.any(axis=1))
+    return mask_window(old != new)
+
+
+def mask_window(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of the true pixels of a 2D mask, or None."""
+    rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
         return None
-    cols = np.flatnonzero(diff.any(axis=0))
+    cols = np.flatnonzero(mask.any(axis=0))
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
