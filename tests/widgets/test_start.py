@@ -14,16 +14,18 @@ DOCKS = ["Annotate", "Weight map", "Train", "Predict"]
 
 
 def test_the_readme_start_command_opens_the_four_docks_as_tabs(monkeypatch, qtbot):
-    command = re.search(r"napari --with napari-unet[^`\n]*", README.read_text()).group()
+    # The one after the install, in "Install and start".
+    command = re.search(r"pip install [^\n]* && (napari [^\n]*)", README.read_text()).group(1)
     monkeypatch.setattr(sys, "argv", shlex.split(command))
     opened = []
     monkeypatch.setattr(napari, "run", lambda **_: opened.append(napari.current_viewer()))
-    napari.__main__._run()
-    (viewer,) = opened
     try:
+        napari.__main__._run()
+        (viewer,) = opened
         window = viewer.window._qt_window
         ours = [d for d in window.findChildren(QDockWidget) if "napari-unet" in d.windowTitle()]
         assert sorted(d.windowTitle() for d in ours) == sorted(f"{n} (napari-unet)" for n in DOCKS)
         assert set(window.tabifiedDockWidgets(ours[0])) == set(ours[1:])
     finally:
-        viewer.close()
+        if napari.current_viewer() is not None:
+            napari.current_viewer().close()
