@@ -7,14 +7,16 @@ from pathlib import Path
 
 import napari
 import napari.__main__
+import pytest
 from qtpy.QtWidgets import QDockWidget
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 DOCKS = ["Annotate", "Weight map", "Train", "Predict"]
 
 
-def test_the_readme_start_command_opens_the_four_docks_as_tabs(monkeypatch, qtbot):
-    # The one after the install, in "Install and start".
+@pytest.fixture
+def started(monkeypatch):
+    """The viewer napari's entry point makes for the command of "Install and start"."""
     command = re.search(r"pip install [^\n]* && (napari [^\n]*)", README.read_text()).group(1)
     monkeypatch.setattr(sys, "argv", shlex.split(command))
     opened = []
@@ -22,10 +24,35 @@ def test_the_readme_start_command_opens_the_four_docks_as_tabs(monkeypatch, qtbo
     try:
         napari.__main__._run()
         (viewer,) = opened
-        window = viewer.window._qt_window
-        ours = [d for d in window.findChildren(QDockWidget) if "napari-unet" in d.windowTitle()]
-        assert sorted(d.windowTitle() for d in ours) == sorted(f"{n} (napari-unet)" for n in DOCKS)
-        assert set(window.tabifiedDockWidgets(ours[0])) == set(ours[1:])
+        yield viewer
     finally:
         if napari.current_viewer() is not None:
             napari.current_viewer().close()
+
+
+def our_docks(viewer) -> dict:
+    window = viewer.window._qt_window
+    docks = window.findChildren(QDockWidget)
+    return {d.windowTitle(): d for d in docks if "(napari-unet)" in d.windowTitle()}
+
+
+def test_the_readme_start_command_opens_the_four_docks_as_tabs(started):
+    docks = our_docks(started)
+    assert sorted(docks) == sorted(f"{name} (napari-unet)" for name in DOCKS)
+    first = docks["Annotate (napari-unet)"]
+    tabbed = started.window._qt_window.tabifiedDockWidgets(first)
+    assert set(tabbed) == set(docks.values()) - {first}
+
+
+def test_the_weights_wait_for_their_tab_and_lie_under_the_labels(started, qtbot):
+    started.open_sample("napari-unet", "touching_cells")
+    qtbot.wait(600)  # past the docks' quiet time after an edit
+    assert [layer.name for layer in started.layers] == [
+        "cells",
+        "cells labels",
+        "cells labels gaps",
+    ]
+    our_docks(started)["Weight map (napari-unet)"].raise_()
+    qtbot.waitUntil(lambda: "cells labels weights" in started.layers, timeout=30_000)
+    names = [layer.name for layer in started.layers]
+    assert names.index("cells labels weights") < names.index("cells labels")

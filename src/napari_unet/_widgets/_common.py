@@ -13,7 +13,7 @@ import torch
 from magicgui.widgets import CheckBox, Container
 from magicgui.widgets.bases import CategoricalWidget
 from qtpy.QtCore import QEvent, QObject, QThreadPool, QTimer
-from qtpy.QtWidgets import QWidget
+from qtpy.QtWidgets import QDockWidget, QWidget
 
 DEBOUNCE_MS = 200  # quiet time after the last edit before recomputing
 
@@ -162,6 +162,42 @@ class CloseWatcher(QObject):
         ):
             self._callback()
         return False
+
+
+class FirstView(QObject):
+    """Whether a dock has been in view yet. ``napari --with napari-unet __all__``
+    opens the docks as tabs, and a tab behind another is out of view: a dock that
+    adds layers as it works waits until its tab is first shown (Qt's
+    ``visibilityChanged``), then calls ``callback``, rather than add layers nobody
+    asked for. A dock never shown (a viewer without a window) counts as in view.
+    """
+
+    def __init__(self, widget, callback: Callable[[], None]):
+        root = widget.root_native_widget
+        super().__init__(root)  # a child: lives and dies with the widget
+        self.seen = None  # not known until Qt says
+        self._callback = callback
+        self._dock = None
+        root.installEventFilter(self)
+
+    @property
+    def waiting(self) -> bool:
+        return self.seen is False
+
+    def eventFilter(self, watched, event) -> bool:
+        if event.type() == QEvent.Type.ParentChange:
+            dock = watched.parent()
+            if isinstance(dock, QDockWidget) and dock is not self._dock:
+                self._dock = dock
+                dock.visibilityChanged.connect(self._on_visibility)
+        return False
+
+    def _on_visibility(self, visible: bool) -> None:
+        if visible and not self.seen:
+            self.seen = True
+            self._callback()
+        elif not visible and self.seen is None:
+            self.seen = False
 
 
 def connect_all(connections: list) -> list:

@@ -30,6 +30,7 @@ from ..core.outline import outline_update
 from ..core.weights import WeightMap
 from ._common import (
     Dock,
+    FirstView,
     LiveJob,
     WeightControls,
     ignore_outline_box,
@@ -187,6 +188,7 @@ class WeightsWidget(Dock):
         self.append(self.status)
         self.wrap(self.status)
         self._live = LiveJob(self._begin)
+        self._view = FirstView(self, self._on_first_view)
         self.labels_layer.changed.connect(self._on_labels_chosen)
         self.region.changed.connect(self._watch_layers)
         for control in (self.w0, self.sigma, self.class_balance, self.ignore_outline):
@@ -252,7 +254,13 @@ class WeightsWidget(Dock):
             )
         return ""
 
+    def _on_first_view(self):
+        if not self._live.stopped:
+            self._live.start()
+
     def _begin(self):
+        if self._view.waiting:  # a tab behind another: no weights layer yet
+            return None
         message = self._check()
         if self.labels_layer.value is None or message:
             self._report(message or "Choose a Labels layer to see its weights.", message)
@@ -298,8 +306,11 @@ class WeightsWidget(Dock):
             metadata={DERIVED: self._outputs.kind},
             **placement(labels, labels.ndim),
         )
+        layers = self._viewer.layers
+        if labels in layers:  # under the labels: painted cells stay bright over it
+            layers.move(layers.index(self._output), layers.index(labels))
         if active is not None:
-            self._viewer.layers.selection.active = active
+            layers.selection.active = active
         self._outputs.made(labels, self._output)
         return True
 
