@@ -151,6 +151,17 @@ def test_bad_input_before_training(images, labels, match):
         make_pairs(images, labels)
 
 
+def test_a_region_that_leaves_out_every_cell_is_named():
+    labels = np.zeros((20, 20), int)
+    labels[2:6, 2:6] = 1
+    region = np.zeros((20, 20), bool)
+    with pytest.raises(ValueError, match="'cells': the annotated region is empty"):
+        make_pairs([np.zeros((20, 20))], [labels], [region], names=["cells"])
+    region[10:, 10:] = True
+    with pytest.raises(ValueError, match="'cells': no painted cell lies inside"):
+        make_pairs([np.zeros((20, 20))], [labels], [region], names=["cells"])
+
+
 def test_ignore_outline_zeroes_the_edges_of_wide_background_only():
     labels = np.zeros((30, 50), int)
     labels[5:15, 5:15] = 1

@@ -106,8 +106,25 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1, names=None)
                 raise ValueError(f"{which}: the image contains NaN or infinite values")
             pairs.append(Pair(plane[None] if one_channel else plane, cells, mask))
     if not any(np.any(p.annotated & (p.labels > 0)) for p in pairs):
-        raise ValueError("no labelled pixel: paint at least one cell before training")
+        raise ValueError(_nothing_labelled(names, labels, annotated))
     return pairs
+
+
+def _nothing_labelled(names, labels, annotated) -> str:
+    """Why no pair has a labelled pixel: what to paint, or which region is empty."""
+    for k, (label, region) in enumerate(zip(labels, annotated, strict=True)):
+        if region is not None and np.any(np.asarray(label) > 0):
+            which = f"'{names[k]}'" if names is not None else f"pair {k}"
+            if not np.any(region):
+                return (
+                    f"{which}: the annotated region is empty; paint it over the cells "
+                    "you annotated (unpainted pixels are not annotated), or remove it"
+                )
+            return (
+                f"{which}: no painted cell lies inside the annotated region; paint the "
+                "region over them, or remove it"
+            )
+    return "no labelled pixel: paint at least one cell before training"
 
 
 def annotated_labels(
