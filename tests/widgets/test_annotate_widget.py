@@ -19,6 +19,7 @@ def settle(widget, qtbot):
 def errors_shown(monkeypatch):
     errors = []
     monkeypatch.setattr("napari_unet._widgets.annotate.show_error", errors.append)
+    monkeypatch.setattr("napari_unet._widgets._common.show_error", errors.append)
     return errors
 
 

@@ -57,7 +57,8 @@ def test_predict_adds_probability_and_labels_layers(viewer_with_sample, model_fi
     assert steps[-1] == (16, 16)
     assert widget.run_button.enabled and not widget.cancel_button.enabled
     # Without labels of the user's, the prediction is the image's labels, which the
-    # Annotate dock pairs with it for correcting; a failed start clears the status.
+    # Annotate dock pairs with it for correcting; a failed start says why in the
+    # status, not what the earlier run found.
     viewer_with_sample.layers.remove("cells predicted")
     viewer_with_sample.layers.remove("cells labels")
     widget.start()
@@ -65,7 +66,7 @@ def test_predict_adds_probability_and_labels_layers(viewer_with_sample, model_fi
     assert "cells labels" in viewer_with_sample.layers
     widget.model_file.value = model_file.parent / "gone.safetensors"
     widget.start()
-    assert widget.status.value == ""
+    assert widget.status.value == "Choose a model file (.safetensors) to predict with."
 
 
 def test_cancel_adds_nothing(viewer_with_sample, model_file, qtbot):
@@ -78,7 +79,7 @@ def test_cancel_adds_nothing(viewer_with_sample, model_file, qtbot):
 
 def errors_shown(monkeypatch):
     shown = []
-    monkeypatch.setattr("napari_unet._widgets.predict.show_error", shown.append)
+    monkeypatch.setattr("napari_unet._widgets._common.show_error", shown.append)
     return shown
 
 
@@ -319,7 +320,7 @@ def test_a_runtime_error_ends_the_run_with_a_message(
     widget = predicting(viewer_with_sample, model_file)
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
     assert shown == ["Prediction failed: out of memory even at batch 1"]
-    assert widget.run_button.enabled and widget.status.value == "failed: see the message"
+    assert widget.run_button.enabled and widget.status.value == shown[0]
     qtbot.waitUntil(lambda: QThreadPool.globalInstance().maxThreadCount() == threads)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from training import steps_seen, stop_and_wait, train_until
 
-from napari_unet._widgets import _model_files, _train_job
+from napari_unet._widgets import _common, _model_files, _train_job
 from napari_unet._widgets import train as train_module
 from napari_unet._widgets._layers import DERIVED
 from napari_unet._widgets._session import session
@@ -26,7 +26,7 @@ def viewer(make_napari_viewer, tmp_path, monkeypatch):
 @pytest.fixture
 def errors(monkeypatch):
     shown = []
-    monkeypatch.setattr(train_module, "show_error", shown.append)
+    monkeypatch.setattr(_common, "show_error", shown.append)
     monkeypatch.setattr(_model_files, "show_error", shown.append)
     return shown
 
@@ -315,7 +315,7 @@ def test_save_model_as_keeps_the_name_and_reports_failures(viewer, errors, tmp_p
     widget.files.save_file.value = tmp_path / "missing folder" / "run"
     widget.files.save()
     assert len(errors) == 2 and errors[1].startswith("Cannot save the model as")
-    assert widget.status.value == ""  # not the earlier save's
+    assert widget.status.value == errors[1]  # not the earlier save's "saved"
 
 
 def test_no_model_is_loaded_while_training(viewer, qtbot):
@@ -393,6 +393,19 @@ def test_the_loss_plot_sits_under_the_status_on_axes_from_zero(viewer):
     assert lines["axis"].get_ylim() == (0, 0.525)
 
 
+def test_a_failed_load_replaces_the_earlier_status(viewer, errors, tmp_path):
+    widget = dock(viewer)
+    widget.files.load_file.value = checkpoint.save(tmp_path / "good", UNet(width=4, depth=2))
+    widget.files.load()
+    assert widget.status.value == "loaded good.safetensors"
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a model")
+    widget.files.load_file.value = broken
+    widget.files.load()
+    assert len(errors) == 1 and errors[0].startswith("Cannot load broken.safetensors")
+    assert widget.status.value == errors[0]
+
+
 def test_a_training_set_without_cells_is_refused_in_the_widget(viewer, qtbot, errors):
     widget = dock(viewer)
     viewer.layers["cells labels"].data = np.zeros((256, 256), np.int32)
@@ -400,7 +413,7 @@ def test_a_training_set_without_cells_is_refused_in_the_widget(viewer, qtbot, er
     widget.start()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     assert errors == ["no labelled pixel: paint at least one cell before training"]
-    assert "not started" in widget.status.value
+    assert widget.status.value == errors[0]
     assert "cells preview" not in viewer.layers  # made on the click, gone with the run
 
 
@@ -636,4 +649,4 @@ def test_a_runtime_error_ends_the_run_with_a_message(viewer, qtbot, errors, monk
     qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
     assert errors == ["Training failed: out of memory even at batch 1"]
     assert widget.train_button.enabled and widget.files.load_button.enabled
-    assert widget.status.value == "failed: out of memory even at batch 1"
+    assert widget.status.value == "Training failed: out of memory even at batch 1"

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from magicgui.widgets import CheckBox, Container
 from magicgui.widgets.bases import CategoricalWidget
+from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject, QThreadPool, QTimer
 from qtpy.QtWidgets import QDockWidget, QWidget
 
@@ -109,6 +110,12 @@ class Dock(Container):
                 widget.updateGeometry()  # the layouts still hold the unwrapped hints
             bar = scroll.verticalScrollBar().sizeHint().width()
             scroll.setMinimumWidth(scroll.widget().minimumSizeHint().width() + bar)
+
+    def fail(self, message: str) -> None:
+        """Say why an action did not go on: in the dock's status, which stays, and in
+        a notification."""
+        self.status.value = message
+        show_error(message)
 
     def reset_choices(self, *_) -> None:
         """Called by napari whenever a layer is added, removed or renamed: keep what

@@ -34,28 +34,31 @@ class ModelFiles:
         self.load_button.changed.connect(self.load)
 
     def save(self) -> None:
-        self._status.value = ""  # an earlier save's, which this one may not repeat
         source, target = self._session.model_path, Path(self.save_file.value)
         if source is None:
-            show_error("There is no model to save yet: train or load one first.")
+            self._fail("There is no model to save yet: train or load one first.")
             return
         if target.name in ("", "."):
-            show_error("Choose a file name to save the model as.")
+            self._fail("Choose a file name to save the model as.")
             return
         target = model_path(target)
         try:
             shutil.copyfile(source, target)
         except OSError as err:
-            show_error(f"Cannot save the model as {target}: {err}")
+            self._fail(f"Cannot save the model as {target}: {err}")
             return
         self._status.value = f"saved {target}"
+
+    def _fail(self, message: str) -> None:
+        self._status.value = message  # not an earlier save's or load's
+        show_error(message)
 
     def load(self) -> None:
         path = Path(self.load_file.value)
         try:
             model, _ = load(path)
         except (ValueError, FileNotFoundError, IsADirectoryError) as err:
-            show_error(f"Cannot load {path.name or path}: {err}")
+            self._fail(f"Cannot load {path.name or path}: {err}")
             return
         self._session.set_model(model, path)
         self._loaded()

@@ -144,12 +144,12 @@ class AnnotateWidget(Dock):
         """Create the image's Labels layer (or attach the one named after it)."""
         shape, message = spatial_shape(self.image.value)
         if shape is None:
-            return self._fail(message)
+            return self.fail(message)
         image = self.image.value
         name = f"{image.name} labels"
         layer, message = self._named(name, shape)
         if message:
-            return self._fail(message)
+            return self.fail(message)
         if layer is None:
             layer = self._add_layer(
                 np.zeros(shape, LABELS_DTYPE), name, **placement(image, image.ndim)
@@ -164,7 +164,7 @@ class AnnotateWidget(Dock):
         """Select the next free label on the labels layer, ready to paint."""
         message = self._pair_message(need_region=False)
         if message:
-            return self._fail(message)
+            return self.fail(message)
         labels = self.labels_layer.value
         if not select_new_cell(labels):
             self.status.value = f"'{labels.name}' has no free label left"
@@ -177,13 +177,13 @@ class AnnotateWidget(Dock):
         """Create (or attach) "<labels> region" and select it for painting."""
         message = self._pair_message(need_region=False)
         if message:
-            return self._fail(message)
+            return self.fail(message)
         labels = self.labels_layer.value
         name = f"{labels.name} region"
         shape = labels.data.shape
         layer, message = self._named(name, shape)
         if message:
-            return self._fail(message)
+            return self.fail(message)
         if layer is None:
             layer = self._add_layer(
                 np.zeros(shape, np.uint8),
@@ -203,14 +203,14 @@ class AnnotateWidget(Dock):
         """Put the pair into the viewer's training set (or update its region)."""
         message = self._pair_message()
         if message:
-            return self._fail(message)
+            return self.fail(message)
         labels, region = self.labels_layer.value, self.region.value
         painted = np.asarray(labels.data) > 0  # negative labels mark unannotated pixels
         if region is not None:
             painted &= np.asarray(region.data) != 0
         if not painted.any():
             where = " inside the annotated region" if region is not None else ""
-            return self._fail(f"Paint at least one cell{where} of '{labels.name}' first.")
+            return self.fail(f"Paint at least one cell{where} of '{labels.name}' first.")
         image = self.image.value
         paired = self._session.pair_of(labels)
         before = None if paired is None else paired.image.name
@@ -262,7 +262,7 @@ class AnnotateWidget(Dock):
             region = self._session.region_for(labels)
             shape = spatial_shape(self.image.value)[0]
             if shape is not None and labels.data.shape != shape:
-                self._fail(self._pair_message(need_region=False))
+                self.fail(self._pair_message(need_region=False))
         self.region.value = region
         self._on_region()
 
@@ -271,7 +271,7 @@ class AnnotateWidget(Dock):
         if (labels is not None and region is not None) and (
             region is labels or region.data.shape != labels.data.shape
         ):
-            self._fail(f"'{region.name}' cannot be the annotated region of '{labels.name}'.")
+            self.fail(f"'{region.name}' cannot be the annotated region of '{labels.name}'.")
         else:
             # A region marked or chosen after Add: training uses what the counts show.
             paired = self._session.pair_of(labels)
@@ -308,7 +308,7 @@ class AnnotateWidget(Dock):
         summary = self._summary = summary or self._summary
         if summary.message:
             self.counts.value = ""
-            return self._fail(summary.message)
+            return self.fail(summary.message)
         labels = self._summarised
         slices = ""
         if labels.ndim == 3:
@@ -364,10 +364,6 @@ class AnnotateWidget(Dock):
         if active is not None:
             self._viewer.layers.selection.active = active
         return layer
-
-    def _fail(self, message: str) -> None:
-        self.status.value = message
-        show_error(message)
 
 
 def describe(annotation) -> str:

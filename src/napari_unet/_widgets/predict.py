@@ -28,7 +28,7 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from ..core.checkpoint import load
@@ -173,20 +173,20 @@ class PredictWidget(Dock):
         layer = self.image.value
         self.status.value = ""  # said of an earlier run
         if layer is None:
-            show_error("Choose an image layer to predict.")
+            self.fail("Choose an image layer to predict.")
             return
         if self.source.value == IN_MEMORY:
             if self._session.model is None:
-                show_error("No model has been trained in this viewer yet: train or load one.")
+                self.fail("No model has been trained in this viewer yet: train or load one.")
                 return
             model = copy.deepcopy(self._session.model)  # the worker may move it
         else:
             model = Path(self.model_file.value)
             if not model.is_file():
-                show_error("Choose a model file (.safetensors) to predict with.")
+                self.fail("Choose a model file (.safetensors) to predict with.")
                 return
         if layer.rgb:
-            show_error(
+            self.fail(
                 f"'{layer.name}' is an RGB image and the docks' models take one channel: "
                 "split it (right-click the layer > Split RGB) and predict one channel."
             )
@@ -194,7 +194,7 @@ class PredictWidget(Dock):
         data = layer.data[0] if layer.multiscale else layer.data
         self._target = self.into.value
         if self._target is not None and self._target.data.shape != data.shape:
-            show_error(
+            self.fail(
                 f"'{self._target.name}' has shape {self._target.data.shape}, the image "
                 f"{data.shape}: choose a labels layer of the image's shape or a new layer."
             )
@@ -239,8 +239,7 @@ class PredictWidget(Dock):
 
     def _on_returned(self, result: PredictResult):
         if result.message:
-            show_error(result.message)
-            self.status.value = "failed: see the message"
+            self.fail(result.message)
             return
         # The image's name now: it may have been renamed while the prediction ran.
         name, labels = self._source_layer.name, result.labels

@@ -28,7 +28,7 @@ from magicgui.widgets import (
     create_widget,
 )
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
 
 from ..core.config import TrainConfig
@@ -222,7 +222,7 @@ class TrainWidget(Dock):
     def add_pair(self) -> None:
         image, labels = self.image.value, self.labels_layer.value
         if image is None or labels is None:
-            show_error("Choose an image layer and a labels layer to add.")
+            self.fail("Choose an image layer and a labels layer to add.")
             return
         shape, message = spatial_shape(image)
         if shape is not None and shape != labels.data.shape:
@@ -231,7 +231,7 @@ class TrainWidget(Dock):
                 "do not match: the labels must have the image's shape."
             )
         if message:
-            show_error(message)
+            self.fail(message)
             return
         # The region of a pair added again (e.g. with another image), else the one
         # the Annotate dock made for these labels ("<labels> region").
@@ -244,11 +244,11 @@ class TrainWidget(Dock):
         """Snapshot the training set, then train in a worker thread."""
         annotations = self._session.annotations
         if not annotations:
-            show_error("The training set is empty: add an image and its labels first.")
+            self.fail("The training set is empty: add an image and its labels first.")
             return
         fine_tune = self.start_from.value != "new model"
         if fine_tune and self._session.model is None:
-            show_error("There is no current model to fine-tune: train or load one first.")
+            self.fail("There is no current model to fine-tune: train or load one first.")
             return
         arrays = [a.arrays() for a in annotations]
         images, labels, regions = (list(column) for column in zip(*arrays, strict=True))
@@ -267,7 +267,7 @@ class TrainWidget(Dock):
             try:
                 tile = fitting_tile(model, tile, largest)
             except ValueError as err:
-                show_error(f"Cannot train: {err}.")
+                self.fail(f"Cannot train: {err}.")
                 return
             self.tile.value = tile
             show_info(f"Tile lowered to {tile} pixels, the largest the training images fit.")
@@ -384,13 +384,11 @@ class TrainWidget(Dock):
 
     def _on_returned(self, message: str) -> None:
         if message:
-            show_error(message)
-            self.status.value = "not started: see the message"
+            self.fail(message)
             self._preview.discard()
 
     def _on_error(self, error: Exception) -> None:
-        show_error(f"Training failed: {error}")
-        self.status.value = f"failed: {error}"
+        self.fail(f"Training failed: {error}")
 
     def _on_finished(self) -> None:
         self.train_button.enabled = self.files.load_button.enabled = True
