@@ -75,6 +75,15 @@ def test_cancel_adds_nothing(viewer_with_sample, model_file, qtbot):
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     assert len(viewer_with_sample.layers) == 2
     assert widget.status.value == "cancelled"
+    widget.tile.value = 128  # a run to the end, then one cancelled at once
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert widget.progress.value == widget.progress.max
+    widget.tile.value = 16
+    widget.start()
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert widget.progress.value < widget.progress.max  # not the finished run's 100%
 
 
 def errors_shown(monkeypatch):

@@ -208,6 +208,7 @@ class PredictWidget(Dock):
         )
         self._connected = connect_all(self._slots())
         self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.progress.value = 0  # not the last run's
         self.status.value = f"predicting {layer.name}..."
         start_long(self._worker)
 
