@@ -86,6 +86,14 @@ def test_cancel_adds_nothing(viewer_with_sample, model_file, qtbot):
     assert widget.progress.value < widget.progress.max  # not the finished run's 100%
 
 
+def test_removing_the_image_cancels_its_prediction(viewer_with_sample, model_file, qtbot):
+    widget = predicting(viewer_with_sample, model_file)
+    viewer_with_sample.layers.remove("cells")
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert [layer.name for layer in viewer_with_sample.layers] == ["cells labels"]
+    assert widget.status.value == "cancelled: 'cells' was removed"
+
+
 def errors_shown(monkeypatch):
     shown = []
     monkeypatch.setattr("napari_unet._widgets._common.show_error", shown.append)

@@ -148,7 +148,13 @@ class PredictWidget(Dock):
         self.source.changed.connect(self._show_source)
         # Undone on closing: a closed dock's controls may be deleted before the viewer.
         choosers = chooser_links(viewer, self.image, self.into)
-        self._links = connect_all([(self._session.changed, self._model_arrived), *choosers])
+        self._links = connect_all(
+            [
+                (self._session.changed, self._model_arrived),
+                (viewer.layers.events.removed, self._on_removed),
+                *choosers,
+            ]
+        )
         on_removed(self, self._closed)
         self._model_arrived()
 
@@ -233,6 +239,11 @@ class PredictWidget(Dock):
         if self._worker is not None:
             self._worker.quit()
             self.status.value = "cancelled"
+
+    def _on_removed(self, event) -> None:
+        if self._worker is not None and event.value is self._source_layer:
+            self.cancel()  # its labels would lie over nothing
+            self.status.value = f"cancelled: '{event.value.name}' was removed"
 
     def _on_progress(self, step: tuple[int, int]):
         done, total = step
