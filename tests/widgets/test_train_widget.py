@@ -107,8 +107,10 @@ def test_pause_holds_and_resume_continues(viewer, qtbot):
 
 
 def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(
-    viewer, qtbot, tmp_path, close_after_exit
+    viewer, qtbot, tmp_path, close_after_exit, monkeypatch
 ):
+    infos = []
+    monkeypatch.setattr(train_module, "show_info", infos.append)
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
     widget.start()
@@ -117,6 +119,10 @@ def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer.window.remove_dock_widget(widget.native)
     assert list((tmp_path / "models").glob("*.safetensors"))
+    assert infos == [
+        "Training stops after this step, as its dock was closed: the model is saved "
+        "and goes to the Predict dock."
+    ]
     close_after_exit(widget, worker)
 
 
@@ -449,14 +455,19 @@ def test_training_does_not_stall_the_viewer(viewer, qtbot):
     assert gaps.max() < 50
 
 
-def test_closing_the_viewer_stops_training_and_keeps_the_checkpoint(viewer, qtbot, tmp_path):
+def test_closing_the_viewer_stops_training_and_keeps_the_checkpoint(
+    viewer, qtbot, tmp_path, monkeypatch
+):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
     widget.start()
     train_until(widget, qtbot, 2)
     worker = widget._worker
+    infos = []
+    monkeypatch.setattr(train_module, "show_info", infos.append)
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer.close()
+    assert infos == []  # no dock left to tell of
     saved = list((tmp_path / "models").glob("*.safetensors"))
     assert len(saved) == 1 and checkpoint.load(saved[0])[1]["step"] >= 2
 

@@ -11,6 +11,7 @@ to the Session for the Predict dock.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
@@ -340,6 +341,12 @@ class TrainWidget(Dock):
         self._links, self._connected = [], []
         if self._job is not None:
             self._job.stop()  # not self.stop(): it writes to the status
+            with contextlib.suppress(RuntimeError):  # deleted with the viewer: none to tell
+                if self.root_native_widget.parent() is None:  # the user closed the dock
+                    show_info(
+                        "Training stops after this step, as its dock was closed: the "
+                        "model is saved and goes to the Predict dock."
+                    )
 
     def _publish(self, event) -> None:
         """Connected until the run ends, even when the dock closes first."""
