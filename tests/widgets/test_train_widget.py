@@ -126,6 +126,20 @@ def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(
     close_after_exit(widget, worker)
 
 
+def test_the_preview_follows_a_renamed_image(viewer, qtbot):
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    widget.start()
+    train_until(widget, qtbot, 1)
+    stop_and_wait(widget, qtbot)
+    viewer.layers["cells"].name = "nuclei"
+    widget.start()
+    train_until(widget, qtbot, 1)
+    stop_and_wait(widget, qtbot)
+    names = [layer.name for layer in viewer.layers]
+    assert "nuclei preview" in names and "cells preview" not in names
+
+
 def test_stop_while_paused_ends_training(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._layers import DERIVED, derived_layer, placement
+from ._layers import DERIVED, Derived, placement
 
 
 class PreviewLayer:
@@ -13,6 +13,7 @@ class PreviewLayer:
 
     def __init__(self, viewer):
         self._viewer = viewer
+        self._previews = Derived(viewer, "preview", "preview")
         self._layer = None  # the preview layer of the last prepare (never a user's)
         self._where: dict = {}  # scale and translate of the previewed image
         self._made = False  # by the last prepare, to be removed if the run does not start
@@ -23,7 +24,6 @@ class PreviewLayer:
         cheap data swap. Of a stack, the layer holds the one slice it previews,
         where that slice lies, so that it is not drawn over the others."""
         plane = None
-        name = f"{layer.name} preview"
         if image.ndim == 2:
             plane, self._where = image, placement(layer, 2)
         elif image.ndim == 3 and self._viewer.dims.ndim >= 3:
@@ -36,7 +36,7 @@ class PreviewLayer:
             step = np.subtract(layer.data_to_world((z, 0, 0)), layer.data_to_world((0, 0, 0)))
             shift = np.linalg.solve(np.asarray(layer.affine.linear_matrix), step)
             self._where["translate"] = tuple(np.add(self._where["translate"], shift))
-        self._layer = derived_layer(self._viewer, name, "preview")
+        self._layer = self._previews.find(layer)  # renamed after the image, if it was
         ndim = len(self._where.get("scale", ()))
         if plane is not None and self._layer is not None and self._layer.ndim != ndim:
             self._viewer.layers.remove(self._layer)  # kept from a run on the other kind
@@ -48,14 +48,15 @@ class PreviewLayer:
         if self._layer is None:
             self._layer = self._viewer.add_image(
                 empty[None] if ndim == 3 else empty,
-                name=name,
+                name=self._previews.name(layer),
                 colormap="magma",
                 contrast_limits=(0, 1),
                 opacity=0.6,
                 blending="additive",
-                metadata={DERIVED: "preview"},
+                metadata={DERIVED: self._previews.kind},
                 **self._where,
             )
+            self._previews.made(layer, self._layer)
         else:
             self.show(empty)
             for key, value in self._where.items():
