@@ -2,7 +2,7 @@ import time
 
 import numpy as np
 import pytest
-from training import steps_seen, stop_and_wait, train_until
+from training import steps_seen, stop_and_wait, train_steps, train_until
 
 from napari_unet._widgets import _common, _model_files, _train_job
 from napari_unet._widgets import train as train_module
@@ -129,13 +129,9 @@ def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(
 def test_the_preview_follows_a_renamed_image(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
-    widget.start()
-    train_until(widget, qtbot, 1)
-    stop_and_wait(widget, qtbot)
+    train_steps(widget, qtbot, 1)
     viewer.layers["cells"].name = "nuclei"
-    widget.start()
-    train_until(widget, qtbot, 1)
-    stop_and_wait(widget, qtbot)
+    train_steps(widget, qtbot, 1)
     names = [layer.name for layer in viewer.layers]
     assert "nuclei preview" in names and "cells preview" not in names
 
@@ -215,9 +211,7 @@ def test_a_tile_larger_than_the_images_is_lowered_to_fit(viewer, qtbot, errors, 
 def test_fine_tune_continues_from_the_current_model(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
-    widget.start()
-    train_until(widget, qtbot, 2)
-    stop_and_wait(widget, qtbot)
+    train_steps(widget, qtbot, 2)
     first = session(viewer).model
     labels = viewer.layers["cells labels"]
     labels.data = np.where(labels.data == 3, 0, labels.data)  # a correction

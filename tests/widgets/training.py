@@ -12,3 +12,10 @@ def train_until(widget, qtbot, steps: int, timeout: int = 60_000) -> None:
 def stop_and_wait(widget, qtbot) -> None:
     widget.stop()
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+
+
+def train_steps(widget, qtbot, steps: int) -> None:
+    """Start a run, let it train ``steps`` steps, and stop it."""
+    widget.start()
+    train_until(widget, qtbot, steps)
+    stop_and_wait(widget, qtbot)
