@@ -118,10 +118,11 @@ def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(
     worker = widget._worker
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer.window.remove_dock_widget(widget.native)
-    assert list((tmp_path / "models").glob("*.safetensors"))
+    (saved,) = (tmp_path / "models").glob("*.safetensors")
+    steps = checkpoint.load(saved)[1]["step"]
     assert infos == [
-        "Training stops after this step, as its dock was closed: the model is saved "
-        "and goes to the Predict dock."
+        f"Training stopped after {steps} steps, as its dock was closed; the model is "
+        f"saved to {saved}."
     ]
     close_after_exit(widget, worker)
 
@@ -148,7 +149,7 @@ def test_stop_while_paused_ends_training(viewer, qtbot):
 
 
 def test_pause_at_once_holds_and_stop_before_a_step_keeps_the_current_model(
-    viewer, qtbot, tmp_path
+    viewer, qtbot, tmp_path, monkeypatch
 ):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
@@ -162,12 +163,18 @@ def test_pause_at_once_holds_and_stop_before_a_step_keeps_the_current_model(
     assert not list((tmp_path / "models").glob("*"))  # no untrained model file left
     assert "cells preview" not in viewer.layers  # nor an empty preview
 
+    infos = []
+    monkeypatch.setattr(train_module, "show_info", infos.append)
     widget.start()
     worker = widget._worker
     widget.stop()
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer.window.remove_dock_widget(widget.native)  # closed before a step either
     assert not list((tmp_path / "models").glob("*"))
+    assert infos == [
+        "Training stopped before its first step, as its dock was closed; the current "
+        "model is unchanged."
+    ]
     qtbot.waitUntil(lambda: "cells preview" not in viewer.layers, timeout=10_000)
 
 

@@ -71,6 +71,7 @@ class TrainWidget(Dock):
         self._viewer = viewer
         self._session = session(viewer)
         self._job: TrainJob | None = None
+        self._tell_at_end = False  # the run's outcome, when its dock closed during it
         self._worker = None
         self._connected: list = []  # (signal, slot) of the running worker
         self._started = 0.0
@@ -342,11 +343,7 @@ class TrainWidget(Dock):
         if self._job is not None:
             self._job.stop()  # not self.stop(): it writes to the status
             with contextlib.suppress(RuntimeError):  # deleted with the viewer: none to tell
-                if self.root_native_widget.parent() is None:  # the user closed the dock
-                    show_info(
-                        "Training stops after this step, as its dock was closed: the "
-                        "model is saved and goes to the Predict dock."
-                    )
+                self._tell_at_end = self.root_native_widget.parent() is None  # the user's X
 
     def _publish(self, event) -> None:
         """Connected until the run ends, even when the dock closes first."""
@@ -354,6 +351,14 @@ class TrainWidget(Dock):
             self._session.set_model(self._job.trainer.model, event.path)
         elif isinstance(event, Done):  # the current model stays as it was
             self._preview.discard()
+        if isinstance(event, Done) and self._tell_at_end:  # no status left to say it in
+            show_info(
+                f"Training stopped after {event.step} steps, as its dock was closed; the "
+                f"model is saved to {event.path}."
+                if event.step > 0
+                else "Training stopped before its first step, as its dock was closed; "
+                "the current model is unchanged."
+            )
 
     def stop(self) -> None:
         """End training after the current step; the checkpoint and model are kept."""
