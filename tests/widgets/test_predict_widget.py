@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from qtpy.QtCore import QThreadPool
 
 from napari_unet._widgets._session import session
 from napari_unet._widgets.predict import IN_MEMORY, PredictWidget
@@ -86,12 +87,26 @@ def test_cancel_adds_nothing(viewer_with_sample, model_file, qtbot):
     assert widget.progress.value < widget.progress.max  # not the finished run's 100%
 
 
-def test_removing_the_image_cancels_its_prediction(viewer_with_sample, model_file, qtbot):
+@pytest.mark.parametrize("finished", [False, True])
+def test_removing_the_image_cancels_its_prediction(
+    viewer_with_sample, model_file, qtbot, finished
+):
     widget = predicting(viewer_with_sample, model_file)
+    if finished:  # the last tile done, its result on its way to the GUI thread (a review)
+        QThreadPool.globalInstance().waitForDone(60_000)
     viewer_with_sample.layers.remove("cells")
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     assert [layer.name for layer in viewer_with_sample.layers] == ["cells labels"]
     assert widget.status.value == "cancelled: 'cells' was removed"
+
+
+def test_cancel_after_the_last_tile_adds_nothing(viewer_with_sample, model_file, qtbot):
+    widget = predicting(viewer_with_sample, model_file)
+    QThreadPool.globalInstance().waitForDone(60_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert len(viewer_with_sample.layers) == 2
+    assert widget.status.value == "cancelled"
 
 
 def errors_shown(monkeypatch):

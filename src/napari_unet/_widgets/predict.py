@@ -250,6 +250,8 @@ class PredictWidget(Dock):
         self.progress.max, self.progress.value = total, done
 
     def _on_returned(self, result: PredictResult):
+        if self._worker.abort_requested:  # cancelled after its last tile: no layer
+            return
         if result.message:
             self.fail(result.message)
             return
