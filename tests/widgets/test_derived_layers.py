@@ -114,3 +114,26 @@ def test_a_source_that_takes_another_s_name_keeps_its_derived_layer():
     assert of_b.name == "a gaps"
     of_c = show(a)
     assert of_b.name == "a gaps" and of_c.name == "c gaps" and of_c is not of_b
+
+
+def test_removing_labels_removes_their_gaps_and_weights_but_not_a_kept_copy(
+    viewer_with_sample, qtbot
+):
+    viewer = viewer_with_sample
+    annotate = dock(viewer, "Annotate")
+    weights = dock(viewer, "Weight map")
+    second = viewer.add_labels(viewer.layers["cells labels"].data.copy(), name="second")
+    annotate.labels_layer.value = weights.labels_layer.value = second
+    qtbot.waitUntil(lambda: not annotate.busy and not weights.busy, timeout=60_000)
+    kept = viewer.layers["second weights"]
+    kept.name = "second weights (kept)"  # the user's now
+    annotate.labels_layer.value = weights.labels_layer.value = viewer.layers["cells labels"]
+    qtbot.waitUntil(lambda: not annotate.busy and not weights.busy, timeout=60_000)
+    assert {"second gaps", "cells labels gaps", "cells labels weights"} <= {
+        layer.name for layer in viewer.layers
+    }
+    viewer.layers.remove("second")
+    viewer.layers.remove("cells labels")
+    qtbot.waitUntil(lambda: not annotate.busy and not weights.busy, timeout=60_000)
+    qtbot.wait(300)  # past the docks' quiet time
+    assert [layer.name for layer in viewer.layers] == ["cells", "second weights (kept)"]

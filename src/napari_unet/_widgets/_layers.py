@@ -90,6 +90,13 @@ class Derived:
         ("<name> [1]" beside a user's layer of that name)."""
         self._record(source, layer.name)
 
+    def drop(self, source) -> None:
+        """Remove the layer derived from ``source``, which left the viewer: it shows
+        nothing without it. One the user renamed (to keep it) stays."""
+        name, layers = self._names.pop(source, None), self._viewer.layers
+        if name in layers and layers[name].metadata.get(DERIVED) == self.kind:
+            layers.remove(name)
+
     def _record(self, source, name: str) -> None:
         # A source that took over another's name takes its layer too: the other
         # must not rename that layer after itself when next shown.

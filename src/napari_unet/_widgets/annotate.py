@@ -117,7 +117,7 @@ class AnnotateWidget(Dock):
         self.remove_button.changed.connect(self.remove_selected)
         self._session.changed.connect(self._show_training_set)
         viewer.layers.events.inserted.connect(self._on_inserted)
-        viewer.layers.events.removed.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self._on_removed)
         on_removed(self, self.stop)
         self._on_image()
         self._show_training_set()
@@ -133,7 +133,11 @@ class AnnotateWidget(Dock):
             return
         self._session.changed.disconnect(self._show_training_set)
         self._viewer.layers.events.inserted.disconnect(self._on_inserted)
-        self._viewer.layers.events.removed.disconnect(self.reset_choices)
+        self._viewer.layers.events.removed.disconnect(self._on_removed)
+
+    def _on_removed(self, event) -> None:
+        self.reset_choices()
+        self._gaps.drop(event.value)  # its gaps, not a leftover yellow overlay
 
     def _on_inserted(self, *_):
         self.reset_choices()
@@ -310,6 +314,8 @@ class AnnotateWidget(Dock):
             self.counts.value = ""
             return self.fail(summary.message)
         labels = self._summarised
+        if labels not in self._viewer.layers:  # removed while counted: no gaps for it
+            return None
         slices = ""
         if labels.ndim == 3:
             slices = f" over {summary.slices} of {labels.data.shape[0]} slices"

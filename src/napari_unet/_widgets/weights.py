@@ -194,7 +194,7 @@ class WeightsWidget(Dock):
         for control in (self.w0, self.sigma, self.class_balance, self.ignore_outline):
             control.changed.connect(self._live.timer.schedule)
         viewer.layers.events.inserted.connect(self._on_inserted)
-        viewer.layers.events.removed.connect(self.reset_choices)
+        viewer.layers.events.removed.connect(self._on_removed)
         session(viewer).changed.connect(self._follow_pair)
         on_removed(self, self.stop)
         self._on_labels_chosen()
@@ -211,7 +211,7 @@ class WeightsWidget(Dock):
         self._weights.unlink()
         self._viewer.layers.events.inserted.disconnect(self._on_inserted)
         session(self._viewer).changed.disconnect(self._follow_pair)
-        self._viewer.layers.events.removed.disconnect(self.reset_choices)
+        self._viewer.layers.events.removed.disconnect(self._on_removed)
 
     def _on_labels_chosen(self):
         self._shape = None
@@ -226,6 +226,10 @@ class WeightsWidget(Dock):
         if labels is not None and self.region.value is None:
             if session(self._viewer).region_for(labels) is event.value:
                 self.region.value = event.value
+
+    def _on_removed(self, event) -> None:
+        self.reset_choices()
+        self._outputs.drop(event.value)  # its weights, not a stale overlay
 
     def _follow_pair(self):
         """Show the region training uses, when the Annotate dock gave the pair another."""
