@@ -179,3 +179,16 @@ def _no_validation(count: int) -> str:
     return (
         f"No validation: holding out would leave no painted cell to train on; all {count} train."
     )
+
+
+def closed_during(done: Done) -> str:
+    """What a run whose dock was closed during it left, said when it ends."""
+    if done.step == 0:
+        return (
+            "Training stopped before its first step, as its dock was closed; the current "
+            "model is unchanged."
+        )
+    return (
+        f"Training stopped after {done.step} steps, as its dock was closed; the model is "
+        f"saved to {done.path}."
+    )

@@ -54,13 +54,19 @@ from ._model_files import ModelFiles
 from ._plot import TrainingPlot
 from ._preview import PreviewLayer
 from ._session import session
-from ._train_job import NoPreview, TrainJob, new_model_path
+from ._train_job import NoPreview, TrainJob, closed_during, new_model_path
 
 # Width, padding, tile and batch on the CPU (False) and on a GPU (True).
 _DEVICE_DEFAULTS = {
     False: (16, "same", TrainConfig.tile, TrainConfig.batch_size),
     True: (64, "valid", 388, 1),
 }
+
+# The controls a run reads when it starts.
+_RUN_SETTINGS = (
+    "start_from device net_depth net_width padding minutes tile batch lr w0 sigma "
+    "class_balance ignore_outline val_fraction"
+).split()
 
 
 class TrainWidget(Dock):
@@ -158,8 +164,8 @@ class TrainWidget(Dock):
         self.add_button.changed.connect(self.add_pair)
         self.device.changed.connect(self._device_defaults)
         self._said_next_run = False
-        for control in self._run_settings():
-            control.changed.connect(self._setting_changed)
+        for name in _RUN_SETTINGS:
+            getattr(self, name).changed.connect(self._setting_changed)
         self.train_button.changed.connect(self.start)
         self.pause_button.changed.connect(self.toggle_pause)
         self.stop_button.changed.connect(self.stop)
@@ -184,24 +190,6 @@ class TrainWidget(Dock):
             if previous is None or control.value == previous[k]:
                 control.value = _DEVICE_DEFAULTS[on_gpu][k]
         self._on_gpu = on_gpu
-
-    def _run_settings(self) -> tuple:
-        return (
-            self.start_from,
-            self.device,
-            self.net_depth,
-            self.net_width,
-            self.padding,
-            self.minutes,
-            self.tile,
-            self.batch,
-            self.lr,
-            self.w0,
-            self.sigma,
-            self.class_balance,
-            self.ignore_outline,
-            self.val_fraction,
-        )
 
     def _setting_changed(self) -> None:
         """A run keeps the settings it started with: say so, once a run, rather than
@@ -352,13 +340,7 @@ class TrainWidget(Dock):
         elif isinstance(event, Done):  # the current model stays as it was
             self._preview.discard()
         if isinstance(event, Done) and self._tell_at_end:  # no status left to say it in
-            show_info(
-                f"Training stopped after {event.step} steps, as its dock was closed; the "
-                f"model is saved to {event.path}."
-                if event.step > 0
-                else "Training stopped before its first step, as its dock was closed; "
-                "the current model is unchanged."
-            )
+            show_info(closed_during(event))
 
     def stop(self) -> None:
         """End training after the current step; the checkpoint and model are kept."""
