@@ -68,3 +68,21 @@ def test_every_dock_scrolls_rather_than_growing_the_window(make_napari_viewer, q
         # Nor wider than the controls with their long lines wrapped: Annotate's hint
         # made its dock 750 pixels wide, the canvas 270 on a laptop.
         assert widget.native.minimumWidth() < 560, dock.name
+
+
+def test_a_dock_opened_after_the_first_closed_shares_the_training_set(make_napari_viewer):
+    # napari hands each dock a proxy of the viewer; the Session was keyed by the
+    # first dock's, and left with it.
+    import gc
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "touching_cells")
+    _, annotate = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
+    annotate.add_to_training_set()
+    viewer.window.remove_dock_widget(annotate.native)
+    del annotate
+    gc.collect()
+    _, again = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    assert len(session(viewer).annotations) == 1
+    assert again._session is train._session is session(viewer)

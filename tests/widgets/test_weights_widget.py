@@ -355,6 +355,21 @@ def test_uint64_ids_beyond_int64_are_weighted_as_training_weighs_them(
     np.testing.assert_array_equal(shown(viewer, "big weights"), defaults(data))
 
 
+def test_a_region_marked_before_add_is_taken_at_once(make_napari_viewer, qtbot):
+    # Through the manifest, as napari opens them: each dock gets its own proxy of the
+    # viewer, and the region found through one was a proxy, never the layer added
+    # (a walkthrough saw weights outside the region until Add to training set).
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-unet", "touching_cells")
+    _, annotate = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    _, weights = viewer.window.add_plugin_dock_widget("napari-unet", "Weight map")
+    settle(weights, qtbot)
+    annotate.mark_region()
+    assert weights.region.value is viewer.layers["cells labels region"]
+    settle(weights, qtbot)
+    assert not shown(viewer).any()  # nothing painted in the region yet: no weight
+
+
 def test_the_region_follows_the_pair_when_marked_after_add(make_napari_viewer, qtbot):
     from napari_unet._widgets.annotate import AnnotateWidget
 
@@ -365,7 +380,7 @@ def test_the_region_follows_the_pair_when_marked_after_add(make_napari_viewer, q
     _, weights = viewer.window.add_plugin_dock_widget("napari-unet", "Weight map")
     assert weights.region.value is None
     region = annotate.mark_region()
-    assert weights.region.value.name == region.name  # the dock holds a proxy of it
+    assert weights.region.value is region
     viewer.add_image(np.zeros((4, 4)), name="cells labels region [image]")
     assert weights.region.value.name == region.name
     qtbot.waitUntil(lambda: not weights.busy, timeout=30_000)

@@ -159,6 +159,10 @@ _sessions: WeakKeyDictionary = WeakKeyDictionary()
 
 def session(viewer: napari.viewer.Viewer) -> Session:
     """The one :class:`Session` of ``viewer``."""
+    # napari hands each dock its own proxy of the viewer: keyed by the first dock's,
+    # the Session went with that dock, and a dock opened later began an empty one;
+    # and the layers found through a proxy are proxies, never the layers themselves.
+    viewer = getattr(viewer, "__wrapped__", viewer)
     if viewer not in _sessions:
         _sessions[viewer] = Session(viewer)
     return _sessions[viewer]
