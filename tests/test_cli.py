@@ -373,6 +373,25 @@ def test_train_with_mismatched_labels_is_a_clear_error(tmp_path, capsys):
     assert "do not match" in capsys.readouterr().err
 
 
+def test_bad_labels_name_the_labels_file(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((30, 30), np.float32))
+    tifffile.imwrite(tmp_path / "lab.tif", np.ones((30, 30), np.float32))  # as Fiji saves
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "train",
+                "--images",
+                str(tmp_path / "img.tif"),
+                "--labels",
+                str(tmp_path / "lab.tif"),
+                "--out",
+                str(tmp_path / "m"),
+            ]
+        )
+    err = capsys.readouterr().err
+    assert "'img.tif / lab.tif': labels must be integers" in err, err
+
+
 @pytest.mark.parametrize("preset", ["default", "paper"])
 def test_train_defaults_are_the_trainer_defaults(preset):
     """The command line repeats TrainConfig's defaults (it does not import torch to

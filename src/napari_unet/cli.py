@@ -164,6 +164,11 @@ def predict_command(args: argparse.Namespace) -> None:
             print(f"{path.name}: {labels.max()} instances -> {args.out}")
 
 
+def _pair_names(images, labels) -> list[str]:
+    """ "image / labels" of each pair, for messages; make_pairs says if the counts differ."""
+    return [f"{i.name} / {lab.name}" for i, lab in zip(images, labels, strict=False)]
+
+
 def _read_all(paths: list[Path]) -> list[np.ndarray]:
     return [np.asarray(read_image(p)) for p in paths]
 
@@ -189,14 +194,14 @@ def train_command(args: argparse.Namespace) -> None:
         _read_all(args.images),
         _read_all(args.labels),
         in_channels=channels,
-        names=[p.name for p in args.images],
+        names=_pair_names(args.images, args.labels),
     )
     if args.val_images or args.val_labels:
         validation = make_pairs(
             _read_all(args.val_images),
             _read_all(args.val_labels),
             in_channels=channels,
-            names=[p.name for p in args.val_images],
+            names=_pair_names(args.val_images, args.val_labels),
         )
     else:
         pairs, validation = split_validation(pairs, args.val_fraction)
