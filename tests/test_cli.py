@@ -355,40 +355,22 @@ def test_train_runs_from_another_thread(tmp_path, cell_files):
     assert returned == [0] and (tmp_path / "m.safetensors").exists()
 
 
-def test_train_with_mismatched_labels_is_a_clear_error(tmp_path, capsys):
+def refused_training(tmp_path, capsys, labels: np.ndarray) -> str:
+    """What ``train`` says, refusing a 30x30 image with ``labels``."""
     tifffile.imwrite(tmp_path / "img.tif", np.zeros((30, 30), np.float32))
-    tifffile.imwrite(tmp_path / "lab.tif", np.ones((30, 31), np.int32))
+    tifffile.imwrite(tmp_path / "lab.tif", labels)
+    image, label_file, out = (str(tmp_path / name) for name in ("img.tif", "lab.tif", "m"))
     with pytest.raises(SystemExit):
-        main(
-            [
-                "train",
-                "--images",
-                str(tmp_path / "img.tif"),
-                "--labels",
-                str(tmp_path / "lab.tif"),
-                "--out",
-                str(tmp_path / "m"),
-            ]
-        )
-    assert "do not match" in capsys.readouterr().err
+        main(["train", "--images", image, "--labels", label_file, "--out", out])
+    return capsys.readouterr().err
+
+
+def test_train_with_mismatched_labels_is_a_clear_error(tmp_path, capsys):
+    assert "do not match" in refused_training(tmp_path, capsys, np.ones((30, 31), np.int32))
 
 
 def test_bad_labels_name_the_labels_file(tmp_path, capsys):
-    tifffile.imwrite(tmp_path / "img.tif", np.zeros((30, 30), np.float32))
-    tifffile.imwrite(tmp_path / "lab.tif", np.ones((30, 30), np.float32))  # as Fiji saves
-    with pytest.raises(SystemExit):
-        main(
-            [
-                "train",
-                "--images",
-                str(tmp_path / "img.tif"),
-                "--labels",
-                str(tmp_path / "lab.tif"),
-                "--out",
-                str(tmp_path / "m"),
-            ]
-        )
-    err = capsys.readouterr().err
+    err = refused_training(tmp_path, capsys, np.ones((30, 30), np.float32))  # as Fiji saves
     assert "'img.tif / lab.tif': labels must be integers" in err, err
 
 
