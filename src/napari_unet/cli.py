@@ -165,7 +165,7 @@ def predict_command(args: argparse.Namespace) -> None:
 
 
 def _pair_names(images, labels) -> list[str]:
-    """ "image / labels" of each pair, for messages; make_pairs says if the counts differ."""
+    """Each pair as "image / labels", for messages; make_pairs says if the counts differ."""
     return [f"{i.name} / {lab.name}" for i, lab in zip(images, labels, strict=False)]
 
 
