@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from training import steps_seen, stop_and_wait, train_steps, train_until
 
-from napari_unet._widgets import _common, _model_files, _train_job
+from napari_unet._widgets import _common, _train_job
 from napari_unet._widgets import train as train_module
 from napari_unet._widgets._layers import DERIVED
 from napari_unet._widgets._session import session
@@ -27,7 +27,6 @@ def viewer(make_napari_viewer, tmp_path, monkeypatch):
 def errors(monkeypatch):
     shown = []
     monkeypatch.setattr(_common, "show_error", shown.append)
-    monkeypatch.setattr(_model_files, "show_error", shown.append)
     return shown
 
 

@@ -8,18 +8,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from magicgui.widgets import FileEdit, Label, PushButton
-from napari.utils.notifications import show_error
 
 from ..core.checkpoint import load, model_path
 from ._common import row
 
 
 class ModelFiles:
-    """The rows "Save model as" and "Load model", with their file fields; ``loaded``
-    is called after a model was loaded into the Session."""
+    """The rows "Save model as" and "Load model", with their file fields. They report
+    in the dock's ``status``, and why they failed through its ``fail``; ``loaded`` is
+    called after a model was loaded into the Session."""
 
-    def __init__(self, session, status: Label, loaded: Callable[[], None]):
-        self._session, self._status, self._loaded = session, status, loaded
+    def __init__(
+        self, session, status: Label, fail: Callable[[str], None], loaded: Callable[[], None]
+    ):
+        self._session, self._status, self._fail, self._loaded = session, status, fail, loaded
         self.save_file = FileEdit(filter="*.safetensors", mode="w")
         self.save_button = PushButton(text="Save model as", enabled=False)
         self.load_file = FileEdit(filter="*.safetensors", mode="r")
@@ -48,10 +50,6 @@ class ModelFiles:
             self._fail(f"Cannot save the model as {target}: {err}")
             return
         self._status.value = f"saved {target}"
-
-    def _fail(self, message: str) -> None:
-        self._status.value = message  # not an earlier save's or load's
-        show_error(message)
 
     def load(self) -> None:
         path = Path(self.load_file.value)

@@ -138,7 +138,7 @@ class TrainWidget(Dock):
         self.progress = ProgressBar(label="Progress", value=0, min=0, max=1000)
         self.status = Label(label="", value="")
         self.plot = TrainingPlot()
-        self.files = ModelFiles(self._session, self.status, loaded=self._fine_tune_next)
+        self.files = ModelFiles(self._session, self.status, self.fail, self._fine_tune_next)
         self.extend(
             [
                 self.pairs,
