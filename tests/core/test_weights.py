@@ -198,8 +198,17 @@ def test_incremental_update_equals_recomputation(edit):
     np.testing.assert_array_equal(live.weights, weight_map(new, ignore=99))
 
 
+def apply_edit(live: WeightMap, how: str, labels: np.ndarray, region) -> tuple[slice, slice]:
+    """``live`` brought up to date with ``labels`` by ``update`` or by ``edit``,
+    which is given only the region's labels."""
+    if how == "update":
+        return live.update(labels, region)
+    return live.edit(region, labels[region])
+
+
+@pytest.mark.parametrize("how", ["update", "edit"])
 @pytest.mark.parametrize("class_balance", [True, False])
-def test_a_sequence_of_random_strokes_equals_recomputation(class_balance):
+def test_a_sequence_of_random_strokes_equals_recomputation(class_balance, how):
     rng = np.random.default_rng(7)
     labels = disks((110, 140), n=40, seed=6).astype(np.int32)
     labels[:8, :50] = 99  # unannotated
@@ -214,9 +223,8 @@ def test_a_sequence_of_random_strokes_equals_recomputation(class_balance):
         labels[stroke] = rng.choice([0, 99, labels.max() + 1, labels[cy, cx]])
         rows, cols = np.nonzero(stroke)
         classes = live.classes
-        window = live.update(
-            labels, (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-        )
+        region = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        window = apply_edit(live, how, labels, region)
         moved += live.classes != classes
         if live.classes != classes:
             assert window == (slice(0, 110), slice(0, 140))
@@ -253,8 +261,9 @@ def _tiny_touching_cells(rng, shape, n, dtype, first_id):
     return cells
 
 
+@pytest.mark.parametrize("how", ["update", "edit"])
 @pytest.mark.parametrize(("dtype", "first_id"), [(np.int32, 1), (np.uint64, 2**64 - 200)])
-def test_edits_whose_gaps_move_far_away_equal_recomputation(dtype, first_id):
+def test_edits_whose_gaps_move_far_away_equal_recomputation(dtype, first_id, how):
     # Where cells a few pixels across touch, a pixel gives way only to a neighbour
     # that stays, so an edit can move gaps along a chain of cells, pixels away (a
     # review found 1 map in 6 wrong on such labels before update followed chains).
@@ -273,12 +282,13 @@ def test_edits_whose_gaps_move_far_away_equal_recomputation(dtype, first_id):
             value = choices[rng.integers(4)]
             labels = labels.copy()
             labels[y : y + h, x : x + w] = value
-            live.update(labels, (slice(y, y + h), slice(x, x + w)))
+            apply_edit(live, how, labels, (slice(y, y + h), slice(x, x + w)))
             np.testing.assert_array_equal(live.weights, weight_map(labels, 3, 5, class_balance))
             np.testing.assert_array_equal(live.gapped, separation_borders(labels))
 
 
-def test_protection_decided_far_from_an_edit_is_followed():
+@pytest.mark.parametrize("how", ["update", "edit"])
+def test_protection_decided_far_from_an_edit_is_followed(how):
     # Which slivers are protected is settled over the whole image from none up: here
     # painting cell 6 at the left edge makes cell 1 the one to protect, 88 pixels
     # away, beyond the border term's reach (found by a review).
@@ -287,12 +297,13 @@ def test_protection_decided_far_from_an_edit_is_followed():
         [[0, 1, 0, 0, 3, 0, 0, 0, *far], [0, 1, 0, 0, 3, 1, 0, 0, *far[:84], 3, *far[85:]]],
         np.int32,
     )
-    live = WeightMap(labels)
-    edited = labels.copy()
-    edited[:, 0] = 6
-    live.update(edited, (slice(0, 2), slice(0, 1)))
-    np.testing.assert_array_equal(live.gapped, separation_borders(edited))
-    np.testing.assert_array_equal(live.weights, weight_map(edited))
+    labels = np.pad(labels, ((0, 0), (0, 2)), constant_values=99)  # not annotated
+    live = WeightMap(labels, ignore=99)
+    painted = labels.copy()
+    painted[:, 0] = 6
+    window = apply_edit(live, how, painted, (slice(0, 2), slice(0, 1)))
+    assert window == (slice(0, 2), slice(0, 99))  # computed whole
+    np.testing.assert_array_equal(live.weights, weight_map(painted, ignore=99))
 
 
 DIAGONAL_STRIPES = """
@@ -326,6 +337,18 @@ def test_update_takes_labels_of_another_dtype_and_refuses_stepped_regions():
     np.testing.assert_array_equal(live.weights, weight_map(wider))
     with pytest.raises(ValueError, match="no step"):
         live.update(wider, (slice(None, None, -1), slice(0, 20)))
+
+
+def test_edit_takes_values_of_another_dtype_and_refuses_another_shape():
+    labels = np.zeros((20, 20), np.uint8)
+    labels[2:8, 2:8] = 255
+    live = WeightMap(labels)
+    wider = labels.astype(np.int32)
+    wider[10:15, 10:15] = 256  # an id uint8 cannot hold
+    live.edit((slice(10, 15), slice(10, 15)), wider[10:15, 10:15])
+    np.testing.assert_array_equal(live.weights, weight_map(wider))
+    with pytest.raises(ValueError, match="shape"):
+        live.edit((slice(0, 3), slice(0, 3)), wider[:2, :3])
 
 
 def test_update_refuses_negative_labels_in_the_region():

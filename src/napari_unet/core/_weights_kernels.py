@@ -35,7 +35,7 @@ NONE = np.int32(2**30)
 _PARALLEL = threading.Lock()
 
 
-def _one_at_a_time(kernel):
+def one_at_a_time(kernel):
     """``kernel`` (a parallel one) called under :data:`_PARALLEL`."""
 
     def call(*args):
@@ -68,7 +68,7 @@ def _insert(label, d, l1, d1, l2, d2):
 BLOCK = 64
 
 
-@_one_at_a_time
+@one_at_a_time
 @numba.njit(cache=True, nogil=True, parallel=True)
 def column_pass(labels, cutoff, dist_dtype):
     """Per pixel: the two nearest distinct labels in its column within ``cutoff``.
@@ -160,7 +160,7 @@ def _lowest(v, f, base, n, k, x):
 ROWS = 16
 
 
-@_one_at_a_time
+@one_at_a_time
 @numba.njit(cache=True, nogil=True, parallel=True)
 def border_term(labels, lab1, dst1, lab2, dst2, w0, sigma, cutoff, out):
     """``w0 * exp(-(d1 + d2)**2 / (2 sigma**2))`` at background pixels, into ``out``.
@@ -243,7 +243,7 @@ def border_term(labels, lab1, dst1, lab2, dst2, w0, sigma, cutoff, out):
                 out[i, x] = w0 * math.exp(-s * s * scale) if best < far and s <= cutoff else 0.0
 
 
-@_one_at_a_time
+@one_at_a_time
 @numba.njit(cache=True, nogil=True, parallel=True)
 def compose(terms, background, foreground, out):
     """Eq. 2 from coded terms (see ``WeightMap.terms``): the border term plus
@@ -255,7 +255,7 @@ def compose(terms, background, foreground, out):
             out[i, j] = t + background if t >= 0 else (foreground if t == -1 else 0)
 
 
-@_one_at_a_time
+@one_at_a_time
 @numba.njit(cache=True, nogil=True, parallel=True)
 def border_sums(terms, out):
     """Per row of coded terms, the float64 sum of the border term (values >= 0), into

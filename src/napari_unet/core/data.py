@@ -153,10 +153,18 @@ def annotated_labels(
     else:
         painted = np.any(labels > 0, axis=(-2, -1), keepdims=True)
         region = np.broadcast_to(painted, labels.shape).copy()
+    labels, region = without_negatives(labels, region)
+    return as_instances(labels), region
+
+
+def without_negatives(labels: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, region)`` with negative labels (pixels marked as not annotated) made
+    0 and taken out of ``region``, which is changed in place: the part of reading
+    painted labels that looks at each pixel alone."""
     if labels.dtype != bool and labels.min(initial=0) < 0:
         region &= labels >= 0
         labels = np.where(labels < 0, 0, labels)
-    return as_instances(labels), region
+    return labels, region
 
 
 def split_validation(pairs: list[Pair], fraction: float) -> tuple[list, list]:

@@ -26,6 +26,7 @@ from . import _separation_kernels as separation
 from . import _weights_kernels as kernels
 from .class_balance import balance, classes_of, coded_terms, counts
 from .id_boxes import IdBoxes
+from .label_checks import check_labels, check_parameters, ignore_mask
 from .windows import changed_window, grow_window, mask_window, union_window, window_within
 
 # Border-term values below this are written as 0 (the contract is 1e-5).
@@ -37,34 +38,6 @@ def cutoff(w0: float, sigma: float) -> float:
     if w0 <= TOLERANCE or sigma <= 0:
         return 0.0
     return sigma * math.sqrt(2.0 * math.log(w0 / TOLERANCE))
-
-
-def _check_labels(labels, name: str = "labels", window=None, ignore=None) -> np.ndarray:
-    """Validated labels; ``window``, if given, is the only part that can hold new
-    values (the rest was checked before), so only it is searched for negatives.
-    Pixels marked by ``ignore`` (a label value or a mask) may be negative."""
-    labels = np.asarray(labels)
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        raise ValueError(f"{name} must be integer instance labels; got dtype {labels.dtype}")
-    if labels.ndim not in (2, 3):
-        raise ValueError(
-            f"{name} must be 2D (Y, X) or a stack (Z, Y, X); got shape {labels.shape}"
-        )
-    if labels.dtype == bool:
-        labels = labels.astype(np.uint8)
-    searched = labels if window is None else labels[window]
-    if np.issubdtype(labels.dtype, np.signedinteger) and searched.size and searched.min() < 0:
-        negative = searched < 0
-        if ignore is not None:
-            marked = _ignore_mask(labels, ignore)
-            negative &= ~(marked if window is None else marked[window])
-        if not negative.any():
-            return labels
-        raise ValueError(
-            f"{name} must not be negative (0 is background); mark unannotated "
-            "pixels with the ignore argument instead"
-        )
-    return labels
 
 
 def _per_slice(function, labels: np.ndarray, dtype, *args) -> np.ndarray:
@@ -117,7 +90,7 @@ def separation_borders(labels: np.ndarray) -> np.ndarray:
     -------
     ndarray, same shape and dtype as ``labels``
     """
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     return _per_slice(_gapped, labels, labels.dtype)
 
 
@@ -149,27 +122,9 @@ def border_weight(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> n
         ``w0 * exp(-(d1 + d2)**2 / (2 sigma**2))`` on background pixels; 0 on
         instance pixels, and everywhere when there are fewer than two instances.
     """
-    labels = _check_labels(labels)
-    _check_parameters(w0, sigma)
+    labels = check_labels(labels)
+    check_parameters(w0, sigma)
     return _per_slice(_border_2d, labels, np.float32, w0, sigma)
-
-
-def _check_parameters(w0: float, sigma: float) -> None:
-    if not (math.isfinite(w0) and w0 >= 0):
-        raise ValueError(f"w0 must be a finite number >= 0; got {w0}")
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a positive number of pixels; got {sigma}")
-
-
-def _ignore_mask(labels: np.ndarray, ignore) -> np.ndarray | None:
-    if ignore is None:
-        return None
-    if np.ndim(ignore) == 0:
-        return labels == ignore
-    mask = np.asarray(ignore, bool)
-    if mask.shape != labels.shape:
-        raise ValueError(f"the ignore mask has shape {mask.shape}; the labels {labels.shape}")
-    return mask
 
 
 def weight_map(
@@ -199,9 +154,9 @@ def weight_map(
     -------
     ndarray, float32, same shape as ``labels``
     """
-    labels = _check_labels(labels, ignore=ignore)
-    _check_parameters(w0, sigma)
-    mask = _ignore_mask(labels, ignore)
+    labels = check_labels(labels, ignore=ignore)
+    check_parameters(w0, sigma)
+    mask = ignore_mask(labels, ignore)
     if mask is not None:
         labels = np.where(mask, labels.dtype.type(0), labels)
     out = np.empty(labels.shape, np.float32)
@@ -264,10 +219,10 @@ class WeightMap:
         class_balance: bool = True,
         ignore: int | None = None,
     ):
-        labels = _check_labels(labels, ignore=ignore)
+        labels = check_labels(labels, ignore=ignore)
         if labels.ndim != 2:
             raise ValueError(f"WeightMap takes one 2D plane; got shape {labels.shape}")
-        _check_parameters(w0, sigma)
+        check_parameters(w0, sigma)
         self.w0, self.sigma, self.class_balance, self.ignore = w0, sigma, class_balance, ignore
         self.reach = math.ceil(cutoff(w0, sigma)) + 1
         self.weights = np.empty(labels.shape, np.float32)
@@ -309,23 +264,50 @@ class WeightMap:
         the map already holds. Returns the window of :attr:`weights` that changed
         (the whole map when the class-balance weights moved).
         """
-        if any(s.step not in (None, 1) for s in region):
-            raise ValueError(f"the region must be slices with no step; got {region}")
-        labels = _check_labels(labels, window=region, ignore=self.ignore)
-        shape = self.labels.shape
-        if labels.shape != shape:
-            raise ValueError(f"labels changed shape from {shape} to {labels.shape}")
-        whole = (slice(0, shape[0]), slice(0, shape[1]))
+        region = self._window(region)
+        labels = check_labels(labels, window=region, ignore=self.ignore)
+        if labels.shape != self.labels.shape:
+            raise ValueError(f"labels changed shape from {self.labels.shape} to {labels.shape}")
         if labels.dtype != self.labels.dtype:  # ids the old type cannot hold, maybe
             self._full(labels)
-            return whole
-        region = grow_window(region, 0, shape)
+            return self._window((slice(None), slice(None)))
+        return self._edit(labels[region], region)
+
+    def edit(self, region: tuple[slice, slice], values: np.ndarray) -> tuple[slice, slice]:
+        """:meth:`update` given only the new labels of ``region``, ``values``: no
+        plane of labels to make or read for an edit of a few pixels."""
+        region = self._window(region)
+        values = check_labels(values, "values", ignore=self.ignore)
+        shape = tuple(s.stop - s.start for s in region)
+        if values.shape != shape:
+            raise ValueError(f"the values have shape {values.shape}; the region {shape}")
+        if not np.can_cast(values.dtype, self.labels.dtype):
+            labels = self._given().astype(np.result_type(values, self.labels))
+            labels[region] = values
+            self._full(labels)
+            return self._window((slice(None), slice(None)))
+        return self._edit(values, region)
+
+    def _window(self, region) -> tuple[slice, slice]:
+        if any(s.step not in (None, 1) for s in region):
+            raise ValueError(f"the region must be slices with no step; got {region}")
+        return grow_window(region, 0, self.labels.shape)
+
+    def _given(self) -> np.ndarray:
+        """The labels as last given, ``ignore`` where unannotated."""
+        if self.unannotated is None or not self.unannotated.any():
+            return self.labels
+        return np.where(self.unannotated, self.labels.dtype.type(self.ignore), self.labels)
+
+    def _edit(self, values: np.ndarray, region: tuple[slice, slice]) -> tuple[slice, slice]:
+        shape = self.labels.shape
+        whole = (slice(0, shape[0]), slice(0, shape[1]))
         before = self.labels[region].copy()
         if self.unannotated is None:
-            self.labels[region] = labels[region]
+            self.labels[region] = values
         else:
-            self.unannotated[region] = labels[region] == self.ignore
-            self.labels[region] = np.where(self.unannotated[region], 0, labels[region])
+            self.unannotated[region] = values == self.ignore
+            self.labels[region] = np.where(self.unannotated[region], 0, values)
         self._id_boxes.edited(self.labels, region)
         # The gaps change where a pixel's neighbourhood did, and along the chains
         # of instances that giving way passes on (separation.regap), in every round.
@@ -336,14 +318,14 @@ class WeightMap:
                 self.labels, protected, gapped, rows.start, rows.stop, cols.start, cols.stop
             )
             if box[0] < 0:  # a long chain of falling ids: settled whole, in linear time
-                self._full(labels)
+                self._full(self._given())
                 return whole
             touched = region
             if box[0] < box[1]:
                 touched = union_window(region, (slice(box[0], box[1]), slice(box[2], box[3])))
             now, gone = self._lost(before, touched, gapped, lost, gone)
             if not np.array_equal(np.setdiff1d(now, protected), lost):
-                self._full(labels)  # another protection: settled from none up
+                self._full(self._given())  # another protection: settled from none up
                 return whole
         out = grow_window(touched, self.reach, shape)  # where the border term can change
         crop = grow_window(out, self.reach + 1, shape)

@@ -1,0 +1,53 @@
+"""Validation of the labels and parameters that :mod:`.weights` takes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def check_labels(labels, name: str = "labels", window=None, ignore=None) -> np.ndarray:
+    """Validated labels; ``window``, if given, is the only part that can hold new
+    values (the rest was checked before), so only it is searched for negatives.
+    Pixels marked by ``ignore`` (a label value or a mask) may be negative."""
+    labels = np.asarray(labels)
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise ValueError(f"{name} must be integer instance labels; got dtype {labels.dtype}")
+    if labels.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must be 2D (Y, X) or a stack (Z, Y, X); got shape {labels.shape}"
+        )
+    if labels.dtype == bool:
+        labels = labels.astype(np.uint8)
+    searched = labels if window is None else labels[window]
+    if np.issubdtype(labels.dtype, np.signedinteger) and searched.size and searched.min() < 0:
+        negative = searched < 0
+        if ignore is not None:
+            marked = ignore_mask(labels, ignore)
+            negative &= ~(marked if window is None else marked[window])
+        if not negative.any():
+            return labels
+        raise ValueError(
+            f"{name} must not be negative (0 is background); mark unannotated "
+            "pixels with the ignore argument instead"
+        )
+    return labels
+
+
+def check_parameters(w0: float, sigma: float) -> None:
+    if not (math.isfinite(w0) and w0 >= 0):
+        raise ValueError(f"w0 must be a finite number >= 0; got {w0}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be a positive number of pixels; got {sigma}")
+
+
+def ignore_mask(labels: np.ndarray, ignore) -> np.ndarray | None:
+    if ignore is None:
+        return None
+    if np.ndim(ignore) == 0:
+        return labels == ignore
+    mask = np.asarray(ignore, bool)
+    if mask.shape != labels.shape:
+        raise ValueError(f"the ignore mask has shape {mask.shape}; the labels {labels.shape}")
+    return mask

@@ -1,0 +1,26 @@
+import numpy as np
+import pytest
+
+from napari_unet.core.windows import changed_window, mask_window
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint64, np.int8, bool])
+def test_changed_window_is_the_box_of_the_differences(dtype):
+    rng = np.random.default_rng(1)
+    for _ in range(400):
+        shape = tuple(int(n) for n in rng.integers(1, 14, 2))
+        old = rng.integers(0, 3, shape).astype(dtype)
+        new = old.copy()
+        for _ in range(rng.integers(0, 4)):  # none, one or a few pixels, anywhere
+            y, x = rng.integers(0, shape[0]), rng.integers(0, shape[1])
+            new[y, x] = not new[y, x] if dtype is bool else new[y, x] + 1
+        assert changed_window(old, new) == mask_window(old != new)
+
+
+def test_changed_window_reads_views():
+    old = np.zeros((3, 30, 40), np.int64)
+    new = old.copy()
+    new[1, 4, 9] = new[1, 20, 3] = 5
+    assert changed_window(old[1], new[1]) == (slice(4, 21), slice(3, 10))
+    assert changed_window(old[1, :, 1::2], new[1, :, 1::2]) == (slice(4, 21), slice(1, 5))
+    assert changed_window(old[0], new[0]) is None
