@@ -1,6 +1,7 @@
 """What the Weight map dock costs per edit on large labels: time on the GUI thread
-(which napari cannot redraw meanwhile) and in the worker, for brush strokes, undo
-and, for a stack, scrolling to other slices.
+(which napari cannot redraw meanwhile: starting the run, then drawing each slice
+it yields into the weights layer) and in the worker, for brush strokes, undo and,
+for a stack, scrolling to other slices.
 
     xvfb-run -a python benchmarks/bench_weight_dock.py --shape 4096 4096
     xvfb-run -a python benchmarks/bench_weight_dock.py --shape 20 2048 2048
@@ -20,10 +21,16 @@ from qtpy.QtWidgets import QApplication
 from napari_unet._widgets import weights
 
 
-def timed(record: list):
+def timed(record: list, drawn: list):
     """Wrap the dock's ``_begin`` (GUI thread) and ``weights_job`` (worker) so that
-    each run appends ``(GUI seconds, worker seconds)`` to ``record``."""
-    begin, job = weights.WeightsWidget._begin, weights.weights_job
+    each run appends ``(GUI seconds, worker seconds)`` to ``record``, and its
+    ``_on_plane`` (GUI thread) so that each slice drawn appends its seconds to
+    ``drawn``."""
+    begin, job, draw = (
+        weights.WeightsWidget._begin,
+        weights.weights_job,
+        weights.WeightsWidget._on_plane,
+    )
     gui = []
 
     def timed_begin(self):
@@ -38,22 +45,44 @@ def timed(record: list):
         record.append((gui.pop(0), time.perf_counter() - start))
         return message
 
+    def timed_draw(self, update):
+        start = time.perf_counter()
+        draw(self, update)
+        drawn.append(time.perf_counter() - start)
+
     weights.WeightsWidget._begin, weights.weights_job = timed_begin, timed_job
+    weights.WeightsWidget._on_plane = timed_draw
 
 
-def settle(widget) -> float:
-    app, start = QApplication.instance(), time.perf_counter()
-    while widget.busy:
-        app.processEvents()
-        time.sleep(0.002)
+def settle(widget, stalls: list | None = None) -> float:
+    """Process Qt events until the dock is idle, and then once more (the redraw);
+    append the longest the event loop was held at once (the GUI thread's longest
+    stall, napari's redraw of the canvas included) to ``stalls``."""
+    app, start, longest = QApplication.instance(), time.perf_counter(), 0.0
+    for last in (False, True):
+        while widget.busy or last:
+            step = time.perf_counter()
+            app.processEvents()
+            longest = max(longest, time.perf_counter() - step)
+            if last:
+                break
+            time.sleep(0.002)
+    if stalls is not None:
+        stalls.append(longest)
     return time.perf_counter() - start
 
 
-def report(name: str, record: list) -> None:
-    gui = " ".join(f"{g * 1e3:.0f}" for g, _ in record)
-    work = " ".join(f"{w * 1e3:.0f}" for _, w in record)
-    print(f"{name:8s} GUI thread ms: {gui:16s} worker ms: {work}")
-    record.clear()
+def report(name: str, record: list, drawn: list, stalls: list) -> None:
+    def ms(values):
+        return " ".join(f"{v * 1e3:.0f}" for v in values)
+
+    print(
+        f"{name:8s} GUI thread ms: {ms(g for g, _ in record):10s} "
+        f"drawing ms: {ms(drawn):10s} longest stall ms: {ms(stalls):10s} "
+        f"worker ms: {ms(w for _, w in record)}"
+    )
+    for values in (record, drawn, stalls):
+        values.clear()
 
 
 def main() -> None:
@@ -65,27 +94,28 @@ def main() -> None:
     plane[(yy % 64 > 60) | (xx % 64 > 60)] = 0
     labels = np.broadcast_to(plane.astype(np.int32), shape).copy()
 
-    record: list = []
-    timed(record)
-    viewer = napari.Viewer(show=False)
+    record, drawn, stalls = [], [], []
+    timed(record, drawn)
+    viewer = napari.Viewer()
     layer = viewer.add_labels(labels, name="cells labels")
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Weight map")
     print(f"## Weight map dock, labels {shape} int32, {len(np.unique(plane)) - 1} cells a slice")
     print(f"first map: {settle(widget):.1f} s")
-    record.clear()
+    for values in (record, drawn):
+        values.clear()
     layer.brush_size = 21
     for k in range(3):
         layer.paint((0,) * (len(shape) - 2) + (500 + 40 * k, 500), 5000 + k)
-        settle(widget)
-    report("strokes", record)
+        settle(widget, stalls)
+    report("strokes", record, drawn, stalls)
     if len(shape) == 3:
         for z in range(1, 4):
             viewer.dims.set_current_step(0, z)
-            settle(widget)
-        report("scroll", record)
+            settle(widget, stalls)
+        report("scroll", record, drawn, stalls)
     layer.undo()
-    settle(widget)
-    report("undo", record)
+    settle(widget, stalls)
+    report("undo", record, drawn, stalls)
     viewer.close()
 
 

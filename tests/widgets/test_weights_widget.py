@@ -3,7 +3,7 @@ from dataclasses import astuple
 import numpy as np
 import pytest
 
-from napari_unet._widgets import weights
+from napari_unet._widgets import _weights_job, weights
 from napari_unet._widgets._session import WeightSettings
 from napari_unet._widgets.weights import WeightsWidget
 from napari_unet.core.weights import WeightMap
@@ -40,8 +40,8 @@ def test_weights_follow_painting_and_controls(
     viewer_with_sample, qtbot, monkeypatch, defaults, loss_weights
 ):
     updates = []
-    update = WeightMap.update
-    monkeypatch.setattr(WeightMap, "update", lambda m, *a: updates.append(a[1]) or update(m, *a))
+    edit = WeightMap.edit
+    monkeypatch.setattr(WeightMap, "edit", lambda m, *a: updates.append(a[0]) or edit(m, *a))
     viewer = viewer_with_sample
     labels = viewer.layers["cells labels"]
     widget = plugin_widget(viewer)
@@ -191,7 +191,7 @@ def test_the_train_dock_and_this_one_share_the_weight_settings(
             built.append(args[1:4])
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(weights, "WeightMap", Counted)
+    monkeypatch.setattr(_weights_job, "WeightMap", Counted)
     viewer = viewer_with_sample
     widget = plugin_widget(viewer)
     _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
@@ -239,7 +239,7 @@ def test_a_deleted_weights_layer_comes_back_with_the_loss_weights(
     np.testing.assert_array_equal(shown(viewer), defaults(labels.data))
 
 
-def test_only_the_slices_that_changed_are_read_again(
+def test_only_the_slices_that_changed_are_read_again_and_only_where_they_did(
     make_napari_viewer, qtbot, monkeypatch, defaults
 ):
     viewer = make_napari_viewer()
@@ -250,22 +250,25 @@ def test_only_the_slices_that_changed_are_read_again(
     widget = WeightsWidget(viewer)
     assert widget.region.value is region
     settle(widget, qtbot)
-    read = []
-    target = weights._target
+    read, edits = [], []
+    target, edit = _weights_job._target, WeightMap.edit
     monkeypatch.setattr(
-        weights, "_target", lambda plane, r: read.append(plane) or target(plane, r)
+        _weights_job, "_target", lambda plane, r: read.append(plane) or target(plane, r)
     )
+    monkeypatch.setattr(WeightMap, "edit", lambda m, *a: edits.append((m, a[0])) or edit(m, *a))
+    maps = [plane.map for plane in widget._planes]
 
     viewer.dims.set_current_step(0, 2)  # scrolling starts a run that reads nothing again
     widget._live.start()
     settle(widget, qtbot)
-    assert read == []
+    assert read == [] and edits == []
     labels.data_setitem((np.array([2]), np.array([30]), np.array([30])), 7)
     settle(widget, qtbot)
-    assert len(read) == 1 and read[0][0, 30, 30] == 7
+    # No slice read whole: slice 2 in the box of its one changed pixel.
+    assert read == [] and edits == [(maps[2], (slice(30, 31), slice(30, 31)))]
     region.data_setitem((np.array([3]), np.array([10]), np.array([10])), 0)
     settle(widget, qtbot)
-    assert len(read) == 2
+    assert read == [] and edits[1:] == [(maps[3], (slice(10, 11), slice(10, 11)))]
     np.testing.assert_array_equal(
         shown(viewer, "nuclei weights"), defaults(labels.data, region.data != 0)
     )
@@ -285,9 +288,9 @@ def test_a_stroke_beside_an_unannotated_part_updates_only_around_it(
     assert widget.region.value is region
     settle(widget, qtbot)
     regions = []
-    update = WeightMap.update
+    edit = WeightMap.edit
     monkeypatch.setattr(
-        WeightMap, "update", lambda self, new, r: regions.append(r) or update(self, new, r)
+        WeightMap, "edit", lambda self, r, new: regions.append(r) or edit(self, r, new)
     )
     labels.data_setitem((np.array([30]), np.array([10])), 5)
     settle(widget, qtbot)

@@ -8,16 +8,15 @@ outline at 0 when "Ignore outline" is on (``core.outline``,
 reads them (``core.data.annotated_labels``: e.g. a plane of two values is a mask
 of cells, and without a region a slice with no cell is not annotated). Each
 slice keeps a :class:`~napari_unet.core.weights.WeightMap`; after an edit the
-worker compares the new labels with the slice's previous ones and recomputes
-only the window the edit can reach. Comparing, rather than reading the atoms of
-``events.paint``, also catches undo and redo, which emit no paint event. The
-work runs in one worker at a time, which reads the layers slice by slice (the
-GUI thread copies nothing); edits made meanwhile are picked up when it finishes.
+worker (``_weights_job``) compares the new labels with the slice's previous ones
+and recomputes only the window the edit can reach. Comparing, rather than
+reading the atoms of ``events.paint``, also catches undo and redo, which emit no
+paint event. The work runs in one worker at a time, which reads the layers slice
+by slice (the GUI thread copies nothing); edits made meanwhile are picked up when
+it finishes.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import napari
 import numpy as np
@@ -25,119 +24,10 @@ from magicgui.widgets import CheckBox, FloatSpinBox, Label, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
-from ..core.data import annotated_labels
-from ..core.outline import outline_update
-from ..core.weights import WeightMap
-from ._common import (
-    Dock,
-    FirstView,
-    LiveJob,
-    WeightControls,
-    ignore_outline_box,
-    on_removed,
-    planes_of,
-    read_before,
-)
+from ._common import Dock, FirstView, LiveJob, WeightControls, ignore_outline_box, on_removed
 from ._layers import DERIVED, Derived, cell_labels, placement
 from ._session import WeightSettings, session
-
-# The label value that marks unannotated pixels for WeightMap: ids this large are
-# never painted, and int64 holds every id a Labels layer can.
-IGNORE = np.iinfo(np.int64).max
-
-
-def with_region(labels: np.ndarray, annotated: np.ndarray) -> np.ndarray:
-    """int64 labels, with ``IGNORE`` outside the annotated region (a copy). uint64
-    ids too large for int64 (from 2**63) are numbered anew, 0 kept: the weights
-    depend only on which pixels share an id."""
-    if labels.dtype == np.uint64 and labels.max(initial=0) >= IGNORE:
-        values, index = np.unique(labels, return_inverse=True)
-        labels = index.reshape(labels.shape) + int(values[0] != 0)
-    out = labels.astype(np.int64)
-    out[~annotated] = IGNORE
-    return out
-
-
-@dataclass
-class Plane:
-    """A slice as the dock last read it, and the WeightMap computed from it (None
-    where nothing is annotated: its weights are all 0)."""
-
-    labels: np.ndarray  # (1, Y, X) for a slice of a stack: annotated_labels reads it as one
-    region: np.ndarray | None
-    map: WeightMap | None
-
-
-def weights_job(planes: list, labels, region, settings, redraw=False):
-    """Worker body: bring ``planes`` (one :class:`Plane` or None per slice) up to
-    date with the layers' data, ``labels`` and ``region`` (or None).
-
-    The data is read here, slice by slice, rather than copied whole on the GUI
-    thread: a slice equal to the one last read costs one comparison (scrolling
-    through a stack starts a run, as undo does), and a slice painted while it is
-    read is read again by the run that the paint schedules. Yields ``(slice
-    index, window, weights in the window)`` for each slice that changed, or for
-    every slice whole when ``redraw`` (the maps are unchanged but what is shown of
-    them is not: "Ignore outline" toggled, or the weights layer created again),
-    and returns "" or, for labels the core refuses, a message.
-    """
-    whole = (slice(None), slice(None))
-    eq2 = (settings.w0, settings.sigma, settings.class_balance)
-    try:
-        for z, (old, (live, live_region)) in enumerate(
-            zip(planes, planes_of(labels, region), strict=True)
-        ):
-            same = read_before(old, live, live_region)
-            kept = old is not None and old.map is not None
-            kept = kept and (old.map.w0, old.map.sigma, old.map.class_balance) == eq2
-            if same and (kept or old.map is None):
-                if not redraw:
-                    continue
-                window = whole
-            else:
-                plane = np.array(live)  # a copy: the layer may be painted meanwhile
-                plane_region = None if live_region is None else np.array(live_region)
-                target = _target(plane, plane_region)
-                if np.all(target == IGNORE):  # nothing annotated: no weight, no WeightMap
-                    planes[z] = Plane(plane, plane_region, None)
-                    window = whole
-                elif kept:
-                    window = old.map.changed(target)
-                    if window is not None:
-                        window = old.map.update(target, window)
-                    planes[z] = Plane(plane, plane_region, old.map)
-                    if redraw:
-                        window = whole
-                    elif window is None:  # e.g. painted outside the annotated region
-                        continue
-                else:
-                    weight_map = WeightMap(target, *eq2, ignore=IGNORE)
-                    planes[z] = Plane(plane, plane_region, weight_map)
-                    window = whole
-            yield z, *_shown(planes[z], window, settings.ignore_outline)
-    except ValueError as err:
-        return str(err)
-    return ""
-
-
-def _target(plane: np.ndarray, region: np.ndarray | None) -> np.ndarray:
-    """The labels a slice's WeightMap takes: read as training reads them, 2D, with
-    ``IGNORE`` where they are not annotated."""
-    instances, annotated = annotated_labels(plane, None if region is None else region != 0)
-    flat = plane.shape[-2:]
-    return with_region(instances.reshape(flat), annotated.reshape(flat))
-
-
-def _shown(plane: Plane, window, ignore_outline: bool):
-    """``(window, weights)``: the weights of ``window`` as the loss uses them, grown
-    to the outline pixels that change with it when the outline is ignored."""
-    weight_map = plane.map
-    if weight_map is None:
-        return window, np.zeros(plane.labels.shape[-2:], np.float32)[window]
-    if not ignore_outline:
-        return window, weight_map.weights[window].copy()
-    window, edges = outline_update(weight_map.gapped, window)
-    return window, np.where(edges, np.float32(0), weight_map.weights[window])
+from ._weights_job import weights_job
 
 
 class WeightsWidget(Dock):
