@@ -136,6 +136,23 @@ def test_the_preview_follows_a_renamed_image(viewer, qtbot):
     assert "nuclei preview" in names and "cells preview" not in names
 
 
+def test_the_preview_is_of_the_pair_being_worked_on(viewer, qtbot):
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    cells, labels = viewer.layers["cells"].data, viewer.layers["cells labels"].data
+    other = viewer.add_image(cells[:, ::-1].copy(), name="other")
+    widget.image.value = other
+    widget.labels_layer.value = viewer.add_labels(labels[:, ::-1].copy(), name="other labels")
+    widget.add_pair()
+    viewer.layers.selection.active = viewer.layers["other labels"]  # painting the second
+    train_steps(widget, qtbot, 1)
+    names = [layer.name for layer in viewer.layers]
+    assert "other preview" in names and "cells preview" not in names
+    viewer.layers.selection.active = viewer.layers["cells"]  # and now the first
+    train_steps(widget, qtbot, 1)
+    assert "cells preview" in [layer.name for layer in viewer.layers]
+
+
 def test_stop_while_paused_ends_training(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)

@@ -1,5 +1,6 @@
-"""The Train dock's preview: the cell probability of the first training image (of
-a stack, the slice in view), drawn over it while the model trains."""
+"""The Train dock's preview: the cell probability of a training image (the one
+selected, else the first; of a stack, the slice in view), drawn over it while
+the model trains."""
 
 from __future__ import annotations
 

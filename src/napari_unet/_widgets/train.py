@@ -275,7 +275,8 @@ class TrainWidget(Dock):
             device=self.device.value,
             out=str(out),
         )
-        preview = self._preview.prepare(annotations[0].image, images[0])
+        shown = self._previewed(annotations)
+        preview = self._preview.prepare(annotations[shown].image, images[shown])
         self._job = TrainJob(
             images,
             labels,
@@ -301,6 +302,12 @@ class TrainWidget(Dock):
         self.status.value = f"preparing the training set to {how}..."
         self._started = time.monotonic()
         start_long(self._worker)
+
+    def _previewed(self, annotations) -> int:
+        """The pair to preview: the one whose image or labels layer is selected (the
+        one being worked on), else the first."""
+        active = self._viewer.layers.selection.active
+        return next((k for k, a in enumerate(annotations) if active in a.layers()), 0)
 
     def toggle_pause(self) -> None:
         if self._job is None:
