@@ -183,3 +183,36 @@ def test_as_instances_reads_two_valued_planes_as_masks():
     full = np.full((4, 4), 3)
     full[:, 2:] = 5  # no background: the larger value is the cell
     assert np.array_equal(as_instances(full) > 0, full == 5)
+
+
+def _pairs_by_shifts(plane) -> int:
+    """Touching pairs counted the plain way: every 8-neighbour contact, sorted."""
+    shifts = [
+        (plane[:, :-1], plane[:, 1:]),
+        (plane[:-1, :], plane[1:, :]),
+        (plane[:-1, :-1], plane[1:, 1:]),
+        (plane[:-1, 1:], plane[1:, :-1]),
+    ]
+    pairs = {
+        (min(a, b), max(a, b))
+        for x, y in shifts
+        for a, b in zip(x.ravel().tolist(), y.ravel().tolist(), strict=True)
+        if a != b and a != 0 and b != 0
+    }
+    return len(pairs)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int64, np.uint8, np.uint64])
+def test_counts_equal_a_sort_of_every_pixel_and_contact(dtype):
+    rng = np.random.default_rng(4)
+    for _ in range(150):
+        shape = tuple(int(n) for n in rng.integers(1, 12, rng.integers(2, 4)))
+        labels = rng.integers(0, 5, shape)
+        if dtype == np.uint64:  # ids near 2**64
+            labels = np.where(labels > 0, np.uint64(2**64 - 10) + labels.astype(np.uint64), 0)
+        elif np.issubdtype(dtype, np.signedinteger):
+            labels = labels - (rng.random(shape) < 0.1)  # a few -1, counted as ids
+        labels = labels.astype(dtype)
+        planes = labels if labels.ndim == 3 else labels[None]
+        assert cell_count(labels) == sum(np.count_nonzero(np.unique(p)) for p in planes)
+        assert touching_pairs(labels) == sum(_pairs_by_shifts(p) for p in planes)

@@ -24,6 +24,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.segmentation import expand_labels
 
+from ._count_kernels import contact_pairs, run_ids
 from .windows import grow_window, window_within
 
 _ROWS = 256  # rows at a time in passes over whole planes or bands
@@ -291,7 +292,7 @@ def cell_count(labels: np.ndarray) -> int:
     ----------
     labels : ndarray, integer, shape ``(Y, X)`` or ``(Z, Y, X)``
     """
-    return sum(np.count_nonzero(np.unique(plane)) for plane in _planes(labels))
+    return sum(np.count_nonzero(np.unique(run_ids(plane))) for plane in _planes(labels))
 
 
 def touching_pairs(labels: np.ndarray) -> int:
@@ -305,18 +306,4 @@ def touching_pairs(labels: np.ndarray) -> int:
     labels : ndarray, integer, shape ``(Y, X)`` or ``(Z, Y, X)``
         0 is background.
     """
-    total = 0
-    for plane in _planes(labels):
-        # Right, down, down-right and down-left cover every 8-neighbour pair once.
-        shifts = [
-            (plane[:, :-1], plane[:, 1:]),
-            (plane[:-1, :], plane[1:, :]),
-            (plane[:-1, :-1], plane[1:, 1:]),
-            (plane[:-1, 1:], plane[1:, :-1]),
-        ]
-        pairs = []
-        for a, b in shifts:
-            contact = (a != b) & (a != 0) & (b != 0)
-            pairs.append(np.stack([np.minimum(a, b)[contact], np.maximum(a, b)[contact]], 1))
-        total += len(np.unique(np.concatenate(pairs), axis=0))
-    return total
+    return sum(len(np.unique(contact_pairs(plane), axis=0)) for plane in _planes(labels))
