@@ -2,7 +2,7 @@ import numpy as np
 from app_model.types import KeyBinding
 
 from napari_unet._widgets._session import session
-from napari_unet._widgets.annotate import AnnotateWidget
+from napari_unet._widgets.annotate import AnnotateWidget, spans
 from napari_unet.core.instances import touching_pairs
 from napari_unet.core.weights import separation_borders
 
@@ -106,7 +106,9 @@ def test_stacks_and_several_pairs(make_napari_viewer, qtbot):
     stack_labels.refresh()
     settle(widget, qtbot)
     # slice 0 has no cell and no region says otherwise: training leaves it out
-    assert widget.counts.value == "2 cells, 0 touching pairs, 0 gap pixels over 2 of 3 slices"
+    assert widget.counts.value == (
+        "2 cells, 0 touching pairs, 0 gap pixels over 2 of 3 slices (1-2)"
+    )
     widget.add_to_training_set()
 
     widget.image.value = flat
@@ -317,7 +319,7 @@ def test_scrolling_a_stack_does_not_count_it_again_and_a_stroke_counts_its_slice
     settle(widget, qtbot)
     # A stroke recounts its slice, not the stack.
     assert counted == [(1, 30, 30)] and widget.counts.value.startswith("2 cells")
-    assert widget.counts.value.endswith("over 2 of 4 slices")
+    assert widget.counts.value.endswith("over 2 of 4 slices (1, 3)")
     np.testing.assert_array_equal(
         viewer.layers["stack labels gaps"].data, np.zeros((4, 30, 30), np.uint8)
     )
@@ -380,3 +382,10 @@ def test_layers_made_for_a_calibrated_image_keep_its_units(make_napari_viewer, q
     for layer in (labels, region, viewer.layers["nuclei labels gaps"]):
         assert [str(u) for u in layer.units] == ["micrometer"] * 2
     assert str(viewer.layers.extent.units[-1]) == "micrometer"  # not dropped as mixed
+
+
+def test_the_slices_taken_are_named_in_runs():
+    assert spans([]) == ""
+    assert spans([4]) == "4"
+    assert spans([0, 1, 2, 3, 4, 7, 9, 10, 11, 12]) == "0-4, 7, 9-12"
+    assert spans([0, 2, 4, 6, 8, 10, 12, 14]) == "0, 2, 4, 6, 8, 10, ..."

@@ -32,7 +32,7 @@ class Summary:
     cells: int = 0
     pairs: int = 0
     gaps: np.ndarray | None = None
-    slices: int = 0  # of a stack, those training takes (with annotated pixels)
+    slices: list = field(default_factory=list)  # of a stack, those training takes
     message: str = ""
     planes: list = field(default_factory=list)  # of Counted
 
@@ -71,7 +71,7 @@ def summary_job(labels, region, seen: Summary | None = None) -> Summary | None:
         cells=sum(p.cells for p in planes),
         pairs=sum(p.pairs for p in planes),
         gaps=np.concatenate([p.gaps for p in planes]) if stack else planes[0].gaps,
-        slices=sum(p.annotated for p in planes) if stack else 0,
+        slices=[z for z, p in enumerate(planes) if p.annotated] if stack else [],
         planes=planes,
     )
 

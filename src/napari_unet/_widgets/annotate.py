@@ -318,7 +318,9 @@ class AnnotateWidget(Dock):
             return None
         slices = ""
         if labels.ndim == 3:
-            slices = f" over {summary.slices} of {labels.data.shape[0]} slices"
+            taken = summary.slices
+            slices = f" over {len(taken)} of {labels.data.shape[0]} slices"
+            slices += f" ({spans(taken)})" if taken else ""
         self.counts.value = (
             f"{summary.cells} cells, {summary.pairs} touching pairs, "
             f"{int(summary.gaps.sum())} gap pixels{slices}"
@@ -370,6 +372,19 @@ class AnnotateWidget(Dock):
         if active is not None:
             self._viewer.layers.selection.active = active
         return layer
+
+
+def spans(indices: list[int], most: int = 6) -> str:
+    """Sorted slice indices as runs, "0-4, 7, 9-12", the first ``most`` of them: a
+    slice taken by a stray dab of paint shows, as napari's slider numbers it."""
+    runs = []
+    for z in indices:
+        if runs and z == runs[-1][1] + 1:
+            runs[-1][1] = z
+        else:
+            runs.append([z, z])
+    text = [f"{a}-{b}" if b > a else f"{a}" for a, b in runs[:most]]
+    return ", ".join(text + (["..."] if len(runs) > most else []))
 
 
 def describe(annotation) -> str:
