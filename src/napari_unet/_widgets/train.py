@@ -111,7 +111,9 @@ class TrainWidget(Dock):
         self.minutes = FloatSpinBox(label="Minutes", value=2.0, min=0.1, max=10000, step=0.5)
         # Width, padding, tile and batch are set by _device_defaults.
         self._on_gpu: bool | None = None
-        self.tile = SpinBox(label="Tile (output px)", min=4, max=4096, step=4)
+        self.tile = SpinBox(
+            label="Tile", min=4, max=4096, step=4, tooltip="Output pixels per tile side"
+        )
         self.batch = SpinBox(label="Batch", min=1, max=64)
         self.lr = FloatSpinBox(
             label="Learning rate", value=TrainConfig.lr, min=1e-6, max=1, step=1e-4
@@ -148,10 +150,11 @@ class TrainWidget(Dock):
                 self.start_from,
                 self.device,
                 row(self.net_depth, self.net_width),
+                row(self.padding, self.batch),
                 row(self.minutes, self.tile),
-                row(self.batch, self.lr),
+                self.lr,
                 row(self.w0, self.sigma),
-                row(self.padding, self.class_balance, self.ignore_outline),
+                row(self.class_balance, self.ignore_outline, labels=False),
                 self.val_fraction,
                 row(self.train_button, self.pause_button, self.stop_button, labels=False),
                 self.progress,
