@@ -84,6 +84,16 @@ def test_predict_tiff_and_png(model_file, tmp_path, rng, flags, tta):
     assert tifffile.imread(out / "b_labels.tif").shape == (40, 56)
 
 
+def test_predict_says_which_earlier_results_it_replaces(model_file, tmp_path, rng, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", rng.random((20, 24), dtype=np.float32))
+    run = ["predict", "--model", str(model_file), str(tmp_path / "a.tif"), "--no-tta"]
+    run += ["--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(run) == 0
+    assert "replacing" not in capsys.readouterr().out
+    assert main(run) == 0
+    assert "(replacing the earlier a_labels.tif, a_probabilities.tif)" in capsys.readouterr().out
+
+
 def test_predict_keeps_dotted_names_apart_and_refuses_clashes(model_file, tmp_path, rng):
     for name in ("well.A1.tif", "well.B2.tif", "c.ome.tif"):
         tifffile.imwrite(tmp_path / name, rng.random((20, 24), dtype=np.float32))

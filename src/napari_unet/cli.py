@@ -122,6 +122,8 @@ def predict_command(args: argparse.Namespace) -> None:
         spatial, is_stack = check_input(model, image)
         shape = (model.n_classes, *spatial)
         large = hasattr(image, "chunks") or np.prod(spatial) > ZARR_PIXELS
+        written = ["zarr"] if large else ["labels", "probabilities"]
+        replaced = [results[k].name for k in written if results[k].exists()]
         with tqdm(desc=path.name, unit="tile", file=sys.stderr) as bar:
             progress = _BarProgress(bar)
             if large:
@@ -151,7 +153,7 @@ def predict_command(args: argparse.Namespace) -> None:
                     labels[(*at, *window)] = np.where(block > 0, block + last, 0)
                     top = max(top, int(block.max(initial=0)))
                 last += top
-            print(f"{path.name}: wrote {results['zarr']}")
+            print(f"{path.name}: wrote {results['zarr']}{_replacing(replaced)}")
         else:
             labels = to_instances(probs, args.threshold, args.min_size)
             for name, data in (("probabilities", probs), ("labels", labels)):
@@ -161,7 +163,11 @@ def predict_command(args: argparse.Namespace) -> None:
                     compression="zlib",
                     photometric="minisblack",
                 )
-            print(f"{path.name}: {labels.max()} instances -> {args.out}")
+            print(f"{path.name}: {labels.max()} instances -> {args.out}{_replacing(replaced)}")
+
+
+def _replacing(names: list[str]) -> str:
+    return f" (replacing the earlier {', '.join(names)})" if names else ""
 
 
 def _pair_names(images, labels) -> list[str]:

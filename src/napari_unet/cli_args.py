@@ -94,7 +94,8 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         "predict",
         help="segment images with a trained model",
         description="Exact overlap-tile prediction; writes <name>_labels.tif and "
-        "<name>_probabilities.tif, or <name>.zarr for large or zarr inputs.",
+        "<name>_probabilities.tif (classes first: background, then cells), or "
+        "<name>.zarr for large or zarr inputs, replacing earlier results of those names.",
     )
     predict.add_argument(
         "images",
@@ -104,7 +105,13 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         help="TIFF, PNG, zarr array or any image scikit-image reads",
     )
     predict.add_argument("--model", required=True, type=Path, help="a .safetensors model file")
-    predict.add_argument("--out", required=True, type=Path, help="folder for the results")
+    predict.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="folder for the results (made if missing); earlier results there of the same "
+        "names are replaced, and said so",
+    )
     add_tta_flag(predict)
     predict.add_argument(
         "--tile",
