@@ -70,6 +70,22 @@ def test_predict_adds_probability_and_labels_layers(viewer_with_sample, model_fi
     assert widget.status.value == "Choose a model file (.safetensors) to predict with."
 
 
+def test_a_stack_is_predicted_slice_by_slice_and_said_so(make_napari_viewer, model_file, qtbot):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.random((3, 48, 48), dtype=np.float32), name="stack")
+    widget = plugin_widget(viewer)
+    widget.model_file.value, widget.tile.value = model_file, 32
+    widget.start()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    labels = viewer.layers["stack labels"].data
+    assert labels.shape == (3, 48, 48)
+    held = sum(bool(plane.any()) for plane in labels)
+    assert widget.status.value == (
+        f"stack: {labels.max()} cells found slice by slice, in {held} of 3 slices"
+    )
+
+
 def test_cancel_adds_nothing(viewer_with_sample, model_file, qtbot):
     widget = predicting(viewer_with_sample, model_file)
     widget.cancel()

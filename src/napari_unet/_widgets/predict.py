@@ -279,7 +279,11 @@ class PredictWidget(Dock):
         # user's own, "<image> predicted" says what it is better than napari's "[1]".
         new_name = f"{name} labels" if f"{name} labels" not in layers else f"{name} predicted"
         self._write(self._target, labels, new_name, where)
-        self.status.value = f"{name}: {int(labels.max())} cells found"
+        found = f"{name}: {int(labels.max())} cells found"
+        if labels.ndim == 3:  # ids run on from slice to slice: a nucleus counts per slice
+            held = np.count_nonzero(labels.reshape(len(labels), -1).any(axis=1))
+            found += f" slice by slice, in {held} of {len(labels)} slices"
+        self.status.value = found
         show_info(self.status.value)
 
     def _write(self, target, labels: np.ndarray, new_name: str, where: dict) -> None:
