@@ -1,22 +1,24 @@
 """The Weight map dock's worker against what training computes, over random
 edits that change how a slice reads: into and out of a mask of two values, a
 slice's last cell erased, pixels marked not annotated (negative), the region
-edited, uint64 ids that training numbers anew."""
+edited, uint64 ids that training numbers anew; with settings changed between
+runs, the shown weights drawn again, and maps dropped to save memory."""
 
-from dataclasses import astuple
+from dataclasses import astuple, replace
 
 import numpy as np
 import pytest
 
+from napari_unet._widgets import _weights_job
 from napari_unet._widgets._session import WeightSettings
 from napari_unet._widgets._weights_job import weights_job
 
 SETTINGS = WeightSettings(w0=3.0, sigma=2.0, class_balance=True, ignore_outline=True)
 
 
-def shown_after_runs(planes, labels, region, shown) -> None:
+def shown_after_runs(planes, labels, region, shown, settings=SETTINGS, redraw=False) -> None:
     """Run the worker once and draw what it yields into ``shown``, as the dock does."""
-    job = weights_job(planes, labels, region, SETTINGS)
+    job = weights_job(planes, labels, region, settings, redraw)
     while True:
         try:
             z, window, values = next(job)
@@ -49,7 +51,11 @@ def painted(rng, shape, dtype) -> tuple[np.ndarray, np.ndarray]:
         ((22, 28), np.int64, True),
     ],
 )
-def test_random_edits_equal_the_weights_training_uses(loss_weights, shape, dtype, with_region):
+@pytest.mark.parametrize("budget", [0, _weights_job.MAPS_BUDGET])  # 0: one map kept
+def test_random_edits_equal_the_weights_training_uses(
+    loss_weights, monkeypatch, shape, dtype, with_region, budget
+):
+    monkeypatch.setattr(_weights_job, "MAPS_BUDGET", budget)
     rng = np.random.default_rng(sum(shape))
     signed = np.issubdtype(dtype, np.signedinteger)
     for _ in range(15):
@@ -72,7 +78,12 @@ def test_random_edits_equal_the_weights_training_uses(loss_weights, shape, dtype
                 choices = [0, 0, 1, 2, int(labels.max()) + 1]
                 choices += [-1] if signed else [2**63 + 5] if dtype == np.uint64 else []
                 labels[where] = choices[rng.integers(len(choices))]
-            shown_after_runs(planes, labels, region, shown)
+            # Now and then other settings, or the weights drawn again (as when the
+            # outline is toggled or the layer made again).
+            settings = replace(SETTINGS, w0=4.0) if rng.random() < 0.2 else SETTINGS
+            shown_after_runs(planes, labels, region, shown, settings, rng.random() < 0.2)
             annotated = None if region is None else region != 0
-            expected = loss_weights(labels, *astuple(SETTINGS), annotated=annotated)
+            expected = loss_weights(labels, *astuple(settings), annotated=annotated)
             np.testing.assert_array_equal(shown, expected)
+            kept = sum(p is not None and p.map is not None for p in planes)
+            assert kept <= 1 if budget == 0 else kept == sum(p.eq2 is not None for p in planes)

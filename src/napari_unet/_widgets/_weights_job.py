@@ -4,6 +4,7 @@ No Qt here: the dock runs :func:`weights_job` in a thread."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,10 +32,18 @@ def with_region(labels: np.ndarray, annotated: np.ndarray) -> np.ndarray:
     return out
 
 
+# Bytes of WeightMaps kept at once (512 MiB). A map holds about 25 bytes a pixel
+# (100 MB for a 2048x2048 slice, 6 times int32 labels): of a large stack, the dock
+# keeps the maps of the slices last used, and computes a slice whose map it
+# dropped again whole when it is edited (a 20x2048x2048 stack took 2.7 GB).
+MAPS_BUDGET = 1 << 29
+_CLOCK = itertools.count()
+
+
 @dataclass
 class Plane:
     """A slice as the dock last read it, and the WeightMap computed from it (None
-    where nothing is annotated: its weights are all 0)."""
+    where nothing is annotated, or dropped to save memory)."""
 
     labels: np.ndarray  # (1, Y, X) for a slice of a stack: annotated_labels reads it as one
     region: np.ndarray | None
@@ -43,6 +52,11 @@ class Plane:
     # None: while an edit leaves them, the slice is neither a mask nor cell-free,
     # so it reads pixel by pixel and the edit can be read alone (see _edit).
     witnesses: tuple | None = None
+    # (w0, sigma, class_balance) and class weights of the weights shown; None:
+    # nothing annotated, all 0.
+    eq2: tuple | None = None
+    classes: tuple = (1.0, 1.0)
+    used: int = 0  # when its map was last used
 
 
 def _witnesses(plane: np.ndarray) -> tuple | None:
@@ -80,16 +94,19 @@ def weights_job(planes: list, labels, region, settings, redraw=False):
         for z, (old, (live, live_region)) in enumerate(
             zip(planes, planes_of(labels, region), strict=True)
         ):
-            kept = old is not None and old.map is not None
-            kept = kept and (old.map.w0, old.map.sigma, old.map.class_balance) == eq2
+            kept = old is not None and old.map is not None and old.eq2 == eq2
             if kept and not redraw:
                 alone, window = _edit(old, live, live_region)
                 if alone:
                     if window is not None:
+                        _used(planes, z)
                         yield z, *_shown(old, window, settings.ignore_outline)
                     continue
             same = read_before(old, live, live_region)
-            if same and (kept or old.map is None):
+            # Up to date: all 0, or computed with these settings (by a map still
+            # kept where the shown weights are drawn again).
+            shown = old is not None and old.eq2 == eq2 and (old.map is not None or not redraw)
+            if same and (old.eq2 is None or shown):
                 if not redraw:
                     continue
                 window = whole
@@ -104,19 +121,35 @@ def weights_job(planes: list, labels, region, settings, redraw=False):
                     window = old.map.changed(target)
                     if window is not None:
                         window = old.map.update(target, window)
-                    planes[z] = Plane(plane, plane_region, old.map, _witnesses(plane))
+                    planes[z] = Plane(plane, plane_region, old.map, _witnesses(plane), eq2)
+                    _used(planes, z)
                     if redraw:
                         window = whole
                     elif window is None:  # e.g. painted outside the annotated region
                         continue
                 else:
                     weight_map = WeightMap(target, *eq2, ignore=IGNORE)
-                    planes[z] = Plane(plane, plane_region, weight_map, _witnesses(plane))
+                    planes[z] = Plane(plane, plane_region, weight_map, _witnesses(plane), eq2)
+                    _used(planes, z)
                     window = whole
             yield z, *_shown(planes[z], window, settings.ignore_outline)
     except ValueError as err:
         return str(err)
     return ""
+
+
+def _used(planes: list, z: int) -> None:
+    """Note that slice ``z``'s map was used (and its class weights), and drop the
+    maps longest unused while they hold more than :data:`MAPS_BUDGET` (never the
+    one just used)."""
+    planes[z].used, planes[z].classes = next(_CLOCK), planes[z].map.classes
+    held = sorted((p for p in planes if p is not None and p.map is not None), key=lambda p: p.used)
+    total = sum(p.map.nbytes for p in held)
+    for plane in held[:-1]:
+        if total <= MAPS_BUDGET:
+            break
+        total -= plane.map.nbytes
+        plane.map = None
 
 
 def _edit(plane: Plane, live, live_region) -> tuple[bool, tuple | None]:

@@ -232,8 +232,8 @@ class WeightsWidget(Dock):
         """The most a pixel can weigh: w0 on the background's class weight, or the
         cells' class weight (which the balance can raise above that)."""
         w0 = self._settings.w0
-        maps = [p.map for p in self._planes if p is not None and p.map is not None]
-        return max((max(m.classes[0] + w0, m.classes[1]) for m in maps), default=w0 + 1.0)
+        weighed = [p.classes for p in self._planes if p is not None and p.eq2 is not None]
+        return max((max(wb + w0, wf) for wb, wf in weighed), default=w0 + 1.0)
 
     def _report(self, status: str, error: str):
         """Show ``status``; notify ``error`` once, not on every stroke."""

@@ -248,6 +248,14 @@ class WeightMap:
         self.classes = self._class_weights()
         self._compose(self.terms, self.weights)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays the map holds (the labels, each round's gaps, the
+        terms, the weights), for a viewer to bound what it keeps."""
+        rounds = (a for r in self.rounds for a in r)
+        held = (self.labels, self.unannotated, self.terms, self.weights, self.border_rows, *rounds)
+        return sum({id(a): a.nbytes for a in held if a is not None}.values())
+
     def _class_weights(self) -> tuple[float, float]:
         return balance(self.counts, self.border_rows) if self.class_balance else (1.0, 1.0)
 
