@@ -216,3 +216,9 @@ def test_counts_equal_a_sort_of_every_pixel_and_contact(dtype):
         planes = labels if labels.ndim == 3 else labels[None]
         assert cell_count(labels) == sum(np.count_nonzero(np.unique(p)) for p in planes)
         assert touching_pairs(labels) == sum(_pairs_by_shifts(p) for p in planes)
+
+
+def test_counts_of_big_endian_labels():
+    labels = np.zeros((6, 7), ">i4")
+    labels[1:3, 1:3], labels[1:3, 3:5] = 1, 2
+    assert cell_count(labels) == 2 and touching_pairs(labels) == 1

@@ -340,6 +340,26 @@ def test_labels_of_another_dtype_are_taken_and_stepped_regions_refused(how):
         apply_edit(live, how, wider, (slice(None, None, -1), slice(0, 20)))
 
 
+def test_edit_of_int64_values_into_uint64_ids_beyond_int64_stays_exact():
+    # int64 beside uint64 promotes to float64 in numpy, where ids past 2**53 merge
+    # (found by review).
+    labels = np.zeros((8, 8), np.uint64)
+    labels[1:4, 1:4], labels[4:7, 1:4] = 2**63 + 1, 2**63 + 2
+    live = WeightMap(labels, 3.0, 2.0)
+    live.edit((slice(5, 6), slice(5, 6)), np.array([[3]], np.int64))
+    labels[5, 5] = 3
+    assert live.gapped.dtype == np.uint64
+    np.testing.assert_array_equal(live.weights, weight_map(labels, 3.0, 2.0))
+
+
+def test_changed_compares_labels_of_another_dtype():
+    cells = np.zeros((6, 6), bool)  # kept as uint8
+    cells[1:3, 1:3] = True
+    painted = cells.astype(np.int16)
+    painted[4, 4] = 2
+    assert WeightMap(cells, 3.0, 2.0).changed(painted) == (slice(4, 5), slice(4, 5))
+
+
 def test_edit_refuses_values_of_another_shape_than_the_region():
     live = WeightMap(np.zeros((20, 20), np.int32))
     with pytest.raises(ValueError, match="shape"):

@@ -24,3 +24,14 @@ def test_changed_window_reads_views():
     assert changed_window(old[1], new[1]) == (slice(4, 21), slice(3, 10))
     assert changed_window(old[1, :, 1::2], new[1, :, 1::2]) == (slice(4, 21), slice(1, 5))
     assert changed_window(old[0], new[0]) is None
+
+
+def test_changed_window_of_other_dtypes_byte_orders_and_empty_shapes():
+    old = np.zeros((5, 6), np.uint8)
+    new = old.astype(np.int16)
+    new[2, 3] = -1
+    assert changed_window(old, new) == (slice(2, 3), slice(3, 4))
+    assert changed_window(old.astype(">i4"), new.astype(">i4")) == (slice(2, 3), slice(3, 4))
+    assert changed_window(np.zeros((4, 0), np.int32), np.zeros((4, 0), np.int32)) is None
+    with pytest.raises(ValueError, match="shapes"):
+        changed_window(old, old[:3])

@@ -87,3 +87,11 @@ def test_random_edits_equal_the_weights_training_uses(
             np.testing.assert_array_equal(shown, expected)
             kept = sum(p is not None and p.map is not None for p in planes)
             assert kept <= 1 if budget == 0 else kept == sum(p.eq2 is not None for p in planes)
+
+
+def test_an_id_of_the_value_that_marks_unannotated_pixels_is_a_cell(loss_weights):
+    labels = np.zeros((12, 14), np.int64)
+    labels[2:6, 2:6], labels[2:6, 6:10], labels[8:11, 3:7] = 1, 2, 2**63 - 1
+    shown = np.zeros(labels.shape, np.float32)
+    shown_after_runs([None], labels, None, shown)
+    np.testing.assert_array_equal(shown, loss_weights(labels, *astuple(SETTINGS)))

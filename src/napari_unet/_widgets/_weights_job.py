@@ -20,11 +20,16 @@ from ._common import planes_of, read_before
 IGNORE = np.iinfo(np.int64).max
 
 
+def _numbered_anew(labels: np.ndarray) -> bool:
+    """Whether ``labels`` hold an id that ``IGNORE`` (2**63 - 1) or int64 cannot."""
+    return labels.dtype.itemsize == 8 and labels.max(initial=0) >= IGNORE
+
+
 def with_region(labels: np.ndarray, annotated: np.ndarray) -> np.ndarray:
-    """int64 labels, with ``IGNORE`` outside the annotated region (a copy). uint64
-    ids too large for int64 (from 2**63) are numbered anew, 0 kept: the weights
-    depend only on which pixels share an id."""
-    if labels.dtype == np.uint64 and labels.max(initial=0) >= IGNORE:
+    """int64 labels, with ``IGNORE`` outside the annotated region (a copy). Ids from
+    2**63 - 1 on (which would read as ``IGNORE`` or not fit int64) are numbered anew,
+    0 kept: the weights depend only on which pixels share an id."""
+    if _numbered_anew(labels):
         values, index = np.unique(labels, return_inverse=True)
         labels = index.reshape(labels.shape) + int(values[0] != 0)
     out = labels.astype(np.int64)
@@ -62,9 +67,9 @@ class Plane:
 def _witnesses(plane: np.ndarray) -> tuple | None:
     """``(row, column)`` of three pixels of ``plane`` with distinct values once
     negative labels read as 0, the first above 0; None if there are no such three,
-    or if training renumbers the ids (uint64 ids from 2**63, see with_region)."""
+    or if its ids are numbered anew (see with_region)."""
     plane = np.asarray(plane).reshape(plane.shape[-2:])
-    if plane.dtype == np.uint64 and plane.max(initial=0) >= IGNORE:
+    if _numbered_anew(plane):
         return None
     read = np.maximum(plane.ravel(), 0)
     first = int(np.argmax(read > 0))
@@ -186,7 +191,7 @@ def _edit(plane: Plane, live, live_region) -> tuple[bool, tuple | None]:
         marked = np.array(region[box])
         annotated = marked != 0
     read, annotated = without_negatives(values, annotated)
-    if read.dtype == np.uint64 and read.max(initial=0) >= IGNORE:
+    if _numbered_anew(read):
         return False, None
     old[(..., *box)] = values
     if region is not None:

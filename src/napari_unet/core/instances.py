@@ -282,6 +282,8 @@ def _planes(labels) -> np.ndarray:
             f"expected integer labels of shape (Y, X) or (Z, Y, X); got {labels.dtype} "
             f"{labels.shape}"
         )
+    if not labels.dtype.isnative:  # big-endian data, which the compiled kernels refuse
+        labels = labels.astype(labels.dtype.newbyteorder("="))
     return labels[None] if labels.ndim == 2 else labels
 
 

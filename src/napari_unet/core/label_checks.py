@@ -20,6 +20,8 @@ def check_labels(labels, name: str = "labels", window=None, ignore=None) -> np.n
         )
     if labels.dtype == bool:
         labels = labels.astype(np.uint8)
+    elif not labels.dtype.isnative:  # big-endian data, which the compiled kernels refuse
+        labels = labels.astype(labels.dtype.newbyteorder("="))
     searched = labels if window is None else labels[window]
     if np.issubdtype(labels.dtype, np.signedinteger) and searched.size and searched.min() < 0:
         negative = searched < 0

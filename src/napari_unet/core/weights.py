@@ -290,7 +290,12 @@ class WeightMap:
         if values.shape != shape:
             raise ValueError(f"the values have shape {values.shape}; the region {shape}")
         if not np.can_cast(values.dtype, self.labels.dtype):
-            labels = self._given().astype(np.result_type(values, self.labels))
+            dtype = np.result_type(values, self.labels)
+            if dtype.kind == "f":  # int64 beside uint64: uint64 holds ids, not negatives
+                if values.min(initial=0) < 0:
+                    raise ValueError("negative values cannot join uint64 labels")
+                dtype = np.dtype(np.uint64)
+            labels = self._given().astype(dtype)
             labels[region] = values
             self._full(labels)
             return self._window((slice(None), slice(None)))

@@ -10,9 +10,13 @@ from ._weights_kernels import one_at_a_time
 
 
 def changed_window(old: np.ndarray, new: np.ndarray) -> tuple[slice, slice] | None:
-    """The bounding box of the pixels where two 2D arrays of one shape and dtype
-    differ, or None. Allocates a flag per row, not a mask: a brush stroke on a
+    """The bounding box of the pixels where two 2D arrays of one shape differ, or
+    None. Allocates a flag per row, not a mask: a brush stroke on a
     4096x4096 int32 plane is found in about 5 ms, half of ``np.array_equal``."""
+    if old.shape != new.shape:
+        raise ValueError(f"cannot compare arrays of shapes {old.shape} and {new.shape}")
+    if old.dtype != new.dtype or not old.dtype.isnative or 0 in old.shape:
+        return mask_window(old != new)  # numpy's comparison, not a compiled kernel
     rows = np.flatnonzero(_rows_differ(old, new))
     if rows.size == 0:
         return None
