@@ -93,6 +93,13 @@ class Session:
         """The pair of the training set that uses ``labels``, or None."""
         return next((a for a in self.annotations if a.labels is labels), None)
 
+    def worked_on(self) -> int:
+        """The index of the pair whose image or labels layer is selected in the
+        viewer (the one being worked on), else 0."""
+        viewer = self._viewer()
+        active = None if viewer is None else viewer.layers.selection.active
+        return next((k for k, a in enumerate(self.annotations) if active in a.layers()), 0)
+
     def region_for(self, labels):
         """The annotated region of ``labels``: its pair's in the training set (None
         there is "everywhere"), else the Labels layer of its shape named "<labels>

@@ -278,7 +278,7 @@ class TrainWidget(Dock):
             device=self.device.value,
             out=str(out),
         )
-        shown = self._previewed(annotations)
+        shown = self._session.worked_on()  # the pair to preview
         preview = self._preview.prepare(annotations[shown].image, images[shown])
         self._job = TrainJob(
             images,
@@ -305,12 +305,6 @@ class TrainWidget(Dock):
         self.status.value = f"preparing the training set to {how}..."
         self._started = time.monotonic()
         start_long(self._worker)
-
-    def _previewed(self, annotations) -> int:
-        """The pair to preview: the one whose image or labels layer is selected (the
-        one being worked on), else the first."""
-        active = self._viewer.layers.selection.active
-        return next((k for k, a in enumerate(annotations) if active in a.layers()), 0)
 
     def toggle_pause(self) -> None:
         if self._job is None:
