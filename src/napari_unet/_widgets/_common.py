@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from magicgui.widgets import CheckBox, Container
+from magicgui.widgets import CheckBox, Container, FloatSpinBox
 from magicgui.widgets.bases import CategoricalWidget
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, QObject, QThreadPool, QTimer
@@ -338,14 +338,26 @@ class LiveJob:
         return True
 
 
-def ignore_outline_box() -> CheckBox:
-    """The "Ignore outline" control of the docks that set the loss weights."""
-    return CheckBox(
+def weight_boxes() -> tuple:
+    """``(w0, sigma, class balance, ignore outline)``: the loss-weight controls of
+    the Train and Weight map docks, made alike for both (``WeightControls`` keeps
+    them equal)."""
+    w0 = FloatSpinBox(
+        label="w0",
+        max=100.0,
+        step=1.0,
+        tooltip="Height of Eq. 2's border term: how much the gaps between touching cells weigh",
+    )
+    sigma = FloatSpinBox(
+        label="sigma", min=0.5, max=50.0, step=0.5, tooltip="Width of the border term, in pixels"
+    )
+    ignore_outline = CheckBox(
         text="Ignore outline",
         tooltip="No weight on the background pixel just outside each cell where the "
         "background is wide: an outline drawn by hand is uncertain by a pixel. Gaps of "
         "1-2 pixels between touching cells keep theirs.",
     )
+    return w0, sigma, CheckBox(text="Class balance"), ignore_outline
 
 
 class WeightControls:

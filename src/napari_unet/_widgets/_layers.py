@@ -97,6 +97,13 @@ class Derived:
         if name in layers and layers[name].metadata.get(DERIVED) == self.kind:
             layers.remove(name)
 
+    def drop_others(self, source) -> None:
+        """Remove the layers derived from sources other than ``source`` (e.g. a
+        preview from an earlier run on another image, which would show an earlier
+        model's output beside this run's)."""
+        for other in [s for s in self._names if s is not source]:
+            self.drop(other)
+
     def _record(self, source, name: str) -> None:
         # A source that took over another's name takes its layer too: the other
         # must not rename that layer after itself when next shown.

@@ -37,6 +37,7 @@ class PreviewLayer:
             step = np.subtract(layer.data_to_world((z, 0, 0)), layer.data_to_world((0, 0, 0)))
             shift = np.linalg.solve(np.asarray(layer.affine.linear_matrix), step)
             self._where["translate"] = tuple(np.add(self._where["translate"], shift))
+        self._previews.drop_others(layer)  # an earlier model's, beside this run's
         self._layer = self._previews.find(layer)  # renamed after the image, if it was
         ndim = len(self._where.get("scale", ()))
         if plane is not None and self._layer is not None and self._layer.ndim != ndim:

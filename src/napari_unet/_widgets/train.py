@@ -19,7 +19,6 @@ import time
 import napari
 import numpy as np
 from magicgui.widgets import (
-    CheckBox,
     ComboBox,
     FloatSpinBox,
     Label,
@@ -44,10 +43,10 @@ from ._common import (
     connect_all,
     device_choices,
     disconnect_all,
-    ignore_outline_box,
     on_removed,
     row,
     start_long,
+    weight_boxes,
 )
 from ._layers import cell_labels, source_images, spatial_shape
 from ._model_files import ModelFiles
@@ -118,10 +117,7 @@ class TrainWidget(Dock):
         self.lr = FloatSpinBox(
             label="Learning rate", value=TrainConfig.lr, min=1e-6, max=1, step=1e-4
         )
-        self.w0 = FloatSpinBox(label="w0", min=0, max=100)
-        self.sigma = FloatSpinBox(label="sigma", min=0.5, max=50)
-        self.class_balance = CheckBox(text="Class balance")
-        self.ignore_outline = ignore_outline_box()
+        self.w0, self.sigma, self.class_balance, self.ignore_outline = weight_boxes()
         self.val_fraction = FloatSpinBox(
             label="Validation share",
             value=0.0,

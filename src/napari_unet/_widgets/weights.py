@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, FloatSpinBox, Label, create_widget
+from magicgui.widgets import Label, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
-from ._common import Dock, FirstView, LiveJob, WeightControls, ignore_outline_box, on_removed
+from ._common import Dock, FirstView, LiveJob, WeightControls, on_removed, weight_boxes
 from ._layers import DERIVED, Derived, cell_labels, placement
 from ._session import WeightSettings, session
 from ._weights_job import weights_job
@@ -57,10 +57,7 @@ class WeightsWidget(Dock):
                 "slice with a painted cell)",
             },
         )
-        self.w0 = FloatSpinBox(label="w0", min=0.0, max=100.0, step=1.0)
-        self.sigma = FloatSpinBox(label="sigma (px)", min=0.5, max=50.0, step=0.5)
-        self.class_balance = CheckBox(text="Class balance")
-        self.ignore_outline = ignore_outline_box()
+        self.w0, self.sigma, self.class_balance, self.ignore_outline = weight_boxes()
         self._weights = WeightControls(
             session(viewer), self.w0, self.sigma, self.class_balance, self.ignore_outline
         )
