@@ -18,3 +18,31 @@ def test_a_long_run_takes_a_thread_of_its_own_until_it_ends(qtbot):
     with qtbot.waitSignal(worker.finished, timeout=10_000):
         release.set()
     qtbot.waitUntil(lambda: pool.maxThreadCount() == before, timeout=5_000)
+
+
+def test_rows_lined_up_start_their_labels_and_fields_at_the_same_place(qtbot):
+    from magicgui.widgets import ComboBox, Container, FloatSpinBox, SpinBox
+    from qtpy.QtCore import QPoint
+
+    from napari_unet._widgets._rows import line_up, row
+
+    pairs = [
+        (SpinBox(label="Depth"), SpinBox(label="Width")),
+        (ComboBox(label="Padding", choices=["valid", "same"]), SpinBox(label="Batch")),
+        (FloatSpinBox(label="Minutes"), SpinBox(label="Tile")),
+        (FloatSpinBox(label="w0"), FloatSpinBox(label="sigma")),
+    ]
+    rows = [row(*pair) for pair in pairs]
+    line_up(rows)
+    dock = Container(widgets=rows)
+    dock.native.resize(440, 200)
+    dock.show()
+    qtbot.waitUntil(lambda: all(w.native.isVisible() for p in pairs for w in p), timeout=5_000)
+    qtbot.wait(50)
+
+    def x(widget) -> int:
+        return widget.native.mapTo(dock.native, QPoint(0, 0)).x()
+
+    for column in (0, 1):
+        assert len({x(pair[column]) for pair in pairs}) == 1
+    dock.close()

@@ -62,13 +62,6 @@ def read_before(seen, labels, region) -> bool:
     return seen is not None and same_data(seen.labels, labels) and same_data(seen.region, region)
 
 
-def row(*widgets, labels: bool = True) -> Container:
-    """Widgets side by side, to keep the dock short enough for a laptop screen."""
-    container = Container(widgets=widgets, layout="horizontal", labels=labels)
-    container.margins = (0, 0, 0, 0)
-    return container
-
-
 class Dock(Container):
     """The base of the plugin's docks: labelled controls in a column that scrolls
     when the window is shorter than the docks (all four open need about 1900

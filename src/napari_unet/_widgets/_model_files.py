@@ -10,7 +10,7 @@ from pathlib import Path
 from magicgui.widgets import FileEdit, Label, PushButton
 
 from ..core.checkpoint import load, model_path
-from ._common import row
+from ._rows import row
 
 
 class ModelFiles:

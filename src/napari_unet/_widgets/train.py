@@ -44,7 +44,6 @@ from ._common import (
     device_choices,
     disconnect_all,
     on_removed,
-    row,
     start_long,
     weight_boxes,
 )
@@ -52,6 +51,7 @@ from ._layers import cell_labels, source_images, spatial_shape
 from ._model_files import ModelFiles
 from ._plot import TrainingPlot
 from ._preview import PreviewLayer
+from ._rows import line_up, row
 from ._session import session
 from ._train_job import NoPreview, TrainJob, closed_during, new_model_path
 
@@ -137,6 +137,13 @@ class TrainWidget(Dock):
         self.status = Label(label="", value="")
         self.plot = TrainingPlot()
         self.files = ModelFiles(self._session, self.status, self.fail, self._fine_tune_next)
+        pairs = [
+            row(self.net_depth, self.net_width),
+            row(self.padding, self.batch),
+            row(self.minutes, self.tile),
+            row(self.w0, self.sigma),
+        ]
+        line_up(pairs)
         self.extend(
             [
                 self.pairs,
@@ -145,11 +152,9 @@ class TrainWidget(Dock):
                 self.add_button,
                 self.start_from,
                 self.device,
-                row(self.net_depth, self.net_width),
-                row(self.padding, self.batch),
-                row(self.minutes, self.tile),
+                *pairs[:3],
                 self.lr,
-                row(self.w0, self.sigma),
+                pairs[3],
                 row(self.class_balance, self.ignore_outline, labels=False),
                 self.val_fraction,
                 row(self.train_button, self.pause_button, self.stop_button, labels=False),
