@@ -20,8 +20,7 @@ def check_labels(labels, name: str = "labels", window=None, ignore=None) -> np.n
         )
     if labels.dtype == bool:
         labels = labels.astype(np.uint8)
-    elif not labels.dtype.isnative:  # big-endian data, which the compiled kernels refuse
-        labels = labels.astype(labels.dtype.newbyteorder("="))
+    labels = in_native_order(labels)
     searched = labels if window is None else labels[window]
     if np.issubdtype(labels.dtype, np.signedinteger) and searched.size and searched.min() < 0:
         negative = searched < 0
@@ -35,6 +34,12 @@ def check_labels(labels, name: str = "labels", window=None, ignore=None) -> np.n
             "pixels with the ignore argument instead"
         )
     return labels
+
+
+def in_native_order(array: np.ndarray) -> np.ndarray:
+    """``array``, or a copy of it in this machine's byte order: the compiled kernels
+    refuse big-endian data."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
 def check_parameters(w0: float, sigma: float) -> None:
