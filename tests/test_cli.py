@@ -1,3 +1,4 @@
+import re
 import signal
 import subprocess
 import sys
@@ -92,6 +93,15 @@ def test_predict_says_which_earlier_results_it_replaces(model_file, tmp_path, rn
     assert "replacing" not in capsys.readouterr().out
     assert main(run) == 0
     assert "(replacing the earlier a_labels.tif, a_probabilities.tif)" in capsys.readouterr().out
+
+
+def test_predict_shows_tiles_done_of_all(model_file, tmp_path, rng, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", rng.random((40, 56), dtype=np.float32))
+    run = ["predict", "--model", str(model_file), str(tmp_path / "a.tif"), "--no-tta"]
+    assert main([*run, "--tile", "16", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    bar = capsys.readouterr().err
+    assert re.search(r"a\.tif: 100%.* 12/12 ", bar)
+    assert not re.search(r": \d+tile ", bar)  # "a.tif: 0tile [...]": no total yet
 
 
 def test_predict_keeps_dotted_names_apart_and_refuses_clashes(model_file, tmp_path, rng):

@@ -90,21 +90,32 @@ def _check_outputs(images: list[Path], stems: list[str], out: Path) -> None:
 
 
 class _BarProgress:
-    """``progress(done, total)`` for ``predict_tiled``, drawn as a tqdm bar."""
+    """``progress(done, total)`` for ``predict_tiled``, drawn as a tqdm bar of
+    tiles. The bar is made at the first call, when the number of tiles is known:
+    made before, it reads "0tile" with no total."""
 
-    def __init__(self, bar):
-        self.bar = bar
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
 
     def __call__(self, done: int, total: int) -> None:
-        self.bar.total = total
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(desc=self.desc, total=total, unit="tile", file=sys.stderr)
         self.bar.n = done
         self.bar.refresh()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def predict_command(args: argparse.Namespace) -> None:
     import dask.array as da
     import tifffile
-    from tqdm import tqdm
 
     from .core.checkpoint import load
     from .core.device import default_device
@@ -124,8 +135,7 @@ def predict_command(args: argparse.Namespace) -> None:
         large = hasattr(image, "chunks") or np.prod(spatial) > ZARR_PIXELS
         written = ["zarr"] if large else ["labels", "probabilities"]
         replaced = [results[k].name for k in written if results[k].exists()]
-        with tqdm(desc=path.name, unit="tile", file=sys.stderr) as bar:
-            progress = _BarProgress(bar)
+        with _BarProgress(path.name) as progress:
             if large:
                 import zarr
 
@@ -296,7 +306,6 @@ def _stop_on_signals(trainer, say):
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
 
     from .core.checkpoint import load
     from .core.device import default_device
@@ -313,8 +322,8 @@ def evaluate_command(args: argparse.Namespace) -> None:
     for path, image, label in zip(
         args.images, _read_all(args.images), _read_all(args.labels), strict=True
     ):
-        with tqdm(desc=path.name, unit="tile", file=sys.stderr) as bar:
-            probability = predict_tiled(model, image, tta=args.tta, progress=_BarProgress(bar))[1]
+        with _BarProgress(path.name) as progress:
+            probability = predict_tiled(model, image, tta=args.tta, progress=progress)[1]
         truth = true_interior(label)
         if probability.shape != truth.shape:
             raise ValueError(
