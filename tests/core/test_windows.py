@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.windows import changed_window, mask_window
+from napari_unet.core.windows import changed_box, changed_window, mask_window
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.uint64, np.int8, bool])
@@ -35,3 +35,19 @@ def test_changed_window_of_other_dtypes_byte_orders_and_empty_shapes():
     assert changed_window(np.zeros((4, 0), np.int32), np.zeros((4, 0), np.int32)) is None
     with pytest.raises(ValueError, match="shapes"):
         changed_window(old, old[:3])
+
+
+def test_changed_box_spans_every_changed_plane():
+    rng = np.random.default_rng(2)
+    for ndim in (2, 3, 4):
+        for _ in range(100):
+            shape = tuple(int(n) for n in rng.integers(1, 7, ndim))
+            old = rng.integers(0, 3, shape).astype(np.int32)
+            new = old.copy()
+            for _ in range(rng.integers(0, 4)):
+                new[tuple(rng.integers(0, n) for n in shape)] += 1
+            changed = np.nonzero(old != new)
+            want = tuple(slice(i.min(), i.max() + 1) for i in changed) if changed[0].size else None
+            assert changed_box(old, new) == want
+    with pytest.raises(ValueError, match="shapes"):
+        changed_box(np.zeros(4), np.zeros(4))

@@ -9,6 +9,9 @@ from collections.abc import Callable
 from weakref import WeakKeyDictionary
 
 import napari
+import numpy as np
+
+from ..core.windows import changed_box
 
 # The metadata key that marks the layers the docks make beside the user's (gaps,
 # annotated regions, weights, previews, probabilities), with what each is: the
@@ -110,6 +113,27 @@ class Derived:
         for other in [s for s, n in self._names.items() if n == name and s is not source]:
             del self._names[other]
         self._names[source] = name
+
+
+def write_undoable(layer, values: np.ndarray) -> bool:
+    """Write ``values`` over the data of ``layer``, a Labels layer held in memory, as
+    one undo step; False if nothing changed.
+
+    Only the box around the changed pixels is written, and napari's undo history
+    keeps it as one (box, before, after) atom, which undo and redo replay with basic
+    slicing. The public ``data_setitem`` takes the changed pixels' indices instead
+    and spends about half a microsecond on each on the GUI thread: 11 s for a
+    4096x4096 prediction, against 0.7 s here (most of it napari redrawing)."""
+    box = changed_box(layer.data, values)
+    if box is None:
+        return False
+    after = np.array(values[box])  # a copy: a view would keep all of ``values`` alive
+    # Private, as there is no public way to add an undo step: the atom is the
+    # (indices, before, after) triple ``data_setitem`` saves, with slices for indices.
+    layer._save_history((box, layer.data[box].copy(), after))
+    layer.data[box] = after
+    layer.refresh()
+    return True
 
 
 def placement(layer, ndim: int) -> dict:

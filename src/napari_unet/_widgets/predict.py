@@ -51,6 +51,7 @@ from ._layers import (
     cell_labels,
     placement,
     source_images,
+    write_undoable,
 )
 from ._session import session
 
@@ -302,9 +303,8 @@ class PredictWidget(Dock):
             show_warning(f"{refusal}; the labels went into a new layer instead.")
             self._viewer.add_labels(labels, name=new_name, **where)
         else:
-            changed = np.nonzero(np.asarray(target.data) != labels)
-            target.data_setitem(changed, labels[changed])  # one undoable edit
-            if changed[0].size and self._session.pair_of(target) is not None:
+            changed = write_undoable(target, labels.astype(target.data.dtype, copy=False))
+            if changed and self._session.pair_of(target) is not None:
                 show_warning(
                     f"'{target.name}' is in the training set: the prediction replaced its "
                     "painted cells (Ctrl+Z on the layer brings them back)."

@@ -3,6 +3,8 @@ an edit can change a map, so that only that much is recomputed."""
 
 from __future__ import annotations
 
+from functools import reduce
+
 import numba
 import numpy as np
 
@@ -22,6 +24,19 @@ def changed_window(old: np.ndarray, new: np.ndarray) -> tuple[slice, slice] | No
         return None
     left, right = _columns_differ(old, new, rows)
     return slice(int(rows[0]), int(rows[-1]) + 1), slice(left, right)
+
+
+def changed_box(old: np.ndarray, new: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of the differences of two arrays of one shape and two or
+    more dimensions, found plane by plane with :func:`changed_window`, or None."""
+    if old.shape != new.shape or old.ndim < 2:
+        raise ValueError(f"cannot compare arrays of shapes {old.shape} and {new.shape}")
+    boxes = []
+    for index in np.ndindex(old.shape[:-2]):
+        window = changed_window(old[index], new[index])
+        if window is not None:
+            boxes.append(tuple(slice(i, i + 1) for i in index) + window)
+    return reduce(union_window, boxes) if boxes else None
 
 
 @one_at_a_time
