@@ -72,6 +72,25 @@ def test_weights_follow_painting_and_controls(
     np.testing.assert_array_equal(shown(viewer), loss_weights(labels.data, 10.0, 3.0, True))
 
 
+def test_weights_follow_a_stroke_that_pauses(viewer_with_sample, qtbot, defaults):
+    # The Weight map computes a stroke in milliseconds: waiting the docks' usual
+    # 200 ms after the last edit was most of the time before the weights showed.
+    viewer = viewer_with_sample
+    labels = viewer.layers["cells labels"]
+    widget = plugin_widget(viewer)
+    settle(widget, qtbot)
+    labels.brush_size = 9
+    with labels.block_history():  # as napari's paint tool holds it while dragging
+        labels.paint((128, 40), 99)
+        qtbot.wait(weights.QUIET_MS + 70)  # a pause in the stroke
+        assert not widget._live.timer.isActive()  # computing what is painted so far
+        settle(widget, qtbot)
+        np.testing.assert_array_equal(shown(viewer), defaults(labels.data))
+        labels.paint((128, 48), 99)
+    settle(widget, qtbot)
+    np.testing.assert_array_equal(shown(viewer), defaults(labels.data))
+
+
 def test_region_and_stack(make_napari_viewer, qtbot, defaults):
     viewer = make_napari_viewer()
     rng = np.random.default_rng(0)

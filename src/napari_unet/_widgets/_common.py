@@ -18,7 +18,7 @@ from qtpy.QtWidgets import QDockWidget, QWidget
 
 from ..core.windows import changed_window
 
-DEBOUNCE_MS = 200  # quiet time after the last edit before recomputing
+DEBOUNCE_MS = 200  # quiet time after the last edit before recomputing, by default
 
 
 def device_choices() -> list[tuple[str, str]]:
@@ -246,14 +246,15 @@ def on_removed(widget, callback: Callable[[], None]) -> CloseWatcher:
 
 
 class EditWatcher(QTimer):
-    """A debounce timer on the edits of some layers: calls ``callback`` DEBOUNCE_MS
+    """A debounce timer on the edits of some layers: calls ``callback`` ``quiet_ms``
     after the last paint, data change, undo or rename of any of them, or
-    :meth:`schedule`."""
+    :meth:`schedule`. napari changes the data at every move of a brush stroke, so a
+    stroke that pauses that long is computed before it ends."""
 
-    def __init__(self, callback: Callable[[], None]):
+    def __init__(self, callback: Callable[[], None], quiet_ms: int = DEBOUNCE_MS):
         super().__init__()
         self.setSingleShot(True)
-        self.setInterval(DEBOUNCE_MS)
+        self.setInterval(quiet_ms)
         self.timeout.connect(callback)
         self._events: list = []
 
@@ -287,9 +288,9 @@ class LiveJob:
     during a run start one more run when it finishes, which sees every edit so far.
     """
 
-    def __init__(self, begin: Callable):
+    def __init__(self, begin: Callable, quiet_ms: int = DEBOUNCE_MS):
         self._begin = begin
-        self.timer = EditWatcher(self.start)
+        self.timer = EditWatcher(self.start, quiet_ms)
         self.worker = None
         self._pending = False
         self.stopped = False

@@ -117,7 +117,8 @@ class Derived:
 
 def write_undoable(layer, values: np.ndarray) -> bool:
     """Write ``values`` over the data of ``layer``, a Labels layer held in memory, as
-    one undo step; False if nothing changed.
+    one undo step; False if nothing changed. The step may keep a view of
+    ``values``: the caller must not change them afterwards.
 
     Only the box around the changed pixels is written, and napari's undo history
     keeps it as one (box, before, after) atom, which undo and redo replay with basic
@@ -127,7 +128,9 @@ def write_undoable(layer, values: np.ndarray) -> bool:
     box = changed_box(layer.data, values)
     if box is None:
         return False
-    after = np.array(values[box])  # a copy: a view would keep all of ``values`` alive
+    after = values[box]
+    if 2 * after.size < values.size:  # a view would keep all of ``values`` alive
+        after = after.copy()
     # Private, as there is no public way to add an undo step: the atom is the
     # (indices, before, after) triple ``data_setitem`` saves, with slices for indices.
     layer._save_history((box, layer.data[box].copy(), after))

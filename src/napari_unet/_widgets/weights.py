@@ -29,6 +29,11 @@ from ._layers import DERIVED, Derived, cell_labels, placement
 from ._session import WeightSettings, session
 from ._weights_job import weights_job
 
+# An edit is computed in 2-50 ms (a brush stroke at 4096x4096), so the docks' usual
+# 200 ms wait after the last edit was most of the time before the weights showed.
+# Edits during a run start one more run when it ends, which sees them all.
+QUIET_MS = 50
+
 
 class WeightsWidget(Dock):
     """Dock widget: preview the loss weights of a Labels layer while painting it."""
@@ -74,7 +79,7 @@ class WeightsWidget(Dock):
         )
         self.append(self.status)
         self.wrap(self.status)
-        self._live = LiveJob(self._begin)
+        self._live = LiveJob(self._begin, QUIET_MS)
         self._view = FirstView(self, self._on_first_view)
         self.labels_layer.changed.connect(self._on_labels_chosen)
         self.region.changed.connect(self._watch_layers)
