@@ -306,7 +306,6 @@ def _stop_on_signals(trainer, say):
 
 
 def evaluate_command(args: argparse.Namespace) -> None:
-
     from .core.checkpoint import load
     from .core.device import default_device
     from .core.metrics import THRESHOLD_SWEEP, best_threshold, score_stack, true_interior
