@@ -1,9 +1,10 @@
+import gc
 import threading
 
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QThreadPool
+from qtpy.QtCore import QObject, QThreadPool, Signal
 
-from napari_unet._widgets._common import start_long
+from napari_unet._widgets._common import WorkerSlot, connect_all, disconnect_all, start_long
 
 
 def test_a_long_run_takes_a_thread_of_its_own_until_it_ends(qtbot):
@@ -18,6 +19,35 @@ def test_a_long_run_takes_a_thread_of_its_own_until_it_ends(qtbot):
     with qtbot.waitSignal(worker.finished, timeout=10_000):
         release.set()
     qtbot.waitUntil(lambda: pool.maxThreadCount() == before, timeout=5_000)
+
+
+def test_worker_slots_are_not_called_once_disconnected_nor_once_their_dock_is_gone(qtbot):
+    # A worker emits from its thread, so Qt queues the calls: PySide6 made those queued
+    # before a disconnect, and made them on a dock Python had freed since; PyQt6 neither.
+    class Signals(QObject):
+        emitted = Signal(object)
+
+    calls = []
+
+    class Dock:
+        def __init__(self, name):
+            self.name = name
+
+        def slot(self, value):
+            calls.append((self.name, value))
+
+    signals, kept, closed, gone = Signals(), Dock("kept"), Dock("closed"), Dock("gone")
+    signals.emitted.connect(WorkerSlot(kept.slot))
+    connections = connect_all([(signals.emitted, WorkerSlot(closed.slot))])
+    signals.emitted.connect(WorkerSlot(gone.slot))
+    emitting = threading.Thread(target=signals.emitted.emit, args=("queued",))
+    emitting.start()
+    emitting.join()
+    disconnect_all(connections)
+    del gone
+    gc.collect()
+    qtbot.waitUntil(lambda: len(calls) > 0, timeout=5_000)  # all three were queued
+    assert calls == [("kept", "queued")]
 
 
 def test_rows_lined_up_start_their_labels_and_fields_at_the_same_place(qtbot):

@@ -6,6 +6,7 @@ after debounced edits and the weight-map controls kept equal across docks."""
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable
 
 import numpy as np
@@ -231,11 +232,32 @@ def start_long(worker) -> None:
     worker.start()
 
 
+class WorkerSlot:
+    """A bound method as the slot of a worker's signal, called as PyQt6 calls it under
+    either binding: not once :func:`disconnect_all` undid the connection, nor once its
+    object is gone. A worker emits from its own thread, so Qt queues the calls; PySide6
+    still makes those queued before a disconnect (on controls deleted by then), and
+    those queued before the method's object was freed (a crash)."""
+
+    def __init__(self, method: Callable) -> None:
+        self._method: weakref.WeakMethod | None = weakref.WeakMethod(method)
+
+    def __call__(self, *args) -> None:
+        method = None if self._method is None else self._method()
+        if method is not None:
+            method(*args)
+
+    def cut(self) -> None:
+        self._method = None
+
+
 def disconnect_all(connections: list) -> None:
     """Undo connections made by :func:`connect_all`, from the list kept, not read again
     from their objects: a finished worker's signals may be deleted by the time a
     dock's close handler runs again, as Qt deletes the dock (as late as napari's exit)."""
     for signal, slot in connections:
+        if isinstance(slot, WorkerSlot):
+            slot.cut()
         with contextlib.suppress(TypeError, RuntimeError):  # already disconnected
             signal.disconnect(slot)
 
@@ -308,7 +330,7 @@ class LiveJob:
         self.timer.stop()  # this run sees every edit so far; later ones restart the timer
         self.worker = self._begin()
         if self.worker is not None:
-            self.worker.finished.connect(self._finished)
+            self.worker.finished.connect(WorkerSlot(self._finished))
             self.worker.start()
 
     def _finished(self) -> None:

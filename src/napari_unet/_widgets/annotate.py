@@ -16,7 +16,7 @@ from magicgui.widgets import Label, PushButton, Select, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from ._common import Dock, LiveJob, on_removed
+from ._common import Dock, LiveJob, WorkerSlot, on_removed
 from ._layers import (
     DERIVED,
     Derived,
@@ -301,7 +301,7 @@ class AnnotateWidget(Dock):
         self._summarised = labels
         region = None if region is None else region.data
         worker = create_worker(summary_job, labels.data, region, seen)
-        worker.returned.connect(self._on_summary)
+        worker.returned.connect(WorkerSlot(self._on_summary))
         return worker
 
     def _on_summary(self, summary: Summary | None):

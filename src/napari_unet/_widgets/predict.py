@@ -38,6 +38,7 @@ from ..core.model import UNet
 from ..core.predict import check_input, iter_predict
 from ._common import (
     Dock,
+    WorkerSlot,
     chooser_links,
     connect_all,
     device_choices,
@@ -222,9 +223,9 @@ class PredictWidget(Dock):
     def _slots(self) -> list:
         worker = self._worker
         return [
-            (worker.yielded, self._on_progress),
-            (worker.returned, self._on_returned),
-            (worker.finished, self._on_finished),
+            (worker.yielded, WorkerSlot(self._on_progress)),
+            (worker.returned, WorkerSlot(self._on_returned)),
+            (worker.finished, WorkerSlot(self._on_finished)),
         ]
 
     def _closed(self) -> None:

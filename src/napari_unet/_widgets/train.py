@@ -39,6 +39,7 @@ from ..core.train import fitting_tile, tile_sizes, warm_up
 from ._common import (
     Dock,
     WeightControls,
+    WorkerSlot,
     chooser_links,
     connect_all,
     device_choices,
@@ -293,7 +294,7 @@ class TrainWidget(Dock):
             names=[a.image.name for a in annotations],
         )
         self._worker = create_worker(self._job.run, _ignore_errors=True)
-        self._worker.yielded.connect(self._publish)
+        self._worker.yielded.connect(WorkerSlot(self._publish))
         self._worker.aborted.connect(self._job.abandon, Qt.ConnectionType.DirectConnection)
         self._connected = connect_all(self._slots())
         self.plot.clear()
@@ -321,10 +322,10 @@ class TrainWidget(Dock):
         """The worker's connections to this dock's controls."""
         worker = self._worker
         return [
-            (worker.yielded, self._on_event),
-            (worker.returned, self._on_returned),
-            (worker.errored, self._on_error),
-            (worker.finished, self._on_finished),
+            (worker.yielded, WorkerSlot(self._on_event)),
+            (worker.returned, WorkerSlot(self._on_returned)),
+            (worker.errored, WorkerSlot(self._on_error)),
+            (worker.finished, WorkerSlot(self._on_finished)),
         ]
 
     def _closed(self) -> None:

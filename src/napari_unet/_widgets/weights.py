@@ -24,7 +24,7 @@ from magicgui.widgets import Label, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
-from ._common import Dock, FirstView, LiveJob, WeightControls, on_removed, weight_boxes
+from ._common import Dock, FirstView, LiveJob, WeightControls, WorkerSlot, on_removed, weight_boxes
 from ._layers import DERIVED, Derived, cell_labels, placement
 from ._session import WeightSettings, session
 from ._weights_job import weights_job
@@ -174,8 +174,8 @@ class WeightsWidget(Dock):
             self._stale = True
         self._settings = settings
         worker = create_worker(weights_job, self._planes, labels, region, settings, self._stale)
-        worker.yielded.connect(self._on_plane)
-        worker.returned.connect(self._on_returned)
+        worker.yielded.connect(WorkerSlot(self._on_plane))
+        worker.returned.connect(WorkerSlot(self._on_returned))
         first = any(p is None for p in self._planes)
         self.status.value = "computing" if first else "updating"
         return worker
