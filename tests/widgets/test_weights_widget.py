@@ -178,6 +178,9 @@ def test_closing_stops_the_worker(viewer_with_sample, qtbot):
     qtbot.waitUntil(lambda: widget._live.worker is None, timeout=30_000)
     labels.paint((128, 128), 77)  # no longer followed
     assert not widget.busy
+    widget.status.value = "closed"
+    widget._on_returned("")  # a result queued before the close: the status may be deleted
+    assert widget.status.value == "closed"
 
 
 def test_edits_during_a_run_are_coalesced(viewer_with_sample, qtbot, monkeypatch, defaults):

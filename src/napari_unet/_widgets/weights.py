@@ -220,6 +220,8 @@ class WeightsWidget(Dock):
         self._output.refresh()
 
     def _on_returned(self, message: str):
+        if self._live.stopped:  # the viewer may be gone
+            return
         if message:
             self._report(message, message)
             return
