@@ -1,4 +1,6 @@
+import gc
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -109,7 +111,7 @@ def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(
     viewer, qtbot, tmp_path, close_after_exit, monkeypatch
 ):
     infos = []
-    monkeypatch.setattr(train_module, "show_info", infos.append)
+    monkeypatch.setattr(_train_job, "show_info", infos.append)
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
     widget.start()
@@ -123,7 +125,29 @@ def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(
         f"Training stopped after {steps} steps, as its dock was closed; the model is "
         f"saved to {saved}."
     ]
+    assert session(viewer).model_path == saved
     close_after_exit(widget, worker)
+
+
+def test_a_closed_dock_freed_during_its_run_still_hands_over_the_model(
+    viewer, qtbot, tmp_path, monkeypatch
+):
+    # Nothing holds a dock napari closed: its run's end must not be the dock's slot.
+    infos = []
+    monkeypatch.setattr(_train_job, "show_info", infos.append)
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    widget.start()
+    train_until(widget, qtbot, 2)
+    worker, freed = widget._worker, weakref.ref(widget)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        viewer.window.remove_dock_widget(widget.native)
+        del widget
+        gc.collect()
+        assert freed() is None
+    (saved,) = (tmp_path / "models").glob("*.safetensors")
+    assert session(viewer).model_path == saved and session(viewer).model is not None
+    assert len(infos) == 1 and "as its dock was closed" in infos[0]
 
 
 def test_the_preview_follows_a_renamed_image(viewer, qtbot):
@@ -182,7 +206,7 @@ def test_pause_at_once_holds_and_stop_before_a_step_keeps_the_current_model(
     assert "cells preview" not in viewer.layers  # nor an empty preview
 
     infos = []
-    monkeypatch.setattr(train_module, "show_info", infos.append)
+    monkeypatch.setattr(_train_job, "show_info", infos.append)
     widget.start()
     worker = widget._worker
     widget.stop()
@@ -498,6 +522,7 @@ def test_closing_the_viewer_stops_training_and_keeps_the_checkpoint(
     worker = widget._worker
     infos = []
     monkeypatch.setattr(train_module, "show_info", infos.append)
+    monkeypatch.setattr(_train_job, "show_info", infos.append)
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer.close()
     assert infos == []  # no dock left to tell of

@@ -1,5 +1,6 @@
 """The worker side of a training run: arrays in, the core Trainer's events out;
-and where runs keep their model files.
+what its end leaves, also once its dock is gone; and where runs keep their model
+files.
 
 Kept apart from the dock so that what runs in the worker thread touches no
 layer and no control.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import platformdirs
+from napari.utils.notifications import show_info
 
 from ..core.checkpoint import model_path
 from ..core.config import TrainConfig
@@ -76,6 +78,7 @@ class TrainJob:
     val_fraction: float = 0.0  # of the pairs, held out for validation
     names: list[str] | None = None  # of the images, for messages
     trainer: Trainer | None = None
+    dock_closed: bool = False  # by the user during the run: its end is told in a notice
     _stop: threading.Event = field(default_factory=threading.Event)
     _paused: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -192,3 +195,18 @@ def closed_during(done: Done) -> str:
         f"Training stopped after {done.step} steps, as its dock was closed; the model is "
         f"saved to {done.path}."
     )
+
+
+def publish(session, preview, job: TrainJob, event) -> None:
+    """A run's end, on the GUI thread, connected apart from the dock (napari frees a
+    dock closed during the run): the model reaches the Session (``session``), the
+    preview (a ``PreviewLayer``) of a run that trained no step goes, and the run of
+    a dock the user closed says how it ended."""
+    if not isinstance(event, Done):
+        return
+    if event.step > 0:
+        session.set_model(job.trainer.model, event.path)
+    else:  # the current model stays as it was
+        preview.discard()
+    if job.dock_closed:  # no status left to say it in
+        show_info(closed_during(event))

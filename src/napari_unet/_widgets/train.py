@@ -15,6 +15,7 @@ import contextlib
 import copy
 import threading
 import time
+from functools import partial
 
 import napari
 import numpy as np
@@ -54,7 +55,7 @@ from ._plot import TrainingPlot
 from ._preview import PreviewLayer
 from ._rows import line_up, row
 from ._session import session
-from ._train_job import NoPreview, TrainJob, closed_during, new_model_path
+from ._train_job import NoPreview, TrainJob, new_model_path, publish
 
 # Width, padding, tile and batch on the CPU (False) and on a GPU (True).
 _DEVICE_DEFAULTS = {
@@ -77,7 +78,6 @@ class TrainWidget(Dock):
         self._viewer = viewer
         self._session = session(viewer)
         self._job: TrainJob | None = None
-        self._tell_at_end = False  # the run's outcome, when its dock closed during it
         self._worker = None
         self._connected: list = []  # (signal, slot) of the running worker
         self._started = 0.0
@@ -294,7 +294,8 @@ class TrainWidget(Dock):
             names=[a.image.name for a in annotations],
         )
         self._worker = create_worker(self._job.run, _ignore_errors=True)
-        self._worker.yielded.connect(WorkerSlot(self._publish))
+        # Held by the connection, not the dock: napari frees a dock closed during the run.
+        self._worker.yielded.connect(partial(publish, self._session, self._preview, self._job))
         self._worker.aborted.connect(self._job.abandon, Qt.ConnectionType.DirectConnection)
         self._connected = connect_all(self._slots())
         self.plot.clear()
@@ -337,16 +338,7 @@ class TrainWidget(Dock):
         if self._job is not None:
             self._job.stop()  # not self.stop(): it writes to the status
             with contextlib.suppress(RuntimeError):  # deleted with the viewer: none to tell
-                self._tell_at_end = self.root_native_widget.parent() is None  # the user's X
-
-    def _publish(self, event) -> None:
-        """Connected until the run ends, even when the dock closes first."""
-        if isinstance(event, Done) and event.step > 0:
-            self._session.set_model(self._job.trainer.model, event.path)
-        elif isinstance(event, Done):  # the current model stays as it was
-            self._preview.discard()
-        if isinstance(event, Done) and self._tell_at_end:  # no status left to say it in
-            show_info(closed_during(event))
+                self._job.dock_closed = self.root_native_widget.parent() is None  # the X
 
     def stop(self) -> None:
         """End training after the current step; the checkpoint and model are kept."""
