@@ -107,47 +107,33 @@ def test_pause_holds_and_resume_continues(viewer, qtbot):
     stop_and_wait(widget, qtbot)
 
 
-def test_closing_the_dock_stops_training_and_keeps_the_checkpoint(
-    viewer, qtbot, tmp_path, close_after_exit, monkeypatch
+@pytest.mark.parametrize("held", [True, False], ids=["dock held", "dock freed"])
+def test_closing_the_dock_stops_training_and_hands_over_the_checkpoint(
+    viewer, qtbot, tmp_path, close_after_exit, monkeypatch, held
 ):
+    # napari keeps no reference to a dock it closed: the run's end must not be its slot.
     infos = []
     monkeypatch.setattr(_train_job, "show_info", infos.append)
     widget = dock(viewer)
     add_sample_pair(widget, viewer)
     widget.start()
     train_until(widget, qtbot, 2)
-    worker = widget._worker
+    worker, kept = widget._worker, weakref.ref(widget)
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         viewer.window.remove_dock_widget(widget.native)
+        if not held:
+            del widget
+            gc.collect()
+            assert kept() is None
     (saved,) = (tmp_path / "models").glob("*.safetensors")
     steps = checkpoint.load(saved)[1]["step"]
     assert infos == [
         f"Training stopped after {steps} steps, as its dock was closed; the model is "
         f"saved to {saved}."
     ]
-    assert session(viewer).model_path == saved
-    close_after_exit(widget, worker)
-
-
-def test_a_closed_dock_freed_during_its_run_still_hands_over_the_model(
-    viewer, qtbot, tmp_path, monkeypatch
-):
-    # Nothing holds a dock napari closed: its run's end must not be the dock's slot.
-    infos = []
-    monkeypatch.setattr(_train_job, "show_info", infos.append)
-    widget = dock(viewer)
-    add_sample_pair(widget, viewer)
-    widget.start()
-    train_until(widget, qtbot, 2)
-    worker, freed = widget._worker, weakref.ref(widget)
-    with qtbot.waitSignal(worker.finished, timeout=60_000):
-        viewer.window.remove_dock_widget(widget.native)
-        del widget
-        gc.collect()
-        assert freed() is None
-    (saved,) = (tmp_path / "models").glob("*.safetensors")
     assert session(viewer).model_path == saved and session(viewer).model is not None
-    assert len(infos) == 1 and "as its dock was closed" in infos[0]
+    if held:
+        close_after_exit(kept(), worker)
 
 
 def test_the_preview_follows_a_renamed_image(viewer, qtbot):
