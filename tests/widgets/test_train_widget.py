@@ -136,6 +136,23 @@ def test_closing_the_dock_stops_training_and_hands_over_the_checkpoint(
         close_after_exit(kept(), worker)
 
 
+def test_a_closed_viewer_is_freed_after_a_run(qtbot, tmp_path, monkeypatch):
+    # napari keeps every worker, and so the slots on its signals, until the window
+    # goes: the slot of a run's end must let go of the viewer once it has run.
+    import napari
+
+    monkeypatch.setattr(_train_job, "models_dir", lambda: tmp_path / "models")
+    viewer = napari.Viewer(show=False)
+    viewer.open_sample("napari-unet", "touching_cells")
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    train_steps(widget, qtbot, 2)
+    viewer.close()
+    freed = weakref.ref(viewer)
+    del viewer, widget
+    qtbot.waitUntil(lambda: gc.collect() is not None and freed() is None, timeout=5_000)
+
+
 def test_the_preview_follows_a_renamed_image(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)

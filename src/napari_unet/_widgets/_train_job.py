@@ -197,16 +197,25 @@ def closed_during(done: Done) -> str:
     )
 
 
-def publish(session, preview, job: TrainJob, event) -> None:
-    """A run's end, on the GUI thread, connected apart from the dock (napari frees a
-    dock closed during the run): the model reaches the Session (``session``), the
-    preview (a ``PreviewLayer``) of a run that trained no step goes, and the run of
-    a dock the user closed says how it ended."""
-    if not isinstance(event, Done):
-        return
-    if event.step > 0:
-        session.set_model(job.trainer.model, event.path)
-    else:  # the current model stays as it was
-        preview.discard()
-    if job.dock_closed:  # no status left to say it in
-        show_info(closed_during(event))
+class RunEnd:
+    """What a run's end does, on the GUI thread, connected to its worker apart from
+    the dock (napari frees a dock closed during the run): the model reaches the
+    Session, the preview (a ``PreviewLayer``) of a run that trained no step goes,
+    and the run of a dock the user closed says how it ended."""
+
+    def __init__(self, session, preview, job: TrainJob):
+        self._held = (session, preview, job)
+
+    def __call__(self, event) -> None:
+        if not isinstance(event, Done) or self._held is None:
+            return
+        session, preview, job = self._held
+        # napari keeps every worker, and so this slot, until its window goes: held,
+        # the preview would keep a closed viewer alive.
+        self._held = None
+        if event.step > 0:
+            session.set_model(job.trainer.model, event.path)
+        else:  # the current model stays as it was
+            preview.discard()
+        if job.dock_closed:  # no status left to say it in
+            show_info(closed_during(event))

@@ -15,7 +15,6 @@ import contextlib
 import copy
 import threading
 import time
-from functools import partial
 
 import napari
 import numpy as np
@@ -55,7 +54,7 @@ from ._plot import TrainingPlot
 from ._preview import PreviewLayer
 from ._rows import line_up, row
 from ._session import session
-from ._train_job import NoPreview, TrainJob, new_model_path, publish
+from ._train_job import NoPreview, RunEnd, TrainJob, new_model_path
 
 # Width, padding, tile and batch on the CPU (False) and on a GPU (True).
 _DEVICE_DEFAULTS = {
@@ -295,7 +294,7 @@ class TrainWidget(Dock):
         )
         self._worker = create_worker(self._job.run, _ignore_errors=True)
         # Held by the connection, not the dock: napari frees a dock closed during the run.
-        self._worker.yielded.connect(partial(publish, self._session, self._preview, self._job))
+        self._worker.yielded.connect(RunEnd(self._session, self._preview, self._job))
         self._worker.aborted.connect(self._job.abandon, Qt.ConnectionType.DirectConnection)
         self._connected = connect_all(self._slots())
         self.plot.clear()
