@@ -104,6 +104,30 @@ def test_predict_shows_tiles_done_of_all(model_file, tmp_path, rng, capsys):
     assert not re.search(r": \d+tile ", bar)  # "a.tif: 0tile [...]": no total yet
 
 
+def test_the_tile_bar_keeps_its_total_when_smaller_tiles_are_tried(
+    model_file, tmp_path, rng, capsys, monkeypatch
+):
+    from napari_unet.core import predict as predict_module
+
+    real, calls = predict_module.predict_region, []
+
+    def out_of_memory_after_one_tile(*args, **kwargs):
+        calls.append(1)
+        tiles = real(*args, **kwargs)
+        yield next(tiles)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        yield from tiles
+
+    monkeypatch.setattr(predict_module, "predict_region", out_of_memory_after_one_tile)
+    tifffile.imwrite(tmp_path / "a.tif", rng.random((64, 64), dtype=np.float32))
+    run = ["predict", "--model", str(model_file), str(tmp_path / "a.tif"), "--no-tta"]
+    with pytest.warns(RuntimeWarning, match="retrying with"):
+        assert main([*run, "--tile", "32", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert len(calls) > 1 and re.search(r"a\.tif: 100%.* (\d+)/\1 ", last), last
+
+
 def test_predict_keeps_dotted_names_apart_and_refuses_clashes(model_file, tmp_path, rng):
     for name in ("well.A1.tif", "well.B2.tif", "c.ome.tif"):
         tifffile.imwrite(tmp_path / name, rng.random((20, 24), dtype=np.float32))

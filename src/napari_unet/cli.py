@@ -92,7 +92,8 @@ def _check_outputs(images: list[Path], stems: list[str], out: Path) -> None:
 class _BarProgress:
     """``progress(done, total)`` for ``predict_tiled``, drawn as a tqdm bar of
     tiles. The bar is made at the first call, when the number of tiles is known:
-    made before, it reads "0tile" with no total."""
+    made before, it reads "0tile" with no total. The total grows when smaller tiles
+    are tried after running out of memory."""
 
     def __init__(self, desc: str):
         self.desc, self.bar = desc, None
@@ -102,7 +103,7 @@ class _BarProgress:
             from tqdm import tqdm
 
             self.bar = tqdm(desc=self.desc, total=total, unit="tile", file=sys.stderr)
-        self.bar.n = done
+        self.bar.total, self.bar.n = total, done
         self.bar.refresh()
 
     def __enter__(self):
