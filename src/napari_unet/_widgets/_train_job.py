@@ -85,7 +85,17 @@ class TrainJob:
     _events: Generator | None = None
 
     def run(self):
-        """Worker body: yields the Trainer's events; a bad training set returns a message."""
+        """Worker body: yields the Trainer's events; a bad training set returns a message.
+        Once it ends, the job lets go of the training set and the trainer: napari keeps
+        every worker, and so this job, until its window goes."""
+        try:
+            return (yield from self._run())
+        finally:
+            with self._lock:
+                self.images, self.labels, self.regions = [], [], []
+                self.preview, self.trainer, self._events = None, None, None
+
+    def _run(self):
         try:
             if self.preview is not None:  # a slice of a lazy image: read it once, here
                 self.preview = np.asarray(self.preview)
@@ -214,7 +224,7 @@ class RunEnd:
         # the preview would keep a closed viewer alive.
         self._held = None
         if event.step > 0:
-            session.set_model(job.trainer.model, event.path)
+            session.set_model(job.model, event.path)  # the Trainer trained it in place
         else:  # the current model stays as it was
             preview.discard()
         if job.dock_closed:  # no status left to say it in
