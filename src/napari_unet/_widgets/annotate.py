@@ -16,7 +16,7 @@ from magicgui.widgets import Label, PushButton, Select, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
-from ._common import Dock, LiveJob, WorkerSlot, on_removed
+from ._common import Dock, WorkerSlot, on_removed
 from ._layers import (
     DERIVED,
     Derived,
@@ -26,6 +26,7 @@ from ._layers import (
     source_images,
     spatial_shape,
 )
+from ._live import LiveJob
 from ._session import session
 from ._summary import Summary, summary_job
 

@@ -24,8 +24,9 @@ from magicgui.widgets import Label, create_widget
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
-from ._common import Dock, FirstView, LiveJob, WeightControls, WorkerSlot, on_removed, weight_boxes
+from ._common import Dock, FirstView, WeightControls, WorkerSlot, on_removed, weight_boxes
 from ._layers import DERIVED, Derived, cell_labels, placement
+from ._live import LiveJob
 from ._session import WeightSettings, session
 from ._weights_job import weights_job
 
