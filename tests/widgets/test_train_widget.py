@@ -137,7 +137,9 @@ def test_closing_the_dock_stops_training_and_hands_over_the_checkpoint(
         close_after_exit(kept(), worker)
 
 
-def test_a_runs_end_lets_go_of_the_viewer_and_the_training_set(viewer, qtbot, monkeypatch):
+def test_a_runs_end_lets_go_of_the_viewer_the_network_and_the_training_set(
+    viewer, qtbot, monkeypatch
+):
     # napari keeps every worker, and so the slots on its signals, until the window
     # goes: held, the preview layer would keep a closed viewer alive (checked ad hoc
     # with napari.Viewer; make_napari_viewer keeps its viewers to the test's end).
@@ -156,12 +158,13 @@ def test_a_runs_end_lets_go_of_the_viewer_and_the_training_set(viewer, qtbot, mo
     assert any(isinstance(held, PreviewLayer) for held in end._held)
     train_until(widget, qtbot, 2)
     job = widget._job
-    trainer = weakref.ref(job.trainer)  # its model, optimizer and training set
+    trainer = weakref.ref(job.trainer)  # its optimizer and training set
+    model = weakref.ref(job.model)  # on the GPU where it trained on one
     stop_and_wait(widget, qtbot)
     assert session(viewer).model is not None
     assert end._held is None
-    gc.collect()  # the job, kept with its worker, keeps neither the trainer nor the arrays
-    assert trainer() is None and not job.images and not job.labels
+    gc.collect()  # the job, kept with its worker, keeps no trainer, network or arrays
+    assert trainer() is None and model() is None and not job.images and not job.labels
 
 
 def test_the_preview_follows_a_renamed_image(viewer, qtbot):

@@ -71,7 +71,7 @@ class TrainJob:
     images: list[np.ndarray]
     labels: list[np.ndarray]
     regions: list[np.ndarray | None]
-    model: UNet
+    model: UNet | None  # None once its run's end has handed it over
     config: TrainConfig
     fine_tune: bool
     preview: np.ndarray | None = None
@@ -223,8 +223,11 @@ class RunEnd:
         # napari keeps every worker, and so this slot, until its window goes: held,
         # the preview would keep a closed viewer alive.
         self._held = None
+        # The Session keeps a copy: the job, kept too, lets go of the network (its GPU
+        # memory where it trained on one).
+        model, job.model = job.model, None
         if event.step > 0:
-            session.set_model(job.model, event.path)  # the Trainer trained it in place
+            session.set_model(model, event.path)  # the Trainer trained it in place
         else:  # the current model stays as it was
             preview.discard()
         if job.dock_closed:  # no status left to say it in
