@@ -10,6 +10,7 @@ from weakref import WeakKeyDictionary
 
 import napari
 import numpy as np
+from napari.utils.colormaps import CyclicLabelColormap
 
 from ..core.windows import changed_box
 
@@ -17,6 +18,13 @@ from ..core.windows import changed_box
 # annotated regions, weights, previews, probabilities), with what each is: the
 # docks' choosers leave them out, and only they are reused and overwritten.
 DERIVED = "napari_unet"
+
+
+def one_colour(colour: str) -> CyclicLabelColormap:
+    """A Labels colormap that shows every label in ``colour``. napari's direct
+    colormaps (a dict of colours) compile numba code on the GUI thread at their first
+    use in a session: 1.1 s to show a gaps or region layer (``first_launch.py``)."""
+    return CyclicLabelColormap(colors=["transparent", colour])
 
 
 def derived_layer(viewer, name: str, kind: str):

@@ -22,6 +22,7 @@ from ._layers import (
     Derived,
     cell_labels,
     fits,
+    one_colour,
     placement,
     source_images,
     spatial_shape,
@@ -193,7 +194,7 @@ class AnnotateWidget(Dock):
             layer = self._add_layer(
                 np.zeros(shape, np.uint8),
                 name,
-                colormap={None: "transparent", 1: "cyan"},
+                colormap=one_colour("cyan"),
                 opacity=0.3,
                 metadata={DERIVED: "region"},
                 **placement(labels, labels.ndim),
@@ -334,7 +335,7 @@ class AnnotateWidget(Dock):
             layer = self._add_layer(
                 summary.gaps,
                 self._gaps.name(labels),
-                colormap={None: "transparent", 1: "yellow"},
+                colormap=one_colour("yellow"),
                 metadata={DERIVED: self._gaps.kind},
                 **placement(labels, labels.ndim),
             )
