@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from magicgui.widgets import CheckBox, Container, FloatSpinBox
 from magicgui.widgets.bases import CategoricalWidget
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject, QThreadPool, QTimer
 from qtpy.QtWidgets import QDockWidget, QWidget
 
 from ..core.windows import changed_window
+from . import _warm
 
 
 def device_choices() -> list[tuple[str, str]]:
@@ -61,6 +62,16 @@ def read_before(seen, labels, region) -> bool:
     return seen is not None and same_data(seen.labels, labels) and same_data(seen.region, region)
 
 
+# After this long, a still compiling warm-up process is worth a word (_warm.news).
+NEWS_MS = 5000
+
+
+def _tell_news() -> None:
+    line = _warm.news()
+    if line:
+        show_info(line)
+
+
 class Dock(Container):
     """The base of the plugin's docks: labelled controls in a column that scrolls
     when the window is shorter than the docks (all four open need about 1900
@@ -69,6 +80,8 @@ class Dock(Container):
     def __init__(self):
         super().__init__(labels=True, scrollable=True)
         self._column().addStretch()  # controls packed at the top of a tall dock
+        _warm.start()
+        QTimer.singleShot(NEWS_MS, _tell_news)
 
     @property
     def native(self):

@@ -9,6 +9,7 @@ import numpy as np
 from ..core.data import annotated_labels
 from ..core.instances import cell_count, touching_pairs
 from ..core.weights import separation_borders
+from . import _warm
 from ._common import planes_of, read_before
 
 
@@ -49,6 +50,7 @@ def summary_job(labels, region, seen: Summary | None = None) -> Summary | None:
     run. The data are read here, not copied on the GUI thread first: an edit made
     while they are read starts another run.
     """
+    _warm.wait()
     stack = labels.ndim == 3
     count = labels.shape[0] if stack else 1
     before = seen.planes if seen is not None and len(seen.planes) == count else [None] * count

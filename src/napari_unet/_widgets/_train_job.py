@@ -26,6 +26,7 @@ from ..core.data import make_pairs, split_validation
 from ..core.events import Done, Notice
 from ..core.model import UNet
 from ..core.train import Trainer
+from . import _warm
 
 
 def models_dir() -> Path:
@@ -96,6 +97,7 @@ class TrainJob:
                 self.preview, self.trainer, self._events = None, None, None
 
     def _run(self):
+        _warm.wait()
         try:
             if self.preview is not None:  # a slice of a lazy image: read it once, here
                 self.preview = np.asarray(self.preview)

@@ -13,6 +13,7 @@ from ..core.data import annotated_labels, without_negatives
 from ..core.outline import outline_update
 from ..core.weights import WeightMap
 from ..core.windows import changed_window, union_window
+from . import _warm
 from ._common import planes_of, read_before
 
 # The label value that marks unannotated pixels for WeightMap: ids this large are
@@ -93,6 +94,7 @@ def weights_job(planes: list, labels, region, settings, redraw=False):
     them is not: "Ignore outline" toggled, or the weights layer created again),
     and returns "" or, for labels the core refuses, a message.
     """
+    _warm.wait()
     whole = (slice(None), slice(None))
     eq2 = (settings.w0, settings.sigma, settings.class_balance)
     try:

@@ -36,6 +36,7 @@ from ..core.device import default_device
 from ..core.instances import to_instances
 from ..core.model import UNet
 from ..core.predict import check_input, iter_predict
+from . import _warm
 from ._common import (
     Dock,
     WorkerSlot,
@@ -90,6 +91,7 @@ def predict_job(
         return PredictResult(message=str(err))
     except RuntimeError as err:  # torch's; superqt would drop it without a signal
         return PredictResult(message=f"Prediction failed: {err}")
+    _warm.wait()
     return PredictResult(probabilities, to_instances(probabilities, threshold))
 
 

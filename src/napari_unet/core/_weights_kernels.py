@@ -21,6 +21,7 @@ visits no run of columns beyond it.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 
@@ -38,11 +39,11 @@ _PARALLEL = threading.Lock()
 def one_at_a_time(kernel):
     """``kernel`` (a parallel one) called under :data:`_PARALLEL`."""
 
+    @functools.wraps(kernel, updated=())  # not the dispatcher's attributes
     def call(*args):
         with _PARALLEL:
             return kernel(*args)
 
-    call.__doc__ = kernel.__doc__
     return call
 
 

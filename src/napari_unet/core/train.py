@@ -31,7 +31,6 @@ from .events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from .metrics import score_segmentation
 from .model import UNet
 from .predict import check_input, predict_tiled
-from .weights import weight_map
 
 _PAUSE_POLL = 0.25  # seconds between Paused events while held
 
@@ -344,13 +343,10 @@ def fitting_tile(model: UNet, tile: int, largest: int) -> int:
 
 def warm_up() -> None:
     """Load ahead of time what the first run would load lazily: torch's compiler
-    front end (imported by every optimizer, about 2 s) and the compiled weight-map
-    kernels. Imports hold the GIL, so a GUI calls this in a thread when it opens
-    rather than when the user clicks Train."""
+    front end, imported by every optimizer (about 2 s). Imports hold the GIL, so a
+    GUI calls this in a thread when it opens rather than when the user clicks Train
+    (the plugin's docks compile the weight-map kernels apart: ``_widgets._warm``)."""
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-    labels = np.zeros((8, 8), np.int32)
-    labels[2:4, 2:4], labels[4:6, 4:6] = 1, 2
-    weight_map(labels)
 
 
 def _mean(values: list) -> float:

@@ -1,0 +1,160 @@
+"""The compiled kernels, compiled before the docks need them, in a process of their own.
+
+numba compiles a kernel at its first call with new argument types, holding one lock
+for the whole process, and napari colours Labels layers with numba on the GUI thread.
+A kernel compiled by a dock's worker therefore froze the viewer until it was done: on
+a fresh install (or after an upgrade, which makes numba's disk cache stale) the
+viewer stood still for 8-11 s when the sample opened and up to 15 s while the first
+counts and weights were computed (``benchmarks/first_launch.py``).
+
+So the first dock to open starts ``python -m napari_unet._widgets._warm``, which
+compiles every kernel the docks call into numba's disk cache and then leaves a
+stamp; the docks' workers wait for it. Once the stamp is there, later sessions start
+no process. Either way a thread then loads the kernels from the cache, which holds
+numba's lock a few milliseconds at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numba
+import numpy as np
+import platformdirs
+
+# A worker waits at most this long for the compiling process, then compiles what it
+# needs itself: slower for the viewer, but never stuck.
+WAIT_S = 300
+
+_lock = threading.Lock()
+_started = False
+_told = False
+_process: subprocess.Popen | None = None
+
+
+def stamp() -> Path:
+    """The file that says the disk cache holds every kernel for this code: named
+    after the interpreter, numba, its cache folder and the package's source files
+    (numba's cache goes stale when they change)."""
+    package = Path(__file__).resolve().parents[1]
+    key = hashlib.sha256(
+        f"{sys.version}|{numba.__version__}|{os.environ.get('NUMBA_CACHE_DIR', '')}".encode()
+    )
+    for path in sorted(package.rglob("*.py")):
+        status = path.stat()
+        key.update(f"{path}|{status.st_mtime_ns}|{status.st_size}".encode())
+    return Path(platformdirs.user_cache_dir("napari-unet")) / f"kernels-{key.hexdigest()[:16]}"
+
+
+def start() -> None:
+    """Once per session: start the compiling process unless the stamp is there, then
+    load the kernels in a thread, so that the first edit need not. Where no process
+    can be started, that thread compiles them (and holds numba's lock meanwhile)."""
+    global _started, _process
+    with _lock:
+        if _started:
+            return
+        _started = True
+        flags = subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0
+        try:
+            if sys.executable and not stamp().exists():
+                _process = subprocess.Popen(
+                    [sys.executable, "-m", __name__],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    creationflags=flags,
+                )
+        except OSError:
+            pass
+    threading.Thread(target=_load, name="napari-unet-kernels", daemon=True).start()
+
+
+def _load() -> None:
+    wait()
+    warm_up()
+
+
+def wait() -> None:
+    """Return once the compiling process has ended (at once where there is none).
+    For workers: the GUI thread must not wait."""
+    process = _process
+    if process is not None:
+        try:
+            process.wait(WAIT_S)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def news() -> str:
+    """Once per session, while the process compiles: a line for the user, who
+    otherwise sees no counts and no weights for half a minute."""
+    global _told
+    if _told or _process is None or _process.poll() is not None:
+        return ""
+    _told = True
+    return (
+        "napari-unet is compiling its image kernels, once after it is installed or "
+        "upgraded (about half a minute on a laptop): the Annotate counts and the weight "
+        "map appear when it is done."
+    )
+
+
+def warm_up() -> None:
+    """Run on small arrays what the docks run on the user's, so that each kernel is
+    compiled for the types the docks give it: labels as Annotate creates them and
+    Predict writes them (int32), regions as Annotate creates them (uint8), planes and
+    stacks, with and without class balance; the Weight map dock's int64 labels
+    follow from these."""
+    from ..core.data import make_pairs, target_and_weights
+    from ..core.instances import to_instances
+    from ..core.windows import changed_box
+    from ._session import WeightSettings
+    from ._summary import summary_job
+    from ._weights_job import weights_job
+    from .annotate import LABELS_DTYPE
+
+    # Planes wider than twice the border term's reach, so that an edit recomputes
+    # a window of them, not all.
+    labels = np.zeros((2, 96, 96), LABELS_DTYPE)
+    labels[:, 2:8, 2:8], labels[:, 8:14, 2:8], labels[:, 2:6, 10:16] = 1, 2, 3
+    painted = labels.copy()
+    painted[:, 86:90, 86:90] = 4  # a stroke far from the others
+    relabelled = np.where(painted == 3, 5, painted)  # the class weights stay
+    marked = np.ones(labels.shape, np.uint8)
+    for region in (None, marked):
+        for edits, within in (
+            ([labels[0], painted[0], relabelled[0]], None if region is None else region[0]),
+            ([labels, painted, relabelled], region),
+        ):
+            seen = None
+            for data in edits:
+                seen = summary_job(data, within, seen)
+            for balance in (False, True):
+                settings = WeightSettings(class_balance=balance)
+                planes = [None] * (labels.shape[0] if edits[0].ndim == 3 else 1)
+                for data in edits:
+                    list(weights_job(planes, data, within, settings))
+    image = np.random.default_rng(0).random(labels.shape[1:], np.float32)
+    for region in (None, marked[0]):
+        [pair] = make_pairs([image], [labels[0]], [region])
+        for balance in (False, True):
+            target_and_weights(pair, 10.0, 5.0, balance, ignore_outline=True)
+    probabilities = np.stack([1 - image, image])
+    to_instances(probabilities)
+    changed_box(labels, painted)
+    changed_box(labels[0], painted[0])
+
+
+if __name__ == "__main__":
+    warm_up()
+    done = stamp()
+    done.parent.mkdir(parents=True, exist_ok=True)
+    for old in done.parent.glob("kernels-*"):  # of code since replaced
+        old.unlink(missing_ok=True)
+    done.touch()

@@ -1,0 +1,177 @@
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from napari_unet._widgets import _warm
+from napari_unet._widgets._session import WeightSettings
+from napari_unet._widgets._summary import summary_job
+from napari_unet._widgets._weights_job import weights_job
+from napari_unet._widgets.predict import predict_job
+from napari_unet.core.model import UNet
+
+# Run in a fresh process, whose kernels hold only what it compiles or loads itself:
+# after warm_up, the docks' work on other data must need no kernel signature more.
+DOCKS_WORK = """
+import numpy as np
+from numba.core.dispatcher import Dispatcher
+
+from napari_unet._sample_data import touching_cells_sample
+from napari_unet._widgets import _warm
+from napari_unet._widgets._session import WeightSettings
+from napari_unet._widgets._summary import summary_job
+from napari_unet._widgets._train_job import TrainJob
+from napari_unet._widgets._weights_job import weights_job
+from napari_unet._widgets.annotate import LABELS_DTYPE
+from napari_unet._widgets.predict import predict_job
+from napari_unet.core import _count_kernels, _separation_kernels, _weights_kernels, windows
+from napari_unet.core.config import TrainConfig
+from napari_unet.core.model import UNet
+
+
+def signatures():
+    found = {}
+    for module in (_count_kernels, _separation_kernels, _weights_kernels, windows):
+        for name, value in vars(module).items():
+            # one_at_a_time wraps some; a dispatcher's own __wrapped__ is its Python function
+            wrapped = getattr(value, "__wrapped__", None)
+            kernel = value if isinstance(value, Dispatcher) else wrapped
+            if isinstance(kernel, Dispatcher):
+                found[f"{module.__name__}.{name}"] = set(map(str, kernel.signatures))
+    return found
+
+
+_warm.warm_up()
+before = signatures()
+assert sum(bool(sigs) for sigs in before.values()) >= 10, before  # helpers are inlined
+
+(image, _, _), (sample, _, _) = touching_cells_sample()
+labels = np.zeros(sample.shape, LABELS_DTYPE)  # "Create labels", then painted
+labels[:128] = sample[:128]
+stack = np.stack([labels, np.zeros_like(labels), labels[::-1]])
+painted = stack.copy()
+painted[:, 200:210, 200:210] = labels.max() + 1
+region = np.zeros(stack.shape, np.uint8)  # "Mark annotated region", then painted
+region[:, :160] = 1
+for within in (None, region):
+    for before_edit, after_edit, marked in (
+        (stack[0], painted[0], None if within is None else within[0]),
+        (stack, painted, within),
+    ):
+        seen = summary_job(before_edit, marked)
+        summary_job(after_edit, marked, seen)
+        for balance in (False, True):
+            planes = [None] * (3 if before_edit.ndim == 3 else 1)
+            for data in (before_edit, after_edit):
+                list(weights_job(planes, data, marked, WeightSettings(class_balance=balance)))
+
+config = TrainConfig(steps=3, batch_size=2, tile=36, validate_every=2, class_balance=True)
+model = UNet(depth=2, width=4, padding="same", norm="batch")
+slices = np.concatenate([painted, painted[:2]])  # 5, so that 2 are held out to validate
+job = TrainJob([np.stack([image] * 5)], [slices], [None], model, config, False, val_fraction=0.4)
+assert any(type(event).__name__ == "Done" for event in job.run())
+
+steps = predict_job(UNet(depth=2, width=4, padding="same"), image, None, False, "cpu", 0.5)
+try:
+    while True:
+        next(steps)
+except StopIteration as end:
+    result = end.value
+windows.changed_box(labels, result.labels.astype(LABELS_DTYPE))
+
+new = {name: sorted(sigs - before[name]) for name, sigs in signatures().items()}
+new = {name: sigs for name, sigs in new.items() if sigs}
+assert not new, f"compiled after warm_up: {new}"
+"""
+
+
+@pytest.mark.slow
+def test_warm_up_compiles_every_kernel_signature_the_docks_use(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # where the stamp goes
+    assert not _warm.stamp().exists()
+    for args in (["-m", "napari_unet._widgets._warm"], ["-c", DOCKS_WORK]):
+        run = subprocess.run(
+            [sys.executable, *args],
+            cwd=tmp_path,  # a run's checkpoint lands here
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+    # the process the first dock starts leaves its stamp, and no other
+    assert [p.name for p in _warm.stamp().parent.iterdir()] == [_warm.stamp().name]
+
+
+class Recorded:
+    """A compiling process that has ended, and who waited for it."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.waits = args, []
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        return 0
+
+    def poll(self):
+        return 0 if self.waits else None
+
+
+@pytest.mark.parametrize("stamped", [False, True], ids=["no stamp", "stamp"])
+def test_the_first_dock_starts_the_compiling_process_once_unless_stamped(
+    make_napari_viewer, monkeypatch, qtbot, tmp_path, stamped
+):
+    started, loaded = [], []
+    monkeypatch.setattr(_warm, "_started", False)
+    monkeypatch.setattr(_warm, "_process", None)
+    monkeypatch.setattr(_warm, "stamp", lambda: tmp_path / "kernels-0")
+    if stamped:
+        (tmp_path / "kernels-0").touch()
+
+    def popen(*args, **kwargs):
+        started.append(Recorded(*args))
+        return started[-1]
+
+    # the module's own name for subprocess: vispy, in the same test, runs processes
+    fake = types.SimpleNamespace(**vars(subprocess))
+    fake.Popen = popen
+    monkeypatch.setattr(_warm, "subprocess", fake)
+    monkeypatch.setattr(_warm, "warm_up", lambda: loaded.append(True))
+    viewer = make_napari_viewer()
+    for name in ("Annotate", "Weight map", "Train", "Predict"):
+        viewer.window.add_plugin_dock_widget("napari-unet", name)
+    if stamped:
+        assert started == []
+    else:
+        [process] = started
+        assert process.args == ([sys.executable, "-m", "napari_unet._widgets._warm"],)
+    # then the kernels are loaded in this process, after the process wrote them
+    qtbot.waitUntil(lambda: loaded == [True], timeout=5000)
+    assert all(process.waits == [_warm.WAIT_S] for process in started)
+
+
+def test_a_word_once_while_the_process_compiles(monkeypatch):
+    process = Recorded()
+    monkeypatch.setattr(_warm, "_process", process)
+    monkeypatch.setattr(_warm, "_told", False)
+    assert "compiling" in _warm.news()
+    assert _warm.news() == ""  # once
+    monkeypatch.setattr(_warm, "_told", False)
+    process.wait()
+    assert _warm.news() == ""  # done: nothing to say
+
+
+def test_the_docks_workers_wait_for_the_compiling_process(monkeypatch):
+    process = Recorded()
+    monkeypatch.setattr(_warm, "_process", process)
+    labels = np.zeros((32, 32), np.int32)
+    labels[4:10, 4:10], labels[10:16, 4:10] = 1, 2
+    summary_job(labels, None)
+    assert process.waits == [_warm.WAIT_S]
+    list(weights_job([None], labels, None, WeightSettings()))
+    assert process.waits == [_warm.WAIT_S] * 2
+    steps = predict_job(
+        UNet(depth=2, width=4, padding="same"), labels.astype(np.float32), None, False, "cpu", 0.5
+    )
+    assert list(steps) and process.waits == [_warm.WAIT_S] * 3
