@@ -112,7 +112,10 @@ print(
 )
 train.stop()
 pump(lambda: train._worker is None, 60)
-print("stalls over 200 ms (s held, at s):", [(round(h, 2), round(w, 1)) for h, w in stalls if h > 0.2])
+print(
+    "stalls over 200 ms (s held, at s):",
+    [(round(h, 2), round(w, 1)) for h, w in stalls if h > 0.2],
+)
 for stack, count in stacks.most_common(3):
     print(f"  {count * 50} ms in {stack}")
 viewer.close()
