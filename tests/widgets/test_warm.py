@@ -91,6 +91,11 @@ assert not new, f"compiled after warm_up: {new}"
 def test_warm_up_compiles_every_kernel_signature_the_docks_use(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # where the stamp goes
     assert not _warm.stamp().exists()
+    other = _warm.stamp().parent.with_name("another-installation") / "0"
+    other.parent.mkdir(parents=True)
+    other.touch()
+    _warm.stamp().parent.mkdir(parents=True)
+    _warm.stamp().with_name("of-code-since-replaced").touch()
     for args in (["-m", "napari_unet._widgets._warm"], ["-c", DOCKS_WORK]):
         run = subprocess.run(
             [sys.executable, *args],
@@ -100,8 +105,9 @@ def test_warm_up_compiles_every_kernel_signature_the_docks_use(tmp_path, monkeyp
             timeout=600,
         )
         assert run.returncode == 0, run.stderr[-3000:]
-    # the process the first dock starts leaves its stamp, and no other
+    # the process the first dock starts leaves its stamp, and no other of its own
     assert [p.name for p in _warm.stamp().parent.iterdir()] == [_warm.stamp().name]
+    assert other.exists()
 
 
 class Recorded:

@@ -38,17 +38,22 @@ _process: subprocess.Popen | None = None
 
 
 def stamp() -> Path:
-    """The file that says the disk cache holds every kernel for this code: named
-    after the interpreter, numba, its cache folder and the package's source files
-    (numba's cache goes stale when they change)."""
+    """The file that says the disk cache holds every kernel for this code: in a
+    folder of this installation (the package's place and numba's cache folder),
+    named after the interpreter, numba and the package's source files (numba's
+    cache goes stale when they change)."""
     package = Path(__file__).resolve().parents[1]
-    key = hashlib.sha256(
-        f"{sys.version}|{numba.__version__}|{os.environ.get('NUMBA_CACHE_DIR', '')}".encode()
+    sources = "".join(
+        f"{path}|{path.stat().st_mtime_ns}|{path.stat().st_size}\n"
+        for path in sorted(package.rglob("*.py"))
     )
-    for path in sorted(package.rglob("*.py")):
-        status = path.stat()
-        key.update(f"{path}|{status.st_mtime_ns}|{status.st_size}".encode())
-    return Path(platformdirs.user_cache_dir("napari-unet")) / f"kernels-{key.hexdigest()[:16]}"
+    folder = Path(platformdirs.user_cache_dir("napari-unet")) / "kernels"
+    place = _digest(f"{package}|{os.environ.get('NUMBA_CACHE_DIR', '')}")
+    return folder / place / _digest(f"{sys.version}|{numba.__version__}|{sources}")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def start() -> None:
@@ -155,6 +160,6 @@ if __name__ == "__main__":
     warm_up()
     done = stamp()
     done.parent.mkdir(parents=True, exist_ok=True)
-    for old in done.parent.glob("kernels-*"):  # of code since replaced
+    for old in done.parent.iterdir():  # of code since replaced
         old.unlink(missing_ok=True)
     done.touch()
