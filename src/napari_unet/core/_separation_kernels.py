@@ -12,6 +12,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._weights_kernels import one_at_a_time
+
 
 @numba.njit(cache=True, nogil=True)
 def _in_sorted(values, v):
@@ -65,29 +67,76 @@ def touching_row(labels, i, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def _beside_kept(labels, gapped, i, j):
+    """Whether a neighbour of pixel (i, j) (8-neighbour) is a kept pixel of its id."""
+    h, w = labels.shape
+    v = labels[i, j]
+    for a in range(max(i - 1, 0), min(i + 2, h)):
+        for b in range(max(j - 1, 0), min(j + 2, w)):
+            if labels[a, b] == v and gapped[a, b] != 0:
+                return True
+    return False
+
+
 def gaps(labels, protected):
     """``labels`` with 0 on every pixel that touches (8-neighbour) a kept pixel of an
-    instance that outranks its own, and the ids of those pixels.
+    instance that outranks its own; the ids of those pixels; and of them, those with
+    a kept pixel beside one (the others may have vanished: see :func:`holding`).
 
     Rank is (protected, id): of two touching instances the lower-ranked one gives
     up its contact pixels, so the gap is one pixel wide; where three meet, a pixel
     whose higher neighbour itself gave way stays. ``protected`` (sorted) holds ids
     that would otherwise vanish.
     """
+    gapped, rows, cols = _outranked_pixels(labels, protected)
+    ids, kept = _settle(labels, protected, gapped, rows, cols)
+    return gapped, ids, kept
+
+
+# Rows are handed to threads in chunks so that each allocates its scratch once.
+ROWS = 16
+
+
+@one_at_a_time
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _outranked_pixels(labels, protected):
+    """A copy of ``labels`` with 0 where a pixel touches a pixel of an instance that
+    outranks its own (as if every pixel were kept), and those pixels' rows and
+    columns, row by row in parallel."""
     h, w = labels.shape
-    gapped = labels.copy()
-    rows, cols = [], []
-    contact = np.zeros(w, np.bool_)
-    for i in range(h):
-        touching_row(labels, i, contact)
+    gapped = np.empty_like(labels)
+    counts = np.zeros(h, np.int64)
+    chunks = (h + ROWS - 1) // ROWS
+    for chunk in numba.prange(chunks):
+        contact = np.zeros(w, np.bool_)
+        for i in range(chunk * ROWS, min(h, chunk * ROWS + ROWS)):
+            gapped[i] = labels[i]
+            touching_row(labels, i, contact)
+            for j in range(w):
+                if contact[j] and _outranked(labels, protected, labels, i, j):
+                    gapped[i, j] = 0
+                    counts[i] += 1
+    starts = np.zeros(h + 1, np.int64)
+    starts[1:] = np.cumsum(counts)
+    rows = np.empty(starts[h], np.int64)
+    cols = np.empty(starts[h], np.int64)
+    for i in numba.prange(h):
+        k = starts[i]
+        if k == starts[i + 1]:
+            continue
         for j in range(w):
-            if contact[j] and _outranked(labels, protected, labels, i, j):
-                rows.append(i)
-                cols.append(j)
-    for k in range(len(rows)):
-        gapped[rows[k], cols[k]] = 0
-    # Who gives way depends on whether the outranking pixel stays: settle the
-    # contact pixels (ranks only increase along a dependency, so this ends).
+            if gapped[i, j] == 0 and labels[i, j] != 0:
+                rows[k], cols[k] = i, j
+                k += 1
+    return gapped, rows, cols
+
+
+@numba.njit(cache=True, nogil=True)
+def _settle(labels, protected, gapped, rows, cols):
+    """Settle the pixels at ``rows``, ``cols`` in ``gapped``: who gives way depends on
+    whether the outranking pixel stays (ranks only increase along a dependency, so
+    this ends). Returns the ids of those that gave way, and of them those with a kept
+    pixel beside one."""
     changed = True
     while changed:
         changed = False
@@ -102,12 +151,17 @@ def gaps(labels, protected):
                     gapped[i, j] = 0
                 changed = True
     ids = np.empty(len(rows), labels.dtype)
-    n = 0
+    kept = np.empty(len(rows), labels.dtype)
+    n, m = 0, 0
     for k in range(len(rows)):
-        if gapped[rows[k], cols[k]] == 0:
-            ids[n] = labels[rows[k], cols[k]]
+        i, j = rows[k], cols[k]
+        if gapped[i, j] == 0:
+            ids[n] = labels[i, j]
             n += 1
-    return gapped, ids[:n]
+            if _beside_kept(labels, gapped, i, j):
+                kept[m] = labels[i, j]
+                m += 1
+    return ids[:n], kept[:m]
 
 
 @numba.njit(cache=True, nogil=True)

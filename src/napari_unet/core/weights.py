@@ -57,9 +57,10 @@ def _separation_rounds(labels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray,
     labels = np.ascontiguousarray(labels)  # one compiled kernel per dtype, not per layout
     protected, rounds = np.zeros(0, labels.dtype), []
     while True:
-        gapped, removed = separation.gaps(labels, protected)
-        removed = np.unique(removed)
-        vanished = removed[separation.holding(labels, gapped, removed) == 1]
+        gapped, removed, beside_kept = separation.gaps(labels, protected)
+        # Most keep a pixel beside one they gave: only the others are looked for.
+        unsure = np.setdiff1d(removed, beside_kept)
+        vanished = unsure[separation.holding(labels, gapped, unsure) == 1]
         lost = np.setdiff1d(vanished, protected)
         rounds.append((protected, gapped, lost))
         if lost.size == 0:
