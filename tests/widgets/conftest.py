@@ -1,5 +1,16 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels():
+    """The docks' kernels compiled once, before the first dock starts the process that
+    compiles them (``_widgets._warm``): the workers would wait for it, on a fresh
+    machine longer than a test waits for a dock."""
+    subprocess.run([sys.executable, "-m", "napari_unet._widgets._warm"], check=True, timeout=900)
 
 
 @pytest.fixture

@@ -11,13 +11,15 @@ So the first dock to open starts ``python -m napari_unet._widgets._warm``, which
 compiles every kernel the docks call into numba's disk cache and then leaves a
 stamp; the docks' workers wait for it. Once the stamp is there, later sessions start
 no process. Either way a thread then loads the kernels from the cache, which holds
-numba's lock a few milliseconds at a time.
+numba's lock a few milliseconds at a time (or compiles them, where no process could
+run or the cache lacks them after all, as before).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import subprocess
 import sys
 import threading
@@ -27,14 +29,16 @@ import numba
 import numpy as np
 import platformdirs
 
-# A worker waits at most this long for the compiling process, then compiles what it
-# needs itself: slower for the viewer, but never stuck.
+# A worker waits at most this long for the compiling process, which is then ended:
+# the workers compile what they need themselves, slower for the viewer but not stuck.
 WAIT_S = 300
 
 _lock = threading.Lock()
 _started = False
 _told = False
 _process: subprocess.Popen | None = None
+_ended = threading.Event()
+LOG = "warm-up.log"  # the process's output, beside its stamp
 
 
 def stamp() -> Path:
@@ -49,7 +53,16 @@ def stamp() -> Path:
     )
     folder = Path(platformdirs.user_cache_dir("napari-unet")) / "kernels"
     place = _digest(f"{package}|{os.environ.get('NUMBA_CACHE_DIR', '')}")
-    return folder / place / _digest(f"{sys.version}|{numba.__version__}|{sources}")
+    return folder / place / _digest(f"{sys.version}|{numba.__version__}|{_cpu()}|{sources}")
+
+
+def _cpu() -> str:
+    """The processor numba compiles for, part of its cache's keys (a home folder may
+    be shared by machines of different processors)."""
+    try:
+        return repr(numba.core.registry.cpu_target.target_context.codegen().magic_tuple())
+    except AttributeError:  # numba's internals moved: the machine's name, at least
+        return platform.machine()
 
 
 def _digest(text: str) -> str:
@@ -62,21 +75,28 @@ def start() -> None:
     can be started, that thread compiles them (and holds numba's lock meanwhile)."""
     global _started, _process
     with _lock:
-        if _started:
+        if _started or numba.config.DISABLE_JIT:
             return
         _started = True
-        flags = subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0
-        try:
-            if sys.executable and not stamp().exists():
-                _process = subprocess.Popen(
-                    [sys.executable, "-m", __name__],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    creationflags=flags,
-                )
-        except OSError:
-            pass
+        done = stamp()
+        # A bundled app's executable may be the app itself, not a Python to run -m.
+        if sys.executable and not getattr(sys, "frozen", False) and not done.exists():
+            try:
+                done.parent.mkdir(parents=True, exist_ok=True)
+                with open(done.parent / LOG, "w") as log:
+                    _process = subprocess.Popen(
+                        [sys.executable, "-m", __name__],
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=log,
+                        # Not the user's folder, whose files would shadow modules, but
+                        # the modules this process imports.
+                        cwd=done.parent,
+                        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                        creationflags=subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0,
+                    )
+            except OSError:
+                pass
     threading.Thread(target=_load, name="napari-unet-kernels", daemon=True).start()
 
 
@@ -86,14 +106,17 @@ def _load() -> None:
 
 
 def wait() -> None:
-    """Return once the compiling process has ended (at once where there is none).
-    For workers: the GUI thread must not wait."""
+    """Return once the compiling process has ended, or has been ended after
+    :data:`WAIT_S`; at once where there is none. For workers: the GUI thread must
+    not wait."""
     process = _process
-    if process is not None:
-        try:
-            process.wait(WAIT_S)
-        except subprocess.TimeoutExpired:
-            pass
+    if process is None or _ended.is_set():
+        return
+    try:
+        process.wait(WAIT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    _ended.set()
 
 
 def news() -> str:
@@ -161,5 +184,6 @@ if __name__ == "__main__":
     done = stamp()
     done.parent.mkdir(parents=True, exist_ok=True)
     for old in done.parent.iterdir():  # of code since replaced
-        old.unlink(missing_ok=True)
+        if old.name != LOG:
+            old.unlink(missing_ok=True)
     done.touch()
