@@ -44,8 +44,8 @@ LOG = "warm-up.log"  # the process's output, beside its stamp
 def stamp() -> Path:
     """The file that says the disk cache holds every kernel for this code: in a
     folder of this installation (the package's place and numba's cache folder),
-    named after the interpreter, numba and the package's source files (numba's
-    cache goes stale when they change)."""
+    named after the interpreter, numba, the processor and the package's source files
+    (numba's cache goes stale when they change)."""
     package = Path(__file__).resolve().parents[1]
     sources = "".join(
         f"{path}|{path.stat().st_mtime_ns}|{path.stat().st_size}\n"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._weights_kernels import one_at_a_time
+from ._weights_kernels import ROWS, one_at_a_time
 
 
 @numba.njit(cache=True, nogil=True)
@@ -91,10 +91,6 @@ def gaps(labels, protected):
     gapped, rows, cols = _outranked_pixels(labels, protected)
     ids, kept = _settle(labels, protected, gapped, rows, cols)
     return gapped, ids, kept
-
-
-# Rows are handed to threads in chunks so that each allocates its scratch once.
-ROWS = 16
 
 
 @one_at_a_time
