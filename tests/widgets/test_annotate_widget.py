@@ -1,5 +1,7 @@
 import numpy as np
 from app_model.types import KeyBinding
+from napari.utils.colormaps import CyclicLabelColormap
+from napari.utils.colormaps.standardize_color import transform_color
 
 from napari_unet._widgets._session import session
 from napari_unet._widgets.annotate import AnnotateWidget, spans
@@ -80,6 +82,12 @@ def test_create_paint_region_and_add(make_napari_viewer, qtbot):
 
     region = widget.mark_region()
     assert region.name == "nuclei labels region" and widget.region.value is region
+    # Every label shows in one colour, as every one counts, and not through a dict
+    # colormap, whose first use compiles numba code on the GUI thread.
+    for layer, colour in ((viewer.layers["nuclei labels gaps"], "yellow"), (region, "cyan")):
+        assert isinstance(layer.colormap, CyclicLabelColormap)
+        shown = layer.colormap.map(np.array([0, 1, 2, 7]))
+        np.testing.assert_allclose(shown, [[0, 0, 0, 0], *transform_color([colour] * 3)])
     assert viewer.layers.selection.active is region
     settle(widget, qtbot)
     assert widget.counts.value.startswith("0 cells")  # nothing marked annotated yet
