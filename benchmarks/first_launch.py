@@ -28,7 +28,8 @@ from qtpy.QtWidgets import QApplication
 from napari_unet._widgets import _train_job
 
 START = time.perf_counter()
-_train_job.models_dir = lambda: Path(tempfile.mkdtemp()) / "models"  # not the user's
+MODELS = Path(tempfile.mkdtemp()) / "models"  # not the user's
+_train_job.models_dir = lambda: MODELS  # one folder: each call made a new one
 
 ticks = [START]
 stalls = []  # (seconds the GUI thread was held, when it was let go)
