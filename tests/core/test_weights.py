@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from napari_unet.core.class_balance import class_weights
+from napari_unet.core.label_checks import in_kernel_type
 from napari_unet.core.synthetic import touching_cells
 from napari_unet.core.weights import WeightMap, border_weight, separation_borders, weight_map
 
@@ -77,6 +78,33 @@ def test_any_integer_ids(reference, dtype):
     lut = np.zeros(labels.max() + 1, dtype)
     lut[ids] = np.arange(len(ids), dtype=dtype) * dtype(3) + dtype(top) if top > 1 else ids
     np.testing.assert_allclose(border_weight(lut[labels]), expected, atol=1e-5)
+    # the ids keep their order, so the same pixels give way
+    gapped = separation_borders(lut[labels])
+    assert gapped.dtype == dtype
+    np.testing.assert_array_equal(gapped, lut[separation_borders(labels)])
+    np.testing.assert_array_equal(weight_map(lut[labels]), weight_map(labels))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values", "kernel_type"),
+    [
+        (bool, [False, True], np.int32),
+        (np.uint16, [0, 2**16 - 1], np.int32),
+        (">i2", [-3, 7], np.int32),
+        (np.uint32, [0, 2**31 - 1], np.int32),
+        (np.uint32, [0, 2**31], np.int64),
+        (np.int64, [-(2**31), 2**31 - 1], np.int32),
+        (np.int64, [0, 2**40], np.int64),
+        (np.uint64, [0, 2**63 - 1], np.int64),
+        (np.uint64, [0, 2**63], np.uint64),
+    ],
+)
+def test_labels_reach_the_kernels_as_int32_where_their_values_fit(dtype, values, kernel_type):
+    # numba compiles each kernel once per type: two types cover every label image.
+    labels = np.array([values, values[::-1]], dtype)
+    converted = in_kernel_type(labels)
+    assert converted.dtype == kernel_type
+    assert converted.tolist() == labels.tolist()
 
 
 def test_fewer_than_two_instances_give_zero():
@@ -350,6 +378,41 @@ def test_edit_of_int64_values_into_uint64_ids_beyond_int64_stays_exact():
     labels[5, 5] = 3
     assert live.gapped.dtype == np.uint64
     np.testing.assert_array_equal(live.weights, weight_map(labels, 3.0, 2.0))
+
+
+@pytest.mark.parametrize("how", ["update", "edit"])
+def test_a_map_of_int64_labels_computes_in_int32_until_an_id_does_not_fit(how):
+    # as the Weight map dock gives them: int64, the largest id marking unannotated pixels
+    ignore = np.iinfo(np.int64).max
+    labels = disks(n=30).astype(np.int64)
+    labels[:, :12] = ignore
+    live = WeightMap(labels, 3.0, 2.0, class_balance=False, ignore=ignore)
+    assert live.gapped.dtype == np.int32
+    whole = (slice(0, labels.shape[0]), slice(0, labels.shape[1]))
+    for value, window in ((7, (slice(40, 45), slice(40, 45))), (2**40, (slice(60, 63),) * 2)):
+        painted = labels.copy()
+        painted[window] = value
+        changed = apply_edit(live, how, painted, window)
+        assert (changed == whole) == (value == 2**40)  # computed whole only to widen
+        np.testing.assert_array_equal(live.weights, weight_map(painted, 3.0, 2.0, False, ignore))
+        labels = painted
+    assert live.gapped.dtype == np.int64
+
+
+@pytest.mark.parametrize(("dtype", "ignore"), [(np.uint16, -1), (np.int32, 2**63 - 1)])
+def test_an_ignore_value_the_labels_cannot_hold_marks_nothing(dtype, ignore):
+    # as the dock's ignore value beside labels that never hold it (found by review)
+    labels = np.zeros((30, 30), dtype)
+    labels[5:20, 10:20], labels[0:3, 0:3] = 2, 3
+    for region, values in (
+        ((slice(5, 20), slice(9, 10)), np.ones((15, 1), dtype)),  # a sliver: settled whole
+        ((slice(0, 1), slice(0, 1)), np.array([[7]], np.int64)),  # a wider type
+    ):
+        live = WeightMap(labels, 3.0, 2.0, class_balance=False, ignore=ignore)
+        live.edit(region, values)
+        painted = labels.astype(values.dtype)
+        painted[region] = values
+        np.testing.assert_array_equal(live.weights, weight_map(painted, 3.0, 2.0, False))
 
 
 def test_changed_compares_labels_of_another_dtype():

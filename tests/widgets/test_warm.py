@@ -81,10 +81,19 @@ for within in (None, region):
             for data in (before_edit, after_edit):
                 list(weights_job(planes, data, marked, WeightSettings(class_balance=balance)))
 
+# Labels opened from files rather than painted: 16-bit ids, 8-bit masks, numpy's
+# int64 (the kernels take them all as int32: label_checks.in_kernel_type).
+opened = [painted.astype(np.uint16), (painted > 0).astype(np.uint8) * 255, painted.astype(int)]
+for other in opened:
+    summary_job(other, None)
+    list(weights_job([None] * 3, other, None, WeightSettings()))
+
 config = TrainConfig(steps=3, batch_size=2, tile=36, validate_every=2, class_balance=True)
 model = UNet(depth=2, width=4, padding="same", norm="batch")
 slices = np.concatenate([painted, painted[:2]])  # 5, so that 2 are held out to validate
-job = TrainJob([np.stack([image] * 5)], [slices], [None], model, config, False, val_fraction=0.4)
+images = [np.stack([image] * 5)] + [np.stack([image] * 3)] * len(opened)
+regions = [None] * len(images)
+job = TrainJob(images, [slices, *opened], regions, model, config, False, val_fraction=0.4)
 assert any(type(event).__name__ == "Done" for event in job.run())
 
 steps = predict_job(UNet(depth=2, width=4, padding="same"), image, None, False, "cpu", 0.5)

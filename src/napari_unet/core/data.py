@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .instances import as_instances
+from .label_checks import in_kernel_type
 from .outline import outline
 from .predict import reflect_index
 from .weights import separation_borders, weight_map
@@ -133,7 +134,8 @@ def annotated_labels(
     """Painted labels as training reads them: ``(instance labels, annotated mask)``.
 
     Negative labels (e.g. -1) mark pixels that are not annotated, and become 0. A
-    plane of two values is a mask of cells (``instances.as_instances``). Without a
+    plane of two values is a mask of cells (``instances.as_instances``). The
+    instance labels are int32 where their ids fit (``label_checks.in_kernel_type``). Without a
     region, a 2D image is annotated everywhere, and of a stack only the slices with
     a cell are: a stack painted on one slice trains on that slice, not on its
     unpainted neighbours as if they held no cell (give a region to train on
@@ -154,7 +156,7 @@ def annotated_labels(
         painted = np.any(labels > 0, axis=(-2, -1), keepdims=True)
         region = np.broadcast_to(painted, labels.shape).copy()
     labels, region = without_negatives(labels, region)
-    return as_instances(labels), region
+    return in_kernel_type(as_instances(labels)), region
 
 
 def without_negatives(labels: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -25,7 +25,7 @@ from scipy.sparse.csgraph import connected_components
 from skimage.segmentation import expand_labels
 
 from ._count_kernels import contact_pairs, run_ids
-from .label_checks import in_native_order
+from .label_checks import in_kernel_type
 from .windows import grow_window, window_within
 
 _ROWS = 256  # rows at a time in passes over whole planes or bands
@@ -283,7 +283,7 @@ def _planes(labels) -> np.ndarray:
             f"expected integer labels of shape (Y, X) or (Z, Y, X); got {labels.dtype} "
             f"{labels.shape}"
         )
-    labels = in_native_order(labels)
+    labels = in_kernel_type(labels)
     return labels[None] if labels.ndim == 2 else labels
 
 

@@ -42,6 +42,27 @@ def in_native_order(array: np.ndarray) -> np.ndarray:
     return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
+def in_kernel_type(labels: np.ndarray) -> np.ndarray:
+    """``labels`` as the compiled kernels take them: int32 where every value fits,
+    else int64 where every value fits, else as they are (uint64 ids from 2**63 on).
+    The values stay the same, so the ids and their order do. numba compiles a kernel
+    anew for each type it is given, for seconds and under a lock that napari's GUI
+    thread needs too, so the other integer types are converted instead: a view where
+    the bits are the same, a copy otherwise."""
+    labels = in_native_order(labels)
+    if labels.dtype == np.int32:
+        return labels
+    if labels.dtype.itemsize < 4:  # bool and 8- or 16-bit integers: all fit
+        return labels.astype(np.int32)
+    low, high = (labels.min(), labels.max()) if labels.size else (0, 0)
+    for dtype in (np.int32, np.int64):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            same_bits = labels.dtype.itemsize == info.bits // 8  # uint32 below 2**31, ...
+            return labels.view(dtype) if same_bits else labels.astype(dtype)
+    return labels
+
+
 def check_parameters(w0: float, sigma: float) -> None:
     if not (math.isfinite(w0) and w0 >= 0):
         raise ValueError(f"w0 must be a finite number >= 0; got {w0}")

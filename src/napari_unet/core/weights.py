@@ -26,7 +26,7 @@ from . import _separation_kernels as separation
 from . import _weights_kernels as kernels
 from .class_balance import balance, classes_of, coded_terms, counts
 from .id_boxes import IdBoxes
-from .label_checks import check_labels, check_parameters, ignore_mask
+from .label_checks import check_labels, check_parameters, ignore_mask, in_kernel_type
 from .windows import changed_window, grow_window, mask_window, union_window, window_within
 
 # Border-term values below this are written as 0 (the contract is 1e-5).
@@ -92,7 +92,8 @@ def separation_borders(labels: np.ndarray) -> np.ndarray:
     ndarray, same shape and dtype as ``labels``
     """
     labels = check_labels(labels)
-    return _per_slice(_gapped, labels, labels.dtype)
+    gapped = _per_slice(_gapped, in_kernel_type(labels), labels.dtype)
+    return gapped.astype(labels.dtype, copy=False)  # the ids given, so no loss
 
 
 def _border_2d(labels: np.ndarray, w0: float, sigma: float) -> np.ndarray:
@@ -125,7 +126,7 @@ def border_weight(labels: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> n
     """
     labels = check_labels(labels)
     check_parameters(w0, sigma)
-    return _per_slice(_border_2d, labels, np.float32, w0, sigma)
+    return _per_slice(_border_2d, in_kernel_type(labels), np.float32, w0, sigma)
 
 
 def weight_map(
@@ -160,6 +161,7 @@ def weight_map(
     mask = ignore_mask(labels, ignore)
     if mask is not None:
         labels = np.where(mask, labels.dtype.type(0), labels)
+    labels = in_kernel_type(labels)
     out = np.empty(labels.shape, np.float32)
     for index in np.ndindex(labels.shape[:-2]):
         out[index] = _weight_map_2d(
@@ -204,7 +206,9 @@ class WeightMap:
     weights : ndarray, float32, shape ``(Y, X)``
         The map. It is updated in place: the same array for the object's lifetime.
     gapped : ndarray, shape ``(Y, X)``
-        ``separation_borders`` of the annotated labels: the training target.
+        ``separation_borders`` of the annotated labels: the training target, int32
+        where the ids fit (the kernels' type), else int64 or, for ids from 2**63 on,
+        uint64.
     terms : ndarray, float32, shape ``(Y, X)``
         What the map is composed from: the border term on background pixels, -1
         on foreground (gapped) pixels and -2 on unannotated ones.
@@ -230,12 +234,14 @@ class WeightMap:
         self._full(labels)
 
     def _full(self, labels: np.ndarray) -> None:
-        # The annotated labels (0 where unannotated) and where they are unannotated.
-        if self.ignore is None:
-            self.labels, self.unannotated = labels.copy(), None
-        else:
-            self.unannotated = labels == self.ignore
-            self.labels = np.where(self.unannotated, labels.dtype.type(0), labels)
+        # The annotated labels (0 where unannotated), in the kernels' type, and where
+        # they are unannotated; the type given, to give them back in.
+        self._given_type = labels.dtype
+        self.unannotated = None if self.ignore is None else labels == self.ignore
+        kept = labels if self.ignore is None else np.where(self.unannotated, 0, labels)
+        self.labels = in_kernel_type(kept)
+        if np.may_share_memory(self.labels, labels):  # the caller's, who may change it
+            self.labels = self.labels.copy()
         self.rounds = _separation_rounds(self.labels)
         self._id_boxes = IdBoxes()
         self.gapped = self.rounds[-1][1]
@@ -277,7 +283,7 @@ class WeightMap:
         labels = check_labels(labels, window=region, ignore=self.ignore)
         if labels.shape != self.labels.shape:
             raise ValueError(f"labels changed shape from {self.labels.shape} to {labels.shape}")
-        if labels.dtype != self.labels.dtype:  # ids the old type cannot hold, maybe
+        if labels.dtype != self._given_type or not self._fits(labels[region]):
             self._full(labels)
             return self._window((slice(None), slice(None)))
         return self._edit(labels[region], region)
@@ -290,8 +296,8 @@ class WeightMap:
         shape = tuple(s.stop - s.start for s in region)
         if values.shape != shape:
             raise ValueError(f"the values have shape {values.shape}; the region {shape}")
-        if not np.can_cast(values.dtype, self.labels.dtype):
-            dtype = np.result_type(values, self.labels)
+        if not (np.can_cast(values.dtype, self._given_type) and self._fits(values)):
+            dtype = np.result_type(values.dtype, self._given_type)
             if dtype.kind == "f":  # int64 beside uint64: uint64 holds ids, not negatives
                 if values.min(initial=0) < 0:
                     raise ValueError("negative values cannot join uint64 labels")
@@ -307,11 +313,21 @@ class WeightMap:
             raise ValueError(f"the region must be slices with no step; got {region}")
         return grow_window(region, 0, self.labels.shape)
 
+    def _fits(self, values: np.ndarray) -> bool:
+        """Whether the ids among ``values`` fit the type the map computes in (int32
+        until an id does not: see ``label_checks.in_kernel_type``)."""
+        if self.ignore is not None:
+            values = values[values != self.ignore]
+        info = np.iinfo(self.labels.dtype)
+        return values.size == 0 or (info.min <= values.min() and values.max() <= info.max)
+
     def _given(self) -> np.ndarray:
-        """The labels as last given, ``ignore`` where unannotated."""
-        if self.unannotated is None or not self.unannotated.any():
-            return self.labels
-        return np.where(self.unannotated, self.labels.dtype.type(self.ignore), self.labels)
+        """The labels as last given, in their type, ``ignore`` where unannotated (a copy)."""
+        labels = self.labels.astype(self._given_type)
+        # only where it was given: an ignore value the labels never held may not fit them
+        if self.unannotated is not None and self.unannotated.any():
+            labels[self.unannotated] = self.ignore
+        return labels
 
     def _edit(self, values: np.ndarray, region: tuple[slice, slice]) -> tuple[slice, slice]:
         shape = self.labels.shape
