@@ -106,7 +106,8 @@ def _outranked_pixels(labels, protected):
     for chunk in numba.prange(chunks):
         contact = np.zeros(w, np.bool_)
         for i in range(chunk * ROWS, min(h, chunk * ROWS + ROWS)):
-            gapped[i] = labels[i]
+            for j in range(w):  # not gapped[i] = labels[i]: its checks take 2 s to compile
+                gapped[i, j] = labels[i, j]
             touching_row(labels, i, contact)
             for j in range(w):
                 if contact[j] and _outranked(labels, protected, labels, i, j):
@@ -230,8 +231,9 @@ def holding(labels, gapped, candidates):
 
 @numba.njit(cache=True, nogil=True)
 def bounding_boxes(labels):
-    """The non-zero ids of ``labels``, sorted, and the bounding box ``(y0, y1, x0,
-    x1)`` of each, in one pass (a dictionary look-up per run of equal pixels)."""
+    """The non-zero ids of ``labels``, in no order, and the bounding box ``(y0, y1,
+    x0, x1)`` of each, in one pass (a dictionary look-up per run of equal pixels).
+    The caller sorts them: numpy's sort, not a compiled one (a second to compile)."""
     h, w = labels.shape
     index = {labels.dtype.type(0): 0}
     del index[labels.dtype.type(0)]  # an empty dictionary of the labels' type
@@ -258,9 +260,9 @@ def bounding_boxes(labels):
     out = np.empty((len(boxes), 4), np.int64)
     for v, k in index.items():
         ids[k] = v
-        out[k] = boxes[k]
-    order = np.argsort(ids)
-    return ids[order], out[order]
+        for c in range(4):  # not out[k] = boxes[k]: its checks take 2 s to compile
+            out[k, c] = boxes[k][c]
+    return ids, out
 
 
 @numba.njit(cache=True, nogil=True)

@@ -44,7 +44,9 @@ class IdBoxes:
         if candidates.size == 0:
             return np.zeros(0, np.int8)
         if self.ids is None:
-            self.ids, self.boxes = separation.bounding_boxes(labels)
+            ids, boxes = separation.bounding_boxes(labels)
+            order = np.argsort(ids)
+            self.ids, self.boxes = ids[order], boxes[order]
         k, known = self._find(candidates)
         boxes = self.boxes[k[known]]
         if np.prod(boxes[:, 1::2] - boxes[:, ::2], axis=1).sum() > labels.size:
