@@ -121,14 +121,14 @@ def wait() -> None:
 
 def news() -> str:
     """Once per session, while the process compiles: a line for the user, who
-    otherwise sees no counts and no weights for half a minute."""
+    otherwise sees no counts and no weights for 20 s."""
     global _told
     if _told or _process is None or _process.poll() is not None:
         return ""
     _told = True
     return (
         "napari-unet is compiling its image kernels, once after it is installed or "
-        "upgraded (about half a minute on a laptop): the Annotate counts and the weight "
+        "upgraded (about 20 s on a laptop): the Annotate counts and the weight "
         "map appear when it is done."
     )
 
@@ -137,8 +137,8 @@ def warm_up() -> None:
     """Run on small arrays what the docks run on the user's, so that each kernel is
     compiled for the types the docks give it: labels as Annotate creates them and
     Predict writes them (int32), regions as Annotate creates them (uint8), planes and
-    stacks, with and without class balance; the Weight map dock's int64 labels
-    follow from these."""
+    stacks, with and without class balance. Labels of other integer types reach the
+    kernels as int32 too, where their ids fit (``core.label_checks.in_kernel_type``)."""
     from ..core.data import make_pairs, target_and_weights
     from ..core.instances import to_instances
     from ..core.windows import changed_box
