@@ -1,12 +1,13 @@
 import subprocess
 import sys
 import threading
+import time
 import types
 
 import numpy as np
 import pytest
 
-from napari_unet._widgets import _warm
+from napari_unet._widgets import _common, _warm
 from napari_unet._widgets._session import WeightSettings
 from napari_unet._widgets._summary import summary_job
 from napari_unet._widgets._train_job import TrainJob
@@ -180,7 +181,7 @@ def test_the_first_dock_starts_the_compiling_process_once_unless_stamped(
         assert process.args == ([sys.executable, "-m", "napari_unet._widgets._warm"],)
     # then the kernels are loaded in this process, after the process wrote them
     qtbot.waitUntil(lambda: loaded == [True], timeout=5000)
-    assert all(process.waits == [_warm.WAIT_S] for process in started)
+    assert all(process.waits == [_warm.POLL_S] for process in started)
 
 
 def test_a_word_once_while_the_process_compiles(monkeypatch):
@@ -210,26 +211,65 @@ def test_the_docks_workers_wait_for_the_compiling_process(monkeypatch):
         process = Recorded()
         monkeypatch.setattr(_warm, "_process", process)
         monkeypatch.setattr(_warm, "_ended", threading.Event())
+        monkeypatch.setattr(_warm, "_abandoned", threading.Event())  # by earlier viewers
         job()
-        assert process.waits == [_warm.WAIT_S], name
+        assert process.waits == [_warm.POLL_S], name
         job()  # the process has ended: no more waiting
-        assert process.waits == [_warm.WAIT_S], name
+        assert process.waits == [_warm.POLL_S], name
+
+
+class Hung(Recorded):
+    """A compiling process that never ends unless killed."""
+
+    killed = False
+
+    def wait(self, timeout=None):
+        super().wait(timeout)
+        time.sleep(timeout)
+        raise subprocess.TimeoutExpired("warm-up", timeout)
+
+    def kill(self):
+        self.killed = True
 
 
 def test_a_hung_process_is_ended_once_and_then_waited_for_no_more(monkeypatch):
-    class Hung(Recorded):
-        killed = False
-
-        def wait(self, timeout=None):
-            super().wait(timeout)
-            raise subprocess.TimeoutExpired("warm-up", timeout)
-
-        def kill(self):
-            self.killed = True
-
     process = Hung()
     monkeypatch.setattr(_warm, "_process", process)
     monkeypatch.setattr(_warm, "_ended", threading.Event())
-    _warm.wait()
-    _warm.wait()
-    assert process.waits == [_warm.WAIT_S] and process.killed
+    monkeypatch.setattr(_warm, "_abandoned", threading.Event())  # by earlier tests' viewers
+    monkeypatch.setattr(_warm, "WAIT_S", 0.5)
+    assert _warm.wait()
+    waited = len(process.waits)
+    assert _warm.wait()
+    assert process.killed and len(process.waits) == waited
+
+
+def test_closing_the_viewer_lets_the_workers_waiting_for_the_process_go(
+    make_napari_viewer, monkeypatch, qtbot
+):
+    # Waiting on, they outlived the viewer, and as Python exited signalled through
+    # deleted Qt objects, which aborted it 20 s after the window closed.
+    monkeypatch.setattr(_warm, "_process", Hung())
+    monkeypatch.setattr(_warm, "_ended", threading.Event())
+    monkeypatch.setattr(_warm, "_abandoned", threading.Event())
+    monkeypatch.setattr(_warm, "_started", True)  # no process or thread of its own
+    monkeypatch.setattr(_common, "_docks", 0)
+    viewer = make_napari_viewer()
+    docks = [
+        viewer.window.add_plugin_dock_widget("napari-unet", name)[1]
+        for name in ("Annotate", "Weight map")
+    ]
+    labels = np.zeros((16, 16), np.int32)
+    counted = []
+    waiting = threading.Thread(target=lambda: counted.append(summary_job(labels, None)))
+    waiting.start()
+    docks[0].root_native_widget.deleteLater()  # one dock closed: the other waits on
+    qtbot.waitUntil(lambda: _common._docks == 1)
+    qtbot.wait(3 * int(_warm.POLL_S * 1000))
+    assert waiting.is_alive()
+    viewer.close()
+    qtbot.waitUntil(lambda: not waiting.is_alive(), timeout=5000)
+    assert counted == [None]
+    viewer = make_napari_viewer()  # a dock opened again waits again
+    viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")
+    assert not _warm._abandoned.is_set()

@@ -72,6 +72,16 @@ def _tell_news() -> None:
         show_info(line)
 
 
+_docks = 0  # not yet deleted (closing a viewer deletes its docks)
+
+
+def _dock_deleted() -> None:
+    global _docks
+    _docks -= 1
+    if _docks == 0:
+        _warm.abandon()
+
+
 class Dock(Container):
     """The base of the plugin's docks: labelled controls in a column that scrolls
     when the window is shorter than the docks (all four open need about 1900
@@ -80,6 +90,9 @@ class Dock(Container):
     def __init__(self):
         super().__init__(labels=True, scrollable=True)
         self._column().addStretch()  # controls packed at the top of a tall dock
+        global _docks
+        _docks += 1
+        self.root_native_widget.destroyed.connect(_dock_deleted)
         _warm.start()
         QTimer.singleShot(NEWS_MS, _tell_news)
 

@@ -50,7 +50,8 @@ def summary_job(labels, region, seen: Summary | None = None) -> Summary | None:
     run. The data are read here, not copied on the GUI thread first: an edit made
     while they are read starts another run.
     """
-    _warm.wait()
+    if not _warm.wait():
+        return None
     stack = labels.ndim == 3
     count = labels.shape[0] if stack else 1
     before = seen.planes if seen is not None and len(seen.planes) == count else [None] * count

@@ -97,7 +97,8 @@ class TrainJob:
                 self.preview, self.trainer, self._events = None, None, None
 
     def _run(self):
-        _warm.wait()
+        if not _warm.wait():
+            return "The viewer closed before training began."
         try:
             if self.preview is not None:  # a slice of a lazy image: read it once, here
                 self.preview = np.asarray(self.preview)

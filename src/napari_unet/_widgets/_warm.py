@@ -23,6 +23,7 @@ import platform
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numba
@@ -38,6 +39,8 @@ _started = False
 _told = False
 _process: subprocess.Popen | None = None
 _ended = threading.Event()
+_abandoned = threading.Event()  # every dock closed: the workers waiting give up
+POLL_S = 0.1  # how often a waiting worker looks whether it was abandoned
 LOG = "warm-up.log"  # the process's output, beside its stamp
 
 
@@ -74,6 +77,7 @@ def start() -> None:
     load the kernels in a thread, so that the first edit need not. Where no process
     can be started, that thread compiles them (and holds numba's lock meanwhile)."""
     global _started, _process
+    _abandoned.clear()  # a dock opened again
     with _lock:
         if _started or numba.config.DISABLE_JIT:
             return
@@ -101,22 +105,39 @@ def start() -> None:
 
 
 def _load() -> None:
-    wait()
-    warm_up()
+    if wait():
+        warm_up()
 
 
-def wait() -> None:
-    """Return once the compiling process has ended, or has been ended after
-    :data:`WAIT_S`; at once where there is none. For workers: the GUI thread must
-    not wait."""
+def wait() -> bool:
+    """Return True once the compiling process has ended, or has been ended after
+    :data:`WAIT_S`; at once where there is none. False, at once, if every dock was
+    closed meanwhile (:func:`abandon`): the caller's dock is gone, so it gives up.
+    For workers: the GUI thread must not wait."""
     process = _process
     if process is None or _ended.is_set():
-        return
-    try:
-        process.wait(WAIT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        return True
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            process.wait(POLL_S)
+            break
+        except subprocess.TimeoutExpired:
+            if _abandoned.is_set():
+                return False
+            if time.monotonic() > deadline:
+                process.kill()
+                break
     _ended.set()
+    return True
+
+
+def abandon() -> None:
+    """Every dock is closed (its viewer closed): workers still waiting for the
+    process give up, rather than outlive the viewer and, as Python exits, signal
+    through Qt objects deleted by then (which aborts it). The process goes on and
+    leaves its stamp for the next session."""
+    _abandoned.set()
 
 
 def news() -> str:

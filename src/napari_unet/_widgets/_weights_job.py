@@ -94,7 +94,8 @@ def weights_job(planes: list, labels, region, settings, redraw=False):
     them is not: "Ignore outline" toggled, or the weights layer created again),
     and returns "" or, for labels the core refuses, a message.
     """
-    _warm.wait()
+    if not _warm.wait():
+        return ""
     whole = (slice(None), slice(None))
     eq2 = (settings.w0, settings.sigma, settings.class_balance)
     try:

@@ -91,7 +91,8 @@ def predict_job(
         return PredictResult(message=str(err))
     except RuntimeError as err:  # torch's; superqt would drop it without a signal
         return PredictResult(message=f"Prediction failed: {err}")
-    _warm.wait()
+    if not _warm.wait():
+        return PredictResult(message="The viewer closed before the prediction was labelled.")
     return PredictResult(probabilities, to_instances(probabilities, threshold))
 
 
