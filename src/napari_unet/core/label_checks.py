@@ -63,6 +63,15 @@ def in_kernel_type(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
+def fit(values: np.ndarray, dtype, ignore=None) -> bool:
+    """Whether ``values``, but for the value ``ignore``, all fit the integer type
+    ``dtype``: whether a map computing in ``in_kernel_type``'s int32 can take them."""
+    if ignore is not None:
+        values = values[values != ignore]
+    info = np.iinfo(dtype)
+    return values.size == 0 or (info.min <= values.min() and values.max() <= info.max)
+
+
 def check_parameters(w0: float, sigma: float) -> None:
     if not (math.isfinite(w0) and w0 >= 0):
         raise ValueError(f"w0 must be a finite number >= 0; got {w0}")

@@ -26,7 +26,7 @@ from . import _separation_kernels as separation
 from . import _weights_kernels as kernels
 from .class_balance import balance, classes_of, coded_terms, counts
 from .id_boxes import IdBoxes
-from .label_checks import check_labels, check_parameters, ignore_mask, in_kernel_type
+from .label_checks import check_labels, check_parameters, fit, ignore_mask, in_kernel_type
 from .windows import changed_window, grow_window, mask_window, union_window, window_within
 
 # Border-term values below this are written as 0 (the contract is 1e-5).
@@ -283,7 +283,8 @@ class WeightMap:
         labels = check_labels(labels, window=region, ignore=self.ignore)
         if labels.shape != self.labels.shape:
             raise ValueError(f"labels changed shape from {self.labels.shape} to {labels.shape}")
-        if labels.dtype != self._given_type or not self._fits(labels[region]):
+        held = fit(labels[region], self.labels.dtype, self.ignore)  # else wider ids
+        if labels.dtype != self._given_type or not held:
             self._full(labels)
             return self._window((slice(None), slice(None)))
         return self._edit(labels[region], region)
@@ -296,7 +297,8 @@ class WeightMap:
         shape = tuple(s.stop - s.start for s in region)
         if values.shape != shape:
             raise ValueError(f"the values have shape {values.shape}; the region {shape}")
-        if not (np.can_cast(values.dtype, self._given_type) and self._fits(values)):
+        held = fit(values, self.labels.dtype, self.ignore)
+        if not (np.can_cast(values.dtype, self._given_type) and held):
             dtype = np.result_type(values.dtype, self._given_type)
             if dtype.kind == "f":  # int64 beside uint64: uint64 holds ids, not negatives
                 if values.min(initial=0) < 0:
@@ -312,14 +314,6 @@ class WeightMap:
         if any(s.step not in (None, 1) for s in region):
             raise ValueError(f"the region must be slices with no step; got {region}")
         return grow_window(region, 0, self.labels.shape)
-
-    def _fits(self, values: np.ndarray) -> bool:
-        """Whether the ids among ``values`` fit the type the map computes in (int32
-        until an id does not: see ``label_checks.in_kernel_type``)."""
-        if self.ignore is not None:
-            values = values[values != self.ignore]
-        info = np.iinfo(self.labels.dtype)
-        return values.size == 0 or (info.min <= values.min() and values.max() <= info.max)
 
     def _given(self) -> np.ndarray:
         """The labels as last given, in their type, ``ignore`` where unannotated (a copy)."""
