@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import threading
@@ -134,6 +135,29 @@ def test_warm_up_compiles_every_kernel_signature_the_docks_use(tmp_path, monkeyp
     names = {path.name for path in _warm.stamp().parent.iterdir()}
     assert names == {_warm.stamp().name}
     assert other.exists()
+
+
+BORDER_KERNELS_USED = """
+from napari_unet._widgets import _warm
+from napari_unet.core import _weights_kernels as kernels
+
+_warm.warm_up()
+for name in ("column_pass", "border_term", "compose", "border_sums"):
+    kernel = getattr(kernels, name).__wrapped__
+    assert kernel.stats.cache_hits and not kernel.stats.cache_misses, name
+"""
+
+
+@pytest.mark.slow
+def test_the_helper_process_compiles_the_border_kernels_as_the_docks_call_them(tmp_path):
+    # It compiles them while the warm-up process compiles the counts' kernels: of
+    # use only if the warm-up then loads its work rather than compiling again.
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    for args in (["-m", "napari_unet._widgets._warm", "border"], ["-c", BORDER_KERNELS_USED]):
+        run = subprocess.run(
+            [sys.executable, *args], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
 
 
 class Recorded:

@@ -8,8 +8,9 @@ viewer stood still for 8-11 s when the sample opened and up to 15 s while the fi
 counts and weights were computed (``benchmarks/first_launch.py``).
 
 So the first dock to open starts ``python -m napari_unet._widgets._warm``, which
-compiles every kernel the docks call into numba's disk cache and then leaves a
-stamp; the docks' workers wait for it. Once the stamp is there, later sessions start
+compiles every kernel the docks call into numba's disk cache (the border term's in
+a helper process alongside: numba compiles on one core) and then leaves a stamp;
+the docks' workers wait for it. Once the stamp is there, later sessions start
 no process. Either way a thread then loads the kernels from the cache, which holds
 numba's lock a few milliseconds at a time (or compiles them, where no process could
 run or the cache lacks them after all, as before).
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numba
@@ -154,12 +156,14 @@ def news() -> str:
     )
 
 
-def warm_up() -> None:
+def warm_up(then: Callable[[], object] | None = None) -> None:
     """Run on small arrays what the docks run on the user's, so that each kernel is
     compiled for the types the docks give it: labels as Annotate creates them and
     Predict writes them (int32), regions as Annotate creates them (uint8), planes and
     stacks, with and without class balance. Labels of other integer types reach the
-    kernels as int32 too, where their ids fit (``core.label_checks.in_kernel_type``)."""
+    kernels as int32 too, where their ids fit (``core.label_checks.in_kernel_type``).
+    ``then`` is called between the counts and the weights: the process waits there
+    for its helper, which compiles the border term's kernels (:func:`border_kernels`)."""
     from ..core.data import make_pairs, target_and_weights
     from ..core.instances import to_instances
     from ..core.windows import changed_box
@@ -176,32 +180,67 @@ def warm_up() -> None:
     painted[:, 86:90, 86:90] = 4  # a stroke far from the others
     relabelled = np.where(painted == 3, 5, painted)  # the class weights stay
     marked = np.ones(labels.shape, np.uint8)
-    for region in (None, marked):
+    cases = [
+        (edits, within)
+        for region in (None, marked)
         for edits, within in (
             ([labels[0], painted[0], relabelled[0]], None if region is None else region[0]),
             ([labels, painted, relabelled], region),
-        ):
-            seen = None
-            for data in edits:
-                seen = summary_job(data, within, seen)
-            for balance in (False, True):
-                settings = WeightSettings(class_balance=balance)
-                planes = [None] * (labels.shape[0] if edits[0].ndim == 3 else 1)
-                for data in edits:
-                    list(weights_job(planes, data, within, settings))
+        )
+    ]
+    for edits, within in cases:
+        seen = None
+        for data in edits:
+            seen = summary_job(data, within, seen)
     image = np.random.default_rng(0).random(labels.shape[1:], np.float32)
+    to_instances(np.stack([1 - image, image]))
+    changed_box(labels, painted)
+    changed_box(labels[0], painted[0])
+    if then is not None:
+        then()
+    for edits, within in cases:
+        for balance in (False, True):
+            settings = WeightSettings(class_balance=balance)
+            planes = [None] * (labels.shape[0] if edits[0].ndim == 3 else 1)
+            for data in edits:
+                list(weights_job(planes, data, within, settings))
     for region in (None, marked[0]):
         [pair] = make_pairs([image], [labels[0]], [region])
         for balance in (False, True):
             target_and_weights(pair, 10.0, 5.0, balance, ignore_outline=True)
-    probabilities = np.stack([1 - image, image])
-    to_instances(probabilities)
-    changed_box(labels, painted)
-    changed_box(labels[0], painted[0])
+
+
+def border_kernels() -> None:
+    """The border term's kernels, for the types :func:`warm_up` gives them, compiled
+    in a helper process while the warm-up process compiles the counts' (numba
+    compiles a kernel on one core)."""
+    from ..core import _weights_kernels as kernels
+    from ..core.weights import border_weight
+
+    labels = np.zeros((32, 32), np.int32)
+    labels[2:8, 2:8], labels[8:14, 2:8] = 1, 2
+    border_weight(labels)
+    terms = np.zeros((8, 8), np.float32)
+    out = np.empty_like(terms)
+    for window in (np.s_[:, :], np.s_[1:3, 1:3]):  # whole maps, and windows of edits
+        kernels.compose(terms[window], np.float32(1), np.float32(1), out[window])
+    kernels.border_sums(terms, np.zeros(terms.shape[0]))
 
 
 if __name__ == "__main__":
-    warm_up()
+    if sys.argv[1:] == ["border"]:  # the helper, as nice as the process it came from
+        border_kernels()
+        sys.exit()
+    if hasattr(os, "nice"):  # the viewer, opening meanwhile, goes first (POSIX)
+        os.nice(10)
+    helper = None
+    if (os.cpu_count() or 1) > 1:  # numba compiles on one core: the border term on another
+        helper = subprocess.Popen(
+            [sys.executable, "-m", __spec__.name, "border"],  # __name__ is "__main__"
+            stdin=subprocess.DEVNULL,
+            creationflags=subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0,
+        )
+    warm_up(then=None if helper is None else helper.wait)
     done = stamp()
     done.parent.mkdir(parents=True, exist_ok=True)
     for old in done.parent.iterdir():  # of code since replaced
