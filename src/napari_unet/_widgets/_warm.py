@@ -144,14 +144,14 @@ def abandon() -> None:
 
 def news() -> str:
     """Once per session, while the process compiles: a line for the user, who
-    otherwise sees no counts and no weights for 20 s."""
+    otherwise sees no counts and no weights for 10 s."""
     global _told
     if _told or _process is None or _process.poll() is not None:
         return ""
     _told = True
     return (
         "napari-unet is compiling its image kernels, once after it is installed or "
-        "upgraded (about 20 s on a laptop): the Annotate counts and the weight "
+        "upgraded (about 10 s on a laptop): the Annotate counts and the weight "
         "map appear when it is done."
     )
 
