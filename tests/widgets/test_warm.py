@@ -1,3 +1,4 @@
+import gc
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import types
 
 import numpy as np
 import pytest
+from qtpy.QtCore import QCoreApplication, QEvent
 
 from napari_unet._widgets import _common, _warm
 from napari_unet._widgets._session import WeightSettings
@@ -15,6 +17,7 @@ from napari_unet._widgets._train_job import TrainJob
 from napari_unet._widgets._weights_job import weights_job
 from napari_unet._widgets.predict import predict_job
 from napari_unet.core.config import TrainConfig
+from napari_unet.core.events import Done
 from napari_unet.core.model import UNet
 
 # Run in a fresh process, whose kernels hold only what it compiles or loads itself:
@@ -160,6 +163,16 @@ def test_the_helper_process_compiles_the_border_kernels_as_the_docks_call_them(t
         assert run.returncode == 0, run.stderr[-3000:]
 
 
+def test_a_run_given_up_before_its_first_step_ends_as_one_stopped_there(monkeypatch):
+    # so that the run's end (RunEnd) removes its preview, as for a run stopped then
+    monkeypatch.setattr(_warm, "_process", Hung())
+    monkeypatch.setattr(_warm, "_ended", threading.Event())
+    monkeypatch.setattr(_warm, "_abandoned", threading.Event())
+    _warm.abandon()
+    job = TrainJob([], [], [], UNet(depth=2, width=4), TrainConfig(), fine_tune=False)
+    assert list(job.run()) == [Done(step=0, stopped=True, path=None)]
+
+
 class Recorded:
     """A compiling process that has ended, and who waited for it."""
 
@@ -277,6 +290,8 @@ def test_closing_the_viewer_lets_the_workers_waiting_for_the_process_go(
     monkeypatch.setattr(_warm, "_ended", threading.Event())
     monkeypatch.setattr(_warm, "_abandoned", threading.Event())
     monkeypatch.setattr(_warm, "_started", True)  # no process or thread of its own
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)  # earlier tests' docks
+    gc.collect()
     monkeypatch.setattr(_common, "_docks", 0)
     viewer = make_napari_viewer()
     docks = [

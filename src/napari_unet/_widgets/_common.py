@@ -75,10 +75,18 @@ def _tell_news() -> None:
 _docks = 0  # not yet deleted (closing a viewer deletes its docks)
 
 
+def _count_dock(root: QWidget) -> None:
+    """Count a dock until Qt deletes it; when none is left, workers still waiting
+    for the compiling process give up (``_warm.abandon``)."""
+    global _docks
+    _docks += 1
+    root.destroyed.connect(_dock_deleted)
+
+
 def _dock_deleted() -> None:
     global _docks
     _docks -= 1
-    if _docks == 0:
+    if _docks <= 0:
         _warm.abandon()
 
 
@@ -90,9 +98,7 @@ class Dock(Container):
     def __init__(self):
         super().__init__(labels=True, scrollable=True)
         self._column().addStretch()  # controls packed at the top of a tall dock
-        global _docks
-        _docks += 1
-        self.root_native_widget.destroyed.connect(_dock_deleted)
+        _count_dock(self.root_native_widget)
         _warm.start()
         QTimer.singleShot(NEWS_MS, _tell_news)
 

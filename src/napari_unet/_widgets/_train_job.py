@@ -97,8 +97,9 @@ class TrainJob:
                 self.preview, self.trainer, self._events = None, None, None
 
     def _run(self):
-        if not _warm.wait():
-            return "The viewer closed before training began."
+        if not _warm.wait():  # every dock closed: a run stopped before its first step
+            yield Done(step=0, stopped=True, path=None)
+            return ""
         try:
             if self.preview is not None:  # a slice of a lazy image: read it once, here
                 self.preview = np.asarray(self.preview)

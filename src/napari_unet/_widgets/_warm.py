@@ -18,6 +18,7 @@ run or the cache lacks them after all, as before).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -44,6 +45,10 @@ _ended = threading.Event()
 _abandoned = threading.Event()  # every dock closed: the workers waiting give up
 POLL_S = 0.1  # how often a waiting worker looks whether it was abandoned
 LOG = "warm-up.log"  # the process's output, beside its stamp
+# No console window on Windows, and below the viewer's priority (os.nice elsewhere).
+_QUIET = (
+    subprocess.CREATE_NO_WINDOW | subprocess.BELOW_NORMAL_PRIORITY_CLASS if os.name == "nt" else 0
+)
 
 
 def stamp() -> Path:
@@ -99,7 +104,7 @@ def start() -> None:
                         # the modules this process imports.
                         cwd=done.parent,
                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-                        creationflags=subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0,
+                        creationflags=_QUIET,
                     )
             except OSError:
                 pass
@@ -232,15 +237,24 @@ if __name__ == "__main__":
         border_kernels()
         sys.exit()
     if hasattr(os, "nice"):  # the viewer, opening meanwhile, goes first (POSIX)
-        os.nice(10)
+        with contextlib.suppress(OSError):
+            os.nice(10)
     helper = None
     if (os.cpu_count() or 1) > 1:  # numba compiles on one core: the border term on another
-        helper = subprocess.Popen(
-            [sys.executable, "-m", __spec__.name, "border"],  # __name__ is "__main__"
-            stdin=subprocess.DEVNULL,
-            creationflags=subprocess.CREATE_NO_WINDOW if os.name == "nt" else 0,
-        )
-    warm_up(then=None if helper is None else helper.wait)
+        with contextlib.suppress(OSError):  # without one, this process compiles them
+            helper = subprocess.Popen(
+                [sys.executable, "-m", __spec__.name, "border"],  # __name__ is "__main__"
+                stdin=subprocess.DEVNULL,
+                creationflags=_QUIET,
+            )
+
+    def helper_done() -> None:
+        try:
+            helper.wait(WAIT_S)
+        except subprocess.TimeoutExpired:  # hung: this process compiles them
+            helper.kill()
+
+    warm_up(then=None if helper is None else helper_done)
     done = stamp()
     done.parent.mkdir(parents=True, exist_ok=True)
     for old in done.parent.iterdir():  # of code since replaced
