@@ -141,9 +141,9 @@ def wait() -> bool:
 
 def abandon() -> None:
     """Every dock is closed (its viewer closed): workers still waiting for the
-    process give up, rather than outlive the viewer and, as Python exits, signal
-    through Qt objects deleted by then (which aborts it). The process goes on and
-    leaves its stamp for the next session."""
+    process give up, rather than outlive the viewer (napari, quitting, waits for its
+    workers: 18 s after the window closed). The process goes on and leaves its stamp
+    for the next session."""
     _abandoned.set()
 
 
