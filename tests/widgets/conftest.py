@@ -44,8 +44,9 @@ def loss_weights():
     """``loss_weights(labels, w0, sigma, class_balance, ignore_outline=True,
     annotated=None)``: what the loss weighs each pixel with
     (``data.target_and_weights``), for a plane or a stack, with the labels read as
-    training reads them (``data.annotated_labels``)."""
-    from napari_unet.core.data import Pair, annotated_labels, target_and_weights
+    training reads them (``instances.annotated_labels``)."""
+    from napari_unet.core.data import Pair, target_and_weights
+    from napari_unet.core.instances import annotated_labels
 
     def compute(labels, w0, sigma, class_balance, ignore_outline=True, annotated=None):
         instances, regions = annotated_labels(labels, annotated)

@@ -2,6 +2,7 @@
 
 import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,6 +10,28 @@ import napari
 import napari.__main__
 import pytest
 from qtpy.QtWidgets import QDockWidget
+
+# In a fresh process: which modules the Annotate and Weight map docks import, with
+# their workers and the thread that loads the kernels they call (run here at once).
+ANNOTATING = """
+import os, sys, time
+import napari
+from qtpy.QtWidgets import QApplication
+from napari_unet._widgets import _warm
+
+_warm.start = lambda: None  # no compiling process
+viewer = napari.Viewer(show=False)
+annotate = viewer.window.add_plugin_dock_widget("napari-unet", "Annotate")[1]
+viewer.window.add_plugin_dock_widget("napari-unet", "Weight map")
+viewer.open_sample("napari-unet", "touching_cells")
+_warm.warm_up()
+end = time.monotonic() + 60
+while (annotate.busy or "touching" not in str(annotate.counts.value)) and time.monotonic() < end:
+    QApplication.processEvents()
+    time.sleep(0.01)
+print(annotate.counts.value, "torch" in sys.modules, flush=True)
+os._exit(0)  # not the viewer's teardown, which this test is not about
+"""
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 DOCKS = ["Annotate", "Weight map", "Train", "Predict"]
@@ -56,3 +79,15 @@ def test_the_weights_wait_for_their_tab_and_lie_under_the_labels(started, qtbot)
     qtbot.waitUntil(lambda: "cells labels weights" in started.layers, timeout=30_000)
     names = [layer.name for layer in started.layers]
     assert names.index("cells labels weights") < names.index("cells labels")
+
+
+def test_annotating_imports_no_torch():
+    """``napari --with napari-unet`` opens Annotate alone: torch, 1.2 s to import,
+    holding the GIL as the viewer opens, waits for the Train or Predict dock."""
+    run = subprocess.run(
+        [sys.executable, "-c", ANNOTATING], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    counts, torch_imported = run.stdout.split()[:-1], run.stdout.split()[-1]
+    assert "touching" in " ".join(counts)  # the docks worked
+    assert torch_imported == "False"

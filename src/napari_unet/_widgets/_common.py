@@ -10,7 +10,6 @@ import weakref
 from collections.abc import Callable
 
 import numpy as np
-import torch
 from magicgui.widgets import CheckBox, Container, FloatSpinBox
 from magicgui.widgets.bases import CategoricalWidget
 from napari.utils.notifications import show_error, show_info
@@ -19,18 +18,6 @@ from qtpy.QtWidgets import QDockWidget, QWidget
 
 from ..core.windows import changed_window
 from . import _warm
-
-
-def device_choices() -> list[tuple[str, str]]:
-    """``(label, value)`` pairs for a device ComboBox; labels show free memory."""
-    from ..core.device import default_device, describe
-
-    names = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    if torch.backends.mps.is_available():
-        names.append("mps")
-    best = str(default_device("auto"))
-    choices = [(f"auto ({best})", "auto")]
-    return choices + [(describe(torch.device(name)), name) for name in names]
 
 
 def same_data(seen, live) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import weakref
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
 import napari
@@ -21,8 +22,10 @@ from psygnal import Signal
 from qtpy.QtCore import QTimer
 
 from ..core.config import TrainConfig
-from ..core.model import UNet
 from ._layers import fits
+
+if TYPE_CHECKING:  # torch, 1.2 s to import, is not needed to open Annotate
+    from ..core.model import UNet
 
 
 @dataclass(eq=False)

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.data import annotated_labels
-from ..core.instances import cell_count, touching_pairs
+from ..core.instances import annotated_labels, cell_count, touching_pairs
 from ..core.weights import separation_borders
 from . import _warm
 from ._common import planes_of, read_before

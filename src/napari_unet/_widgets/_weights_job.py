@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.data import annotated_labels, without_negatives
+from ..core.instances import annotated_labels, without_negatives
 from ..core.outline import outline_update
 from ..core.weights import WeightMap
 from ..core.windows import changed_window, union_window

@@ -32,7 +32,7 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from ..core.checkpoint import load
-from ..core.device import default_device
+from ..core.device import default_device, device_choices
 from ..core.instances import to_instances
 from ..core.model import UNet
 from ..core.predict import check_input, iter_predict
@@ -42,7 +42,6 @@ from ._common import (
     WorkerSlot,
     chooser_links,
     connect_all,
-    device_choices,
     disconnect_all,
     on_removed,
     start_long,

@@ -32,7 +32,7 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
 
 from ..core.config import TrainConfig
-from ..core.device import default_device
+from ..core.device import default_device, device_choices
 from ..core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from ..core.model import UNet
 from ..core.train import fitting_tile, tile_sizes, warm_up
@@ -42,7 +42,6 @@ from ._common import (
     WorkerSlot,
     chooser_links,
     connect_all,
-    device_choices,
     disconnect_all,
     on_removed,
     start_long,

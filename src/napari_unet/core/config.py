@@ -9,7 +9,9 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .intensity import NO_INTENSITY
+# The intensity settings that change nothing (:mod:`.intensity` skips them). Here, not
+# there: this module does not import torch, which the Annotate dock does without.
+NO_INTENSITY = {"brightness": (0.0, 0.0), "contrast": (1.0, 1.0), "gamma": (1.0, 1.0)}
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .instances import as_instances
-from .label_checks import in_kernel_type
+from .instances import annotated_labels
 from .outline import outline
 from .predict import reflect_index
 from .weights import separation_borders, weight_map
@@ -126,47 +125,6 @@ def _nothing_labelled(names, labels, annotated) -> str:
                 "region over them, or remove it"
             )
     return "no labelled pixel: paint at least one cell before training"
-
-
-def annotated_labels(
-    labels: np.ndarray, region: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Painted labels as training reads them: ``(instance labels, annotated mask)``.
-
-    Negative labels (e.g. -1) mark pixels that are not annotated, and become 0. A
-    plane of two values is a mask of cells (``instances.as_instances``). The
-    instance labels are int32 where their ids fit (``label_checks.in_kernel_type``). Without a
-    region, a 2D image is annotated everywhere, and of a stack only the slices with
-    a cell are: a stack painted on one slice trains on that slice, not on its
-    unpainted neighbours as if they held no cell (give a region to train on
-    cell-free slices as background).
-
-    Parameters
-    ----------
-    labels : ndarray, integer or bool, shape ``(Y, X)`` or ``(Z, Y, X)``
-    region : ndarray, bool, same shape, optional
-        Where the labels are to be trusted.
-    """
-    labels = np.asarray(labels)
-    if region is not None:
-        region = np.array(region, bool)  # a copy: the caller's stays as it is
-    elif labels.ndim == 2:
-        region = np.ones(labels.shape, bool)
-    else:
-        painted = np.any(labels > 0, axis=(-2, -1), keepdims=True)
-        region = np.broadcast_to(painted, labels.shape).copy()
-    labels, region = without_negatives(labels, region)
-    return in_kernel_type(as_instances(labels)), region
-
-
-def without_negatives(labels: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels, region)`` with negative labels (pixels marked as not annotated) made
-    0 and taken out of ``region``, which is changed in place: the part of reading
-    painted labels that looks at each pixel alone."""
-    if labels.dtype != bool and labels.min(initial=0) < 0:
-        region &= labels >= 0
-        labels = np.where(labels < 0, 0, labels)
-    return labels, region
 
 
 def split_validation(pairs: list[Pair], fraction: float) -> tuple[list, list]:

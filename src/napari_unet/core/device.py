@@ -96,3 +96,14 @@ def is_out_of_memory(error: BaseException) -> bool:
         words in message
         for words in ("out of memory", "can't allocate memory", "not enough memory")
     )
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """``(label, value)`` pairs of the devices to offer a user (a GUI's chooser):
+    "auto", naming the device it picks, then every device with its free memory."""
+    names = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    best = str(default_device("auto"))
+    choices = [(f"auto ({best})", "auto")]
+    return choices + [(describe(torch.device(name)), name) for name in names]

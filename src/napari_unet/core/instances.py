@@ -8,8 +8,9 @@ so touching cells come out as separate labels that touch again, as they were
 painted. ``instance_tiles`` gives the same labels for a plane too large to
 label whole in memory.
 
-``as_instances`` reads painted labels as training does (a plane holding only
-two values is a mask of cells); ``cell_count`` and ``touching_pairs`` summarise
+``annotated_labels`` reads painted labels as training does (negative labels
+mark unannotated pixels, and with ``as_instances``, a plane holding only two
+values is a mask of cells); ``cell_count`` and ``touching_pairs`` summarise
 instance labels the same way training sees them: slice by slice, touching in
 the 8-neighbourhood that ``separation_borders`` opens gaps in.
 """
@@ -309,3 +310,44 @@ def touching_pairs(labels: np.ndarray) -> int:
         0 is background.
     """
     return sum(len(np.unique(contact_pairs(plane), axis=0)) for plane in _planes(labels))
+
+
+def annotated_labels(
+    labels: np.ndarray, region: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Painted labels as training reads them: ``(instance labels, annotated mask)``.
+
+    Negative labels (e.g. -1) mark pixels that are not annotated, and become 0. A
+    plane of two values is a mask of cells (``instances.as_instances``). The
+    instance labels are int32 where their ids fit (``label_checks.in_kernel_type``). Without a
+    region, a 2D image is annotated everywhere, and of a stack only the slices with
+    a cell are: a stack painted on one slice trains on that slice, not on its
+    unpainted neighbours as if they held no cell (give a region to train on
+    cell-free slices as background).
+
+    Parameters
+    ----------
+    labels : ndarray, integer or bool, shape ``(Y, X)`` or ``(Z, Y, X)``
+    region : ndarray, bool, same shape, optional
+        Where the labels are to be trusted.
+    """
+    labels = np.asarray(labels)
+    if region is not None:
+        region = np.array(region, bool)  # a copy: the caller's stays as it is
+    elif labels.ndim == 2:
+        region = np.ones(labels.shape, bool)
+    else:
+        painted = np.any(labels > 0, axis=(-2, -1), keepdims=True)
+        region = np.broadcast_to(painted, labels.shape).copy()
+    labels, region = without_negatives(labels, region)
+    return in_kernel_type(as_instances(labels)), region
+
+
+def without_negatives(labels: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, region)`` with negative labels (pixels marked as not annotated) made
+    0 and taken out of ``region``, which is changed in place: the part of reading
+    painted labels that looks at each pixel alone."""
+    if labels.dtype != bool and labels.min(initial=0) < 0:
+        region &= labels >= 0
+        labels = np.where(labels < 0, 0, labels)
+    return labels, region

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-NO_INTENSITY = {"brightness": (0.0, 0.0), "contrast": (1.0, 1.0), "gamma": (1.0, 1.0)}
+from .config import NO_INTENSITY
 
 
 def adjust_intensity(
