@@ -4,6 +4,7 @@ shows its first result, with numba's disk cache as ``NUMBA_CACHE_DIR`` holds it.
     NUMBA_CACHE_DIR=$(mktemp -d) xvfb-run -a python benchmarks/first_launch.py  # fresh install
     xvfb-run -a python benchmarks/first_launch.py                                # every day
     xvfb-run -a python benchmarks/first_launch.py --labels-dtype uint16  # labels from a file
+    xvfb-run -a python benchmarks/first_launch.py --pause 2  # Train clicked 2 s after the pair
 
 Opens the four docks and the sample, chooses its layers in Annotate (which counts
 them and shows their gaps) with the Weight map tab in front, then trains one step.
@@ -33,6 +34,13 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
 parser.add_argument(
     "--labels-dtype",
     help="give the sample's labels this type, as a label image opened from a file has",
+)
+parser.add_argument(
+    "--pause",
+    type=float,
+    default=0.0,
+    help="seconds between adding the training pair and clicking Train (a user's move "
+    "to the Train tab); 0 clicks at once",
 )
 args = parser.parse_args()
 
@@ -114,6 +122,7 @@ print(
     + f"; longest stall meanwhile {worst(opened)}"
 )
 annotate.add_to_training_set()
+pump(lambda: False, args.pause)
 train = docks["Train"]
 train.device.value = "cpu"
 train.net_depth.value, train.net_width.value, train.tile.value = 2, 8, 36

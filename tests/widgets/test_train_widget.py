@@ -67,6 +67,24 @@ def test_the_dock_starts_from_the_trainers_defaults_on_the_cpu(viewer):
     assert widget.ignore_outline.value == config.ignore_outline
 
 
+def test_optimizers_load_ahead_once_there_is_a_training_set_not_as_the_dock_opens(
+    viewer, monkeypatch
+):
+    loaded = []
+    monkeypatch.setattr(train_module, "_warming", None)
+    monkeypatch.setattr(train_module, "warm_up", lambda: loaded.append(1))
+    widget = dock(viewer)
+    time.sleep(0.1)
+    assert loaded == []  # it would hold the GIL while the viewer opens
+    add_sample_pair(widget, viewer)
+    train_module._warming.join(10)
+    assert loaded == [1]
+    add_sample_pair(widget, viewer)
+    dock(viewer)  # a second dock on a session with a training set
+    train_module._warming.join(10)
+    assert loaded == [1]  # once per session
+
+
 def test_train_stop_publishes_the_model_and_checkpoint(viewer, qtbot, tmp_path):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)

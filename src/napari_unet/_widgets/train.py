@@ -55,6 +55,21 @@ from ._rows import line_up, row
 from ._session import session
 from ._train_job import NoPreview, RunEnd, TrainJob, new_model_path
 
+_warming: threading.Thread | None = None
+
+
+def _warm_optimizers() -> None:
+    """Once per session, load in a thread what the first run would load as it starts
+    (``core.train.warm_up``, about 2 s), as soon as there is a training set: not as
+    the dock opens, where that import, holding the GIL, made the viewer open about
+    1 s slower (``benchmarks/README.md``). Not a daemon: an interpreter that exits
+    meanwhile waits for the import to end, rather than break it with a traceback."""
+    global _warming
+    if _warming is None:
+        _warming = threading.Thread(target=warm_up, name="napari-unet-warm-up")
+        _warming.start()
+
+
 # Width, padding, tile and batch on the CPU (False) and on a GPU (True).
 _DEVICE_DEFAULTS = {
     False: (16, "same", TrainConfig.tile, TrainConfig.batch_size),
@@ -176,7 +191,6 @@ class TrainWidget(Dock):
         choosers = chooser_links(viewer, self.image, self.labels_layer)
         self._links = connect_all([(self._session.changed, self._show_session), *choosers])
         on_removed(self, self._closed)
-        threading.Thread(target=warm_up, name="napari-unet-warm-up", daemon=True).start()
         self._device_defaults()
         self._show_session()
 
@@ -205,6 +219,8 @@ class TrainWidget(Dock):
         self.start_from.value = "current model (fine-tune)"
 
     def _show_session(self) -> None:
+        if self._session.annotations:
+            _warm_optimizers()
         names = [f"{a.image.name} / {a.labels.name}" for a in self._session.annotations]
         self.pairs.value = "; ".join(names) or "empty: add image + labels below or in Annotate"
         has_model = self._session.model is not None

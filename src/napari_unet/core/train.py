@@ -343,9 +343,10 @@ def fitting_tile(model: UNet, tile: int, largest: int) -> int:
 
 def warm_up() -> None:
     """Load ahead of time what the first run would load lazily: torch's compiler
-    front end, imported by every optimizer (about 2 s). Imports hold the GIL, so a
-    GUI calls this in a thread when it opens rather than when the user clicks Train
-    (the plugin's docks compile the weight-map kernels apart: ``_widgets._warm``)."""
+    front end, imported by every optimizer (about 2 s). A GUI calls this in a thread
+    ahead of the first run (the plugin's Train dock: once there is a training set),
+    rather than when the user clicks Train; the plugin's docks compile the weight-map
+    kernels apart (``_widgets._warm``)."""
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
