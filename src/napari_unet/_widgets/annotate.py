@@ -13,7 +13,6 @@ from __future__ import annotations
 import napari
 import numpy as np
 from magicgui.widgets import Label, PushButton, Select, create_widget
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info
 
 from ._common import Dock, WorkerSlot, on_removed
@@ -30,6 +29,7 @@ from ._layers import (
 from ._live import LiveJob
 from ._session import session
 from ._summary import Summary, summary_job
+from ._workers import create_worker
 
 NEW_CELL_KEY = "n"
 LABELS_DTYPE = np.int32  # as predicted labels, so corrections train unchanged

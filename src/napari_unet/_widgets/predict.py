@@ -27,7 +27,6 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QTimer
 
@@ -55,6 +54,7 @@ from ._layers import (
     write_undoable,
 )
 from ._session import session
+from ._workers import create_worker
 
 IN_MEMORY = "current (trained or loaded here)"
 STROKE_WAIT_MS = 100  # between looks for the end of a brush stroke

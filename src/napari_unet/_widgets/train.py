@@ -27,7 +27,6 @@ from magicgui.widgets import (
     SpinBox,
     create_widget,
 )
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import Qt
 
@@ -54,6 +53,7 @@ from ._preview import PreviewLayer
 from ._rows import line_up, row
 from ._session import session
 from ._train_job import NoPreview, RunEnd, TrainJob, new_model_path
+from ._workers import create_worker
 
 _warming: threading.Thread | None = None
 

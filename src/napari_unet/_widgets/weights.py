@@ -21,7 +21,6 @@ from __future__ import annotations
 import napari
 import numpy as np
 from magicgui.widgets import Label, create_widget
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 
 from ._common import Dock, FirstView, WeightControls, WorkerSlot, on_removed, weight_boxes
@@ -29,6 +28,7 @@ from ._layers import DERIVED, Derived, cell_labels, placement
 from ._live import LiveJob
 from ._session import WeightSettings, session
 from ._weights_job import weights_job
+from ._workers import create_worker
 
 # An edit is computed in 2-50 ms (a brush stroke at 4096x4096), so the docks' usual
 # 200 ms wait after the last edit was most of the time before the weights showed.

@@ -1,0 +1,48 @@
+"""The docks' workers: napari's, made to end quietly when their signals are gone.
+
+A script that closes the viewer while a dock's worker computes, and then exits,
+aborted Python: as the interpreter exits, Qt's objects are deleted, the worker's
+signals among them, and the worker's last ``finished.emit()`` raised a
+``RuntimeError`` in a Qt thread, which PyQt makes a fatal error
+(``Aborted``, exit status 134). napari waits for the workers only when its
+application quits, which such a script never does.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from napari.qt import threading as napari_threading
+
+
+class _EndsQuietly:
+    def run(self) -> None:
+        try:
+            super().run()
+        except RuntimeError:
+            if _alive(self.signals):
+                raise
+            # Deleted: there is no one left to tell that this worker ended.
+
+
+def _alive(qobject) -> bool:
+    try:
+        qobject.objectName()
+    except RuntimeError:  # either binding's error for a deleted object
+        return False
+    return True
+
+
+class GeneratorWorker(_EndsQuietly, napari_threading.GeneratorWorker):
+    pass
+
+
+class FunctionWorker(_EndsQuietly, napari_threading.FunctionWorker):
+    pass
+
+
+def create_worker(func: Callable, *args, **kwargs):
+    """napari's ``create_worker``, with the workers above."""
+    kind = GeneratorWorker if inspect.isgeneratorfunction(func) else FunctionWorker
+    return napari_threading.create_worker(func, *args, _worker_class=kind, **kwargs)
