@@ -56,7 +56,6 @@ def signatures():
 
 
 _warm.warm_up()
-_warm.training_kernels()  # what the process compiles, after what the docks' thread loads
 before = signatures()
 # all loaded from the cache that the process the docks start wrote
 misses = {

@@ -169,7 +169,9 @@ def warm_up(then: Callable[[], object] | None = None) -> None:
     kernels as int32 too, where their ids fit (``core.label_checks.in_kernel_type``).
     ``then`` is called between the counts and the weights: the process waits there
     for its helper, which compiles the border term's kernels (:func:`border_kernels`).
-    The kernels training alone calls are :func:`training_kernels`'s job."""
+    Training calls these kernels with these types too (a slow test checks it), so
+    this imports no torch: 1.2 s, holding the GIL in the docks' thread as the viewer
+    opens, and in the process before it leaves its stamp."""
     from ..core.instances import to_instances
     from ..core.windows import changed_box
     from ._session import WeightSettings
@@ -209,23 +211,6 @@ def warm_up(then: Callable[[], object] | None = None) -> None:
             planes = [None] * (labels.shape[0] if edits[0].ndim == 3 else 1)
             for data in edits:
                 list(weights_job(planes, data, within, settings))
-
-
-def training_kernels() -> None:
-    """The kernels training calls on its pairs, compiled by the process after
-    :func:`warm_up`'s. The docks' thread does not load them: this imports torch (1.2 s,
-    holding the GIL while the viewer opens), and a run loads them from the cache in
-    milliseconds."""
-    from ..core.data import make_pairs, target_and_weights
-    from .annotate import LABELS_DTYPE
-
-    labels = np.zeros((96, 96), LABELS_DTYPE)
-    labels[2:8, 2:8], labels[8:14, 2:8], labels[2:6, 10:16] = 1, 2, 3
-    image = np.random.default_rng(0).random(labels.shape, np.float32)
-    for region in (None, np.ones(labels.shape, np.uint8)):
-        [pair] = make_pairs([image], [labels], [region])
-        for balance in (False, True):
-            target_and_weights(pair, 10.0, 5.0, balance, ignore_outline=True)
 
 
 def border_kernels() -> None:
@@ -268,7 +253,6 @@ if __name__ == "__main__":
             helper.kill()
 
     warm_up(then=None if helper is None else helper_done)
-    training_kernels()
     done = stamp()
     done.parent.mkdir(parents=True, exist_ok=True)
     for old in done.parent.iterdir():  # of code since replaced
