@@ -26,10 +26,16 @@ viewer.window.add_plugin_dock_widget("napari-unet", "Weight map")
 viewer.open_sample("napari-unet", "touching_cells")
 _warm.warm_up()
 end = time.monotonic() + 60
-while (annotate.busy or "touching" not in str(annotate.counts.value)) and time.monotonic() < end:
+def done():
+    weights = "cells labels weights" in viewer.layers
+    return weights and not annotate.busy and "touching" in str(annotate.counts.value)
+
+
+while not done() and time.monotonic() < end:
     QApplication.processEvents()
     time.sleep(0.01)
-print(annotate.counts.value, "torch" in sys.modules, flush=True)
+assert done(), "the docks did not compute"
+print("torch" in sys.modules, flush=True)
 os._exit(0)  # not the viewer's teardown, which this test is not about
 """
 
@@ -81,6 +87,7 @@ def test_the_weights_wait_for_their_tab_and_lie_under_the_labels(started, qtbot)
     assert names.index("cells labels weights") < names.index("cells labels")
 
 
+@pytest.mark.slow
 def test_annotating_imports_no_torch():
     """``napari --with napari-unet`` opens Annotate alone: torch, 1.2 s to import,
     holding the GIL as the viewer opens, waits for the Train or Predict dock."""
@@ -88,6 +95,4 @@ def test_annotating_imports_no_torch():
         [sys.executable, "-c", ANNOTATING], capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    counts, torch_imported = run.stdout.split()[:-1], run.stdout.split()[-1]
-    assert "touching" in " ".join(counts)  # the docks worked
-    assert torch_imported == "False"
+    assert run.stdout.split()[-1] == "False"

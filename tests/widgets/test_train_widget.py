@@ -1,4 +1,5 @@
 import gc
+import threading
 import time
 import weakref
 
@@ -71,18 +72,45 @@ def test_optimizers_load_ahead_once_there_is_a_training_set_not_as_the_dock_open
     viewer, monkeypatch
 ):
     loaded = []
-    monkeypatch.setattr(train_module, "_warming", None)
-    monkeypatch.setattr(train_module, "warm_up", lambda: loaded.append(1))
+    monkeypatch.setattr(_train_job, "_warming", None)
+    monkeypatch.setattr(_train_job, "warm_up", lambda: loaded.append(1))
     widget = dock(viewer)
-    time.sleep(0.1)
-    assert loaded == []  # it would hold the GIL while the viewer opens
+    assert _train_job._warming is None  # it would hold the GIL while the viewer opens
     add_sample_pair(widget, viewer)
-    train_module._warming.join(10)
+    _train_job._warming.join(10)
     assert loaded == [1]
     add_sample_pair(widget, viewer)
     dock(viewer)  # a second dock on a session with a training set
-    train_module._warming.join(10)
-    assert loaded == [1]  # once per session
+    _train_job._warming.join(10)
+    assert loaded == [1]  # once per process
+
+
+def test_a_run_waits_for_the_optimizers_import_under_way(viewer, qtbot, monkeypatch):
+    # Two threads importing torch._dynamo at once may see it half loaded.
+    release, order = threading.Event(), []
+
+    def slow_import():
+        release.wait(10)
+        order.append("warmed")
+
+    monkeypatch.setattr(_train_job, "_warming", None)
+    monkeypatch.setattr(_train_job, "warm_up", slow_import)
+    real_trainer = _train_job.Trainer
+
+    def trainer(*args, **kwargs):
+        order.append("trainer")
+        return real_trainer(*args, **kwargs)
+
+    monkeypatch.setattr(_train_job, "Trainer", trainer)
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    widget.start()
+    qtbot.wait(300)
+    assert order == []  # the worker waits, the viewer does not
+    release.set()
+    train_until(widget, qtbot, 1)
+    stop_and_wait(widget, qtbot)
+    assert order == ["warmed", "trainer"]
 
 
 def test_train_stop_publishes_the_model_and_checkpoint(viewer, qtbot, tmp_path):

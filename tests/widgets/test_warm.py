@@ -97,7 +97,7 @@ config = TrainConfig(steps=3, batch_size=2, tile=36, validate_every=2, class_bal
 model = UNet(depth=2, width=4, padding="same", norm="batch")
 slices = np.concatenate([painted, painted[:2]])  # 5, so that 2 are held out to validate
 images = [np.stack([image] * 5)] + [np.stack([image] * 3)] * len(opened)
-regions = [None] * len(images)
+regions = [np.ones(slices.shape, np.uint8)] + [None] * len(opened)  # marked, and not
 job = TrainJob(images, [slices, *opened], regions, model, config, False, val_fraction=0.4)
 assert any(type(event).__name__ == "Done" for event in job.run())
 

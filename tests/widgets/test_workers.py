@@ -2,7 +2,8 @@ import gc
 import subprocess
 import sys
 
-from qtpy.QtCore import QObject
+import pytest
+from qtpy.QtCore import QCoreApplication, QEvent, QObject
 
 from napari_unet._widgets import _workers
 
@@ -34,6 +35,7 @@ viewer.close()
 """
 
 
+@pytest.mark.slow
 def test_a_script_that_exits_while_a_dock_computes_ends_cleanly():
     run = subprocess.run(
         [sys.executable, "-c", CLOSE_AND_EXIT], capture_output=True, text=True, timeout=300
@@ -41,6 +43,18 @@ def test_a_script_that_exits_while_a_dock_computes_ends_cleanly():
     # It aborted (-6), with "wrapped C/C++ object ... has been deleted".
     assert run.returncode == 0, run.stderr[-3000:]
     assert "deleted" not in run.stderr
+
+
+@pytest.mark.parametrize("generator", [False, True])
+def test_a_worker_whose_signals_were_deleted_ends_without_raising(generator, qapp):
+    def steps(value):
+        yield value
+
+    worker = _workers.create_worker(steps if generator else abs, -1)
+    worker.signals.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    assert not _workers._alive(worker.signals)
+    worker.run()  # napari's worker raised RuntimeError here: PyQt aborts the process
 
 
 def test_only_a_deleted_qt_object_counts_as_gone():

@@ -40,7 +40,7 @@ class Summary:
 def summary_job(labels, region, seen: Summary | None = None) -> Summary | None:
     """Worker body: counts and gaps of the labels inside the annotated region (the
     layers' data, ``region`` None for none), read as training reads them
-    (``core.data.annotated_labels``: e.g. cells all painted with one label are told
+    (``core.instances.annotated_labels``: e.g. cells all painted with one label are told
     apart where they do not touch).
 
     A stack is read slice by slice, and a slice equal to the one ``seen`` counted is

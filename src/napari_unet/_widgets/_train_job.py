@@ -25,8 +25,30 @@ from ..core.config import TrainConfig
 from ..core.data import make_pairs, split_validation
 from ..core.events import Done, Notice
 from ..core.model import UNet
-from ..core.train import Trainer
+from ..core.train import Trainer, warm_up
 from . import _warm
+
+_warming: threading.Thread | None = None
+
+
+def warm_optimizers() -> None:
+    """Once per process, load in a thread what a run loads as it starts
+    (``core.train.warm_up``, about 2 s), once the Train dock sees a training set: not as
+    the Train dock opens, where that import, holding the GIL, made the viewer open
+    about 1 s slower (``benchmarks/README.md``). Not a daemon: an interpreter that
+    exits meanwhile waits for the import to end, rather than break it with a
+    traceback."""
+    global _warming
+    if _warming is None:
+        _warming = threading.Thread(target=warm_up, name="napari-unet-warm-up")
+        _warming.start()
+
+
+def _warmed() -> None:
+    """Wait for :func:`warm_optimizers`' import: two threads importing
+    ``torch._dynamo`` at once may see it half loaded."""
+    if _warming is not None:
+        _warming.join()
 
 
 def models_dir() -> Path:
@@ -111,6 +133,7 @@ class TrainJob:
                 names=self.names,
             )
             pairs, validation = split_validation(pairs, self.val_fraction)
+            _warmed()
             trainer = Trainer(
                 self.model,
                 pairs,

@@ -5,7 +5,9 @@ aborted Python: as the interpreter exits, Qt's objects are deleted, the worker's
 signals among them, and the worker's last ``finished.emit()`` raised a
 ``RuntimeError`` in a Qt thread, which PyQt makes a fatal error
 (``Aborted``, exit status 134). napari waits for the workers only when its
-application quits, which such a script never does.
+application quits, which such a script never does. (A generator worker stopped
+mid-run by the same deletion ends with superqt's warning "RuntimeError in aborted
+thread", not an abort.)
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ see what training will make of them, and add the pair to the training set.
 
 Training trusts the labels only inside the annotated region (a Labels layer,
 painted = annotated; no region = the whole image, or of a stack every slice
-with a painted cell: ``core.data.annotated_labels``), so the counts and the
+with a painted cell: ``core.instances.annotated_labels``), so the counts and the
 separation gaps shown here are those of the labels inside it, computed by the
 core in a worker (``_summary``), debounced while the user paints.
 """

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import threading
 import time
 
 import napari
@@ -34,7 +33,7 @@ from ..core.config import TrainConfig
 from ..core.device import default_device, device_choices
 from ..core.events import Done, Notice, Paused, Preview, Progress, Saved, Validation
 from ..core.model import UNet
-from ..core.train import fitting_tile, tile_sizes, warm_up
+from ..core.train import fitting_tile, tile_sizes
 from ._common import (
     Dock,
     WeightControls,
@@ -52,23 +51,8 @@ from ._plot import TrainingPlot
 from ._preview import PreviewLayer
 from ._rows import line_up, row
 from ._session import session
-from ._train_job import NoPreview, RunEnd, TrainJob, new_model_path
+from ._train_job import NoPreview, RunEnd, TrainJob, new_model_path, warm_optimizers
 from ._workers import create_worker
-
-_warming: threading.Thread | None = None
-
-
-def _warm_optimizers() -> None:
-    """Once per session, load in a thread what the first run would load as it starts
-    (``core.train.warm_up``, about 2 s), as soon as there is a training set: not as
-    the dock opens, where that import, holding the GIL, made the viewer open about
-    1 s slower (``benchmarks/README.md``). Not a daemon: an interpreter that exits
-    meanwhile waits for the import to end, rather than break it with a traceback."""
-    global _warming
-    if _warming is None:
-        _warming = threading.Thread(target=warm_up, name="napari-unet-warm-up")
-        _warming.start()
-
 
 # Width, padding, tile and batch on the CPU (False) and on a GPU (True).
 _DEVICE_DEFAULTS = {
@@ -220,7 +204,7 @@ class TrainWidget(Dock):
 
     def _show_session(self) -> None:
         if self._session.annotations:
-            _warm_optimizers()
+            warm_optimizers()
         names = [f"{a.image.name} / {a.labels.name}" for a in self._session.annotations]
         self.pairs.value = "; ".join(names) or "empty: add image + labels below or in Annotate"
         has_model = self._session.model is not None

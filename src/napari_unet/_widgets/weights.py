@@ -5,7 +5,7 @@ every slice of a stack: ``weight_map(labels, w0, sigma, class_balance,
 ignore=~annotated)``, the Eq. 2 map, with the background pixel along each
 outline at 0 when "Ignore outline" is on (``core.outline``,
 ``TrainConfig.ignore_outline``, on by default). The labels are read as training
-reads them (``core.data.annotated_labels``: e.g. a plane of two values is a mask
+reads them (``core.instances.annotated_labels``: e.g. a plane of two values is a mask
 of cells, and without a region a slice with no cell is not annotated). Each
 slice keeps a :class:`~napari_unet.core.weights.WeightMap`; after an edit the
 worker (``_weights_job``) compares the new labels with the slice's previous ones

@@ -318,7 +318,7 @@ def annotated_labels(
     """Painted labels as training reads them: ``(instance labels, annotated mask)``.
 
     Negative labels (e.g. -1) mark pixels that are not annotated, and become 0. A
-    plane of two values is a mask of cells (``instances.as_instances``). The
+    plane of two values is a mask of cells (``as_instances``). The
     instance labels are int32 where their ids fit (``label_checks.in_kernel_type``). Without a
     region, a 2D image is annotated everywhere, and of a stack only the slices with
     a cell are: a stack painted on one slice trains on that slice, not on its
