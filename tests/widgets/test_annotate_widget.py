@@ -1,3 +1,6 @@
+import gc
+import weakref
+
 import numpy as np
 from app_model.types import KeyBinding
 from napari.utils.colormaps import CyclicLabelColormap
@@ -48,6 +51,24 @@ def test_sample_counts_and_gaps(viewer_with_sample, qtbot):
     labels.data = np.zeros_like(truth)
     settle(widget, qtbot)
     assert widget.counts.value.startswith("0 cells, 0 touching pairs, 0 gap pixels")
+
+
+def test_edits_let_go_of_the_labels_copied_for_earlier_counts(viewer_with_sample, qtbot):
+    # napari kept every worker it listed as a viewer's task, and each count's worker
+    # its arguments, among them the copies of the labels counted before: every edit
+    # kept one more copy of the plane until the window closed.
+    viewer = viewer_with_sample
+    widget = plugin_widget(viewer)
+    labels = viewer.layers["cells labels"]
+    settle(widget, qtbot)
+    first = weakref.ref(widget._summary)
+    for k in range(3):
+        before = widget._summary
+        labels.paint((10 + 20 * k, 10), 1000 + k)
+        settle(widget, qtbot)
+        assert widget._summary is not before  # counted anew
+    gc.collect()
+    assert first() is None
 
 
 def test_cells_painted_with_one_label_are_counted_as_training_reads_them(

@@ -189,10 +189,8 @@ def test_edits_during_a_run_are_coalesced(viewer_with_sample, qtbot, monkeypatch
     widget = plugin_widget(viewer)
     settle(widget, qtbot)
     started = []
-    create_worker = weights.create_worker
-    monkeypatch.setattr(
-        weights, "create_worker", lambda *a: started.append(a) or create_worker(*a)
-    )
+    create = weights.create_live_worker
+    monkeypatch.setattr(weights, "create_live_worker", lambda *a: started.append(a) or create(*a))
     widget._live.start()
     for x in (40, 60, 80):
         labels.paint((30, x), 50)

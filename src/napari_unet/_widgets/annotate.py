@@ -29,7 +29,7 @@ from ._layers import (
 from ._live import LiveJob
 from ._session import session
 from ._summary import Summary, summary_job
-from ._workers import create_worker
+from ._workers import create_live_worker
 
 NEW_CELL_KEY = "n"
 LABELS_DTYPE = np.int32  # as predicted labels, so corrections train unchanged
@@ -302,7 +302,7 @@ class AnnotateWidget(Dock):
         seen = self._summary if self._summarised is labels else None
         self._summarised = labels
         region = None if region is None else region.data
-        worker = create_worker(summary_job, labels.data, region, seen)
+        worker = create_live_worker(summary_job, labels.data, region, seen)
         worker.returned.connect(WorkerSlot(self._on_summary))
         return worker
 

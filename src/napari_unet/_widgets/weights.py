@@ -28,7 +28,7 @@ from ._layers import DERIVED, Derived, cell_labels, placement
 from ._live import LiveJob
 from ._session import WeightSettings, session
 from ._weights_job import weights_job
-from ._workers import create_worker
+from ._workers import create_live_worker
 
 # An edit is computed in 2-50 ms (a brush stroke at 4096x4096), so the docks' usual
 # 200 ms wait after the last edit was most of the time before the weights showed.
@@ -174,7 +174,9 @@ class WeightsWidget(Dock):
         if self._show_output(labels.shape, settings) or outline_toggled:
             self._stale = True
         self._settings = settings
-        worker = create_worker(weights_job, self._planes, labels, region, settings, self._stale)
+        worker = create_live_worker(
+            weights_job, self._planes, labels, region, settings, self._stale
+        )
         worker.yielded.connect(WorkerSlot(self._on_plane))
         worker.returned.connect(WorkerSlot(self._on_returned))
         first = any(p is None for p in self._planes)
