@@ -1,6 +1,8 @@
 import gc
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from qtpy.QtCore import QCoreApplication, QEvent, QObject
@@ -73,3 +75,23 @@ def test_the_docks_workers_are_of_the_kind_their_function_needs():
 
     assert isinstance(_workers.create_worker(steps), _workers.GeneratorWorker)
     assert isinstance(_workers.create_worker(print), _workers.FunctionWorker)
+
+
+def test_a_generator_worker_quit_mid_run_lets_go_of_its_frame(qtbot):
+    # superqt left it suspended, and napari keeps a run's worker as long as the window:
+    # a cancelled prediction kept its copy of the image.
+    closed = threading.Event()
+
+    def steps():
+        try:
+            while True:
+                yield
+                time.sleep(0.01)
+        finally:
+            closed.set()
+
+    worker = _workers.create_worker(steps)
+    worker.yielded.connect(lambda _: worker.quit())
+    with qtbot.waitSignal(worker.finished, timeout=10_000):
+        worker.start()
+    assert closed.wait(5)

@@ -1,5 +1,6 @@
-"""The docks' workers: napari's, made to end quietly when their signals are gone,
-and for the work redone after each edit, not registered as the viewer's tasks.
+"""The docks' workers: napari's, made to end quietly when their signals are gone
+and to close a generator quit mid-run, and for the work redone after each edit
+not registered as the viewer's tasks.
 
 A script that closes the viewer while a dock's worker computes, and then exits,
 aborted Python: as the interpreter exits, Qt's objects are deleted, the worker's
@@ -39,7 +40,14 @@ def _alive(qobject) -> bool:
 
 
 class GeneratorWorker(_EndsQuietly, napari_threading.GeneratorWorker):
-    pass
+    def work(self):
+        try:
+            return super().work()
+        finally:
+            # superqt leaves the generator of a worker quit mid-run suspended, and
+            # napari keeps the worker as a task until the window closes: closing it
+            # runs its cleanup and lets go of its frame (a prediction's image copy).
+            self._gen.close()
 
 
 class FunctionWorker(_EndsQuietly, napari_threading.FunctionWorker):
