@@ -113,6 +113,16 @@ def test_a_run_waits_for_the_optimizers_import_under_way(viewer, qtbot, monkeypa
     assert order == ["warmed", "trainer"]
 
 
+def test_the_run_is_named_by_its_images_as_napari_lists_it(viewer, qtbot):
+    # napari names a worker's task by its function, in the dialog that asks before
+    # the window closes during a run: it showed the arrays and the whole network.
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    widget.start()
+    assert str(widget._job.run) == "<bound method TrainJob.run of training on cells>"
+    stop_and_wait(widget, qtbot)
+
+
 def test_train_stop_publishes_the_model_and_checkpoint(viewer, qtbot, tmp_path):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)

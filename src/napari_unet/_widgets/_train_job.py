@@ -87,7 +87,7 @@ class NoPreview(Notice):
     """A notice that the run previews nothing: the dock removes the layer it made."""
 
 
-@dataclass
+@dataclass(repr=False)
 class TrainJob:
     """Everything a run needs, as arrays; controls that work before the Trainer exists."""
 
@@ -106,6 +106,11 @@ class TrainJob:
     _paused: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _events: Generator | None = None
+
+    def __repr__(self) -> str:
+        # napari names the run's task by it, in the dialog that asks before the window
+        # closes while training: not 5,000 characters of arrays and network.
+        return f"training on {', '.join(self.names or ['the training set'])}"
 
     def run(self):
         """Worker body: yields the Trainer's events; a bad training set returns a message.
