@@ -223,6 +223,47 @@ def test_a_runs_end_lets_go_of_the_viewer_the_network_and_the_training_set(
     assert trainer() is None and model() is None and not job.images and not job.labels
 
 
+def test_a_failed_run_lets_go_of_its_network(viewer, qtbot, errors, monkeypatch):
+    # Without Done, its end kept the network: one more on the GPU per retry after
+    # running out of memory.
+    from napari_unet.core.train import Trainer
+
+    def fails(self):
+        raise RuntimeError("out of memory even at batch 1")
+        yield
+
+    monkeypatch.setattr(Trainer, "run", fails)
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    widget.start()
+    job = widget._job
+    model = weakref.ref(job.model)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: job.model is None, timeout=5_000)
+    gc.collect()
+    assert model() is None
+
+
+def test_a_cancelled_run_whose_checkpoint_cannot_be_saved_says_so(viewer, qtbot, monkeypatch):
+    # napari cancels the runs of a closing window; an error raised there, in a Qt
+    # slot, aborted Python.
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    widget.start()
+    train_until(widget, qtbot, 1)
+
+    def full(*_):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(widget._job.trainer, "save", full)
+    warned = []
+    widget._worker.warned.connect(warned.append)
+    widget._worker.quit()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: bool(warned), timeout=5_000)
+    assert "checkpoint was not saved: No space left on device" in str(warned[0][0])
+
+
 def test_the_preview_follows_a_renamed_image(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)

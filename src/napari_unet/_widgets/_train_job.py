@@ -12,6 +12,7 @@ import dataclasses
 import re
 import threading
 import time
+import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,7 +189,10 @@ class TrainJob:
         the workers of a closing viewer): close the run, which saves its checkpoint.
         Runs in the worker's thread, so never during a step."""
         if self._events is not None:
-            self._events.close()
+            try:
+                self._events.close()
+            except Exception as err:  # raised in a Qt slot, it would abort Python (PyQt)
+                warnings.warn(f"the cancelled run's checkpoint was not saved: {err}", stacklevel=1)
             if self.trainer.step == 0:
                 self._forget_untrained()
 
@@ -264,3 +268,11 @@ class RunEnd:
             preview.discard()
         if job.dock_closed:  # no status left to say it in
             show_info(closed_during(event))
+
+    def release(self) -> None:
+        """After the run's last event: a run that ended without ``Done`` (it failed,
+        or its training set was refused) lets go of the network all the same, which
+        a retry after running out of GPU memory would otherwise add to."""
+        if self._held is not None:
+            self._held[2].model = None
+            self._held = None

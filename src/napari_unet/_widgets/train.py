@@ -293,7 +293,9 @@ class TrainWidget(Dock):
         )
         self._worker = create_worker(self._job.run, _ignore_errors=True)
         # Held by the connection, not the dock: napari frees a dock closed during the run.
-        self._worker.yielded.connect(RunEnd(self._session, self._preview, self._job))
+        end = RunEnd(self._session, self._preview, self._job)
+        self._worker.yielded.connect(end)
+        self._worker.finished.connect(end.release)  # queued after the last event
         self._worker.aborted.connect(self._job.abandon, Qt.ConnectionType.DirectConnection)
         self._connected = connect_all(self._slots())
         self.plot.clear()
