@@ -1,3 +1,4 @@
+import threading
 from dataclasses import astuple
 
 import numpy as np
@@ -39,9 +40,6 @@ def errors_shown(monkeypatch):
 def test_weights_follow_painting_and_controls(
     viewer_with_sample, qtbot, monkeypatch, defaults, loss_weights
 ):
-    updates = []
-    edit = WeightMap.edit
-    monkeypatch.setattr(WeightMap, "edit", lambda m, *a: updates.append(a[0]) or edit(m, *a))
     viewer = viewer_with_sample
     labels = viewer.layers["cells labels"]
     widget = plugin_widget(viewer)
@@ -53,6 +51,13 @@ def test_weights_follow_painting_and_controls(
     assert layer.contrast_limits == pytest.approx([0.0, WeightSettings().w0 + 1.0])
     assert viewer.layers.selection.active is labels  # still the layer being painted
 
+    # The first dock's thread that loads the kernels edits maps of its own.
+    for thread in threading.enumerate():
+        if thread.name == "napari-unet-kernels":
+            thread.join(60)
+    updates = []
+    edit = WeightMap.edit
+    monkeypatch.setattr(WeightMap, "edit", lambda m, *a: updates.append(a[0]) or edit(m, *a))
     labels.brush_size = 9
     labels.paint((128, 40), 99)  # a new cell touching others: a new ridge
     settle(widget, qtbot)
