@@ -71,5 +71,5 @@ def create_live_worker(func: Callable, *args):
     window closes, and a worker keeps its arguments. The Annotate dock passes the
     copies of the labels it last counted, so every edit kept one more: 350 MiB after
     15 strokes on a 2048x2048 plane. It would also ask the user to confirm a close
-    during a count of a fraction of a second. Errors still become notifications."""
+    during a count of a fraction of a second. Errors reach the user as before."""
     return unregistered_worker(func, *args, _worker_class=_kind(func))
