@@ -84,17 +84,18 @@ def test_input_normalisation_is_part_of_the_model():
 
 
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "message"),
     [
-        {"norm": "instance"},
-        {"padding": "reflect"},
-        {"n_classes": 1},
-        {"depth": 0},
-        {"dropout": 1.0},
-        {"input_std": (0.0,)},
-        {"in_channels": 2, "input_mean": (0, 0, 0)},
+        # The value given, not the whole configuration as before.
+        ({"norm": "instance"}, "; got 'instance'$"),
+        ({"padding": "reflect"}, "; got 'reflect'$"),
+        ({"n_classes": 1}, "; got 1$"),
+        ({"depth": 0}, r"between 1 and 8; got 0$"),
+        ({"dropout": 1.0}, "; got 1.0$"),
+        ({"input_std": (0.0,)}, "positive"),
+        ({"in_channels": 2, "input_mean": (0, 0, 0)}, "one value per input channel"),
     ],
 )
-def test_bad_settings_are_refused(bad):
-    with pytest.raises(ValueError):
+def test_bad_settings_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
         UNet(**bad)

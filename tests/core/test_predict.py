@@ -165,6 +165,9 @@ def test_progress_and_mode(small_valid, rng):
         (np.zeros(10), "2D image"),
         (np.zeros((10, 10), complex), "real numbers"),
         (np.zeros((20, 20, 3), np.uint8), "RGB"),
+        # Predicted as stacks of 20 planes 1 or 2 pixels wide before.
+        (np.zeros((20, 20, 1), np.uint8), r"1 channel\(s\) last"),
+        (np.zeros((20, 20, 2), np.float32), r"2 channel\(s\) last"),
     ],
 )
 def test_bad_input_is_refused(small_valid, image, match):

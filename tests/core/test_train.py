@@ -144,6 +144,8 @@ def test_holding_out_never_takes_every_painted_slice(sample):
         ([np.zeros((20, 20))], [np.zeros((20, 20), int)], "no labelled pixel"),
         ([np.full((20, 20), np.nan)], [np.ones((20, 20), int)], "NaN"),
         ([np.zeros((20, 20))], [np.zeros((20, 20))], "integers"),
+        # No "annotated regions" where none were given (the command line's case):
+        ([np.zeros((20, 20))] * 2, [np.ones((20, 20), int)], "^2 images, 1 label images: give"),
     ],
 )
 def test_bad_input_before_training(images, labels, match):

@@ -35,6 +35,12 @@ def model_path(path: str | os.PathLike) -> Path:
     return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
 
 
+def _saved_file(path: str | os.PathLike) -> Path:
+    """``path``, or where :func:`save` wrote a model it was given that name for."""
+    path = Path(path)
+    return model_path(path) if not path.is_file() and model_path(path).is_file() else path
+
+
 def save(
     path: str | os.PathLike,
     model: UNet,
@@ -95,9 +101,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[U
     ValueError
         The file is a pickle, truncated, not a napari-unet model, or from a newer version.
     """
-    path = Path(path)
-    if not path.is_file() and model_path(path).is_file():  # the name save was given
-        path = model_path(path)
+    path = _saved_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     with open(path, "rb") as f:
@@ -174,7 +178,7 @@ def _float32(tensor: torch.Tensor) -> torch.Tensor:
 
 def load_optimizer_state(path: str | os.PathLike) -> dict | None:
     """The optimizer ``state_dict`` saved with a model, or None if there is none."""
-    with safe_open(str(path), framework="pt", device="cpu") as f:
+    with safe_open(str(_saved_file(path)), framework="pt", device="cpu") as f:
         header = json.loads((f.metadata() or {}).get(_KEY, "{}"))
         if "optimizer" not in header:
             return None

@@ -58,11 +58,12 @@ def make_pairs(images, labels, annotated=None, in_channels: int = 1, names=None)
         Shapes that do not match, NaN in an image's annotated planes, or no labelled
         pixel at all.
     """
+    regions = "" if annotated is None else f" and {len(annotated)} annotated regions"
     annotated = [None] * len(images) if annotated is None else annotated
     if not len(images) == len(labels) == len(annotated):
         raise ValueError(
-            f"{len(images)} images, {len(labels)} label images and "
-            f"{len(annotated)} annotated regions: give one of each per image"
+            f"{len(images)} images, {len(labels)} label images{regions}: give one of each "
+            "per image"
         )
     pairs = []
     for k, (image, label, region) in enumerate(zip(images, labels, annotated, strict=True)):

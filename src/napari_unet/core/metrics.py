@@ -322,6 +322,8 @@ def true_interior(labels: np.ndarray) -> np.ndarray:
     ndarray, bool, same shape
     """
     labels = np.asarray(labels)
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise ValueError(f"the ground truth must be integer labels or a mask; got {labels.dtype}")
     if labels.dtype != bool and labels.min(initial=0) < 0:
         raise ValueError(
             "the ground truth must be annotated everywhere: negative labels (pixels "

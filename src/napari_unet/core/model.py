@@ -39,21 +39,34 @@ class UNetConfig:
 
     def __post_init__(self):
         checks = [
-            (self.in_channels >= 1, "in_channels must be at least 1"),
-            (self.n_classes >= 2, "n_classes must be at least 2 (background and foreground)"),
-            (1 <= self.depth <= 8, "depth (the number of poolings) must be between 1 and 8"),
-            (self.width >= 1, "width (channels of the first level) must be at least 1"),
-            (self.padding in PADDINGS, f"padding must be one of {PADDINGS}"),
+            (self.in_channels >= 1, "in_channels must be at least 1", self.in_channels),
+            (
+                self.n_classes >= 2,
+                "n_classes must be at least 2 (background and foreground)",
+                self.n_classes,
+            ),
+            (
+                1 <= self.depth <= 8,
+                "depth (the number of poolings) must be between 1 and 8",
+                self.depth,
+            ),
+            (
+                self.width >= 1,
+                "width (channels of the first level) must be at least 1",
+                self.width,
+            ),
+            (self.padding in PADDINGS, f"padding must be one of {PADDINGS}", self.padding),
             (
                 self.norm in NORMS,
                 f"norm must be one of {NORMS} (tile-dependent norms such as "
                 "instance norm would make tiled prediction inexact)",
+                self.norm,
             ),
-            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)", self.dropout),
         ]
-        for ok, message in checks:
+        for ok, message, value in checks:
             if not ok:
-                raise ValueError(f"{message}; got {self}")
+                raise ValueError(f"{message}; got {value!r}")
         for name in ("input_mean", "input_std"):
             values = tuple(float(v) for v in getattr(self, name))
             if len(values) == 1:
