@@ -9,7 +9,7 @@ from pathlib import Path
 # The defaults of napari-unet train. "default" repeats TrainConfig's and the network
 # eval_isbi.py measures (tests keep them equal); "paper" is Ronneberger et al.
 # (2015): UNet()'s defaults and TrainConfig.paper().
-_SHARED = {"sigma": 5.0, "depth": 4}
+_SHARED = {"sigma": 5.0, "depth": 4, "channels": 1}
 PRESETS = {
     "default": {
         **_SHARED,
@@ -49,6 +49,13 @@ def preset_in(argv: list[str]) -> str:
     return pre.parse_known_args(argv)[0].preset
 
 
+def given_settings(argv: list[str]) -> set[str]:
+    """The settings of ``train`` with a preset default that ``argv`` gives
+    explicitly, ``preset`` among them (parsed again without defaults)."""
+    args = build_parser(preset_in(argv), defaults=False).parse_args(argv)
+    return set(vars(args)) & {"preset", *PRESETS["default"]}
+
+
 def add_tta_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tta",
@@ -81,8 +88,9 @@ def _probability(text: str) -> float:
     return value
 
 
-def build_parser(preset: str = "default") -> argparse.ArgumentParser:
-    """The command line's parser; ``train``'s settings default to ``PRESETS[preset]``."""
+def build_parser(preset: str = "default", defaults: bool = True) -> argparse.ArgumentParser:
+    """The command line's parser; ``train``'s settings default to ``PRESETS[preset]``,
+    or, without ``defaults``, are left out of the result unless given."""
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -135,10 +143,12 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
+        argument_default=None if defaults else argparse.SUPPRESS,
         help="train a model on images and their labels",
         description="Labels are instance labels (0 = background) or two-valued masks "
         "(split into cells by connected components); negative labels (e.g. -1) mark "
-        "pixels that are not annotated, and slices with no cell are not annotated.",
+        "pixels that are not annotated, and the slices of a stack with no cell are left out (a 2D "
+        "label image with no cell is all background).",
     )
     train.add_argument("--images", nargs="+", type=Path, required=True, metavar="IMAGE")
     train.add_argument("--labels", nargs="+", type=Path, required=True, metavar="LABELS")
@@ -182,13 +192,23 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         help="end with the weights that scored best on the validation set, not the last "
         "(needs --val-images or --val-fraction)",
     )
-    train.add_argument(
+    start = train.add_mutually_exclusive_group()
+    start.add_argument(
         "--init", type=Path, default=None, help="fine-tune this model instead of starting afresh"
+    )
+    start.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="MODEL",
+        help="continue the training run saved in MODEL (by Ctrl-C, SIGTERM or "
+        "--checkpoint-every) with its settings, step count and optimizer: the budget counts "
+        "from the run's start, so give more --steps or --minutes to train on past it",
     )
     train.add_argument(
         "--preset",
         choices=sorted(PRESETS),
-        default=preset,
+        default=preset if defaults else argparse.SUPPRESS,
         help="the defaults of the settings below: ours (measured on ISBI 2012, "
         "benchmarks/README.md) or the paper's (its 64-wide valid U-Net, SGD with "
         "momentum 0.99 on one 388-pixel tile a step, w0 10 with class balance, the "
@@ -196,8 +216,10 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     )
     train.add_argument("--w0", type=float, help="border weight height (Eq. 2): %(default)s")
     train.add_argument("--sigma", type=float, help="border weight width: %(default)s pixels")
-    train.add_argument("--tile", type=int, help="output pixels per tile side: %(default)s")
-    train.add_argument("--batch", type=int, help="tiles per step: %(default)s")
+    train.add_argument(
+        "--tile", type=_positive_int, help="output pixels per tile side: %(default)s"
+    )
+    train.add_argument("--batch", type=_positive_int, help="tiles per step: %(default)s")
     train.add_argument("--lr", type=float, help="learning rate: %(default)s")
     train.add_argument("--optimizer", choices=["adam", "sgd"], help="%(default)s")
     train.add_argument(
@@ -205,8 +227,17 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
         choices=["constant", "cosine"],
         help="learning rate over the budget: %(default)s",
     )
-    train.add_argument("--width", type=int, help="channels of the first level: %(default)s")
-    train.add_argument("--depth", type=int, help="number of poolings: %(default)s")
+    train.add_argument(
+        "--width", type=_positive_int, help="channels of the first level: %(default)s"
+    )
+    train.add_argument("--depth", type=_positive_int, help="number of poolings: %(default)s")
+    train.add_argument(
+        "--channels",
+        type=_positive_int,
+        help="channels of each image: 1, grey, where a 3D image is a stack; or C, for images "
+        "(C, Y, X) and stacks (C, Z, Y, X), channels first (an RGB PNG or JPEG is read so "
+        "with --channels 3) (%(default)s)",
+    )
     train.add_argument(
         "--padding",
         choices=["valid", "same"],
@@ -234,7 +265,8 @@ def build_parser(preset: str = "default") -> argparse.ArgumentParser:
     )
     train.add_argument("--device", default="auto")
     train.add_argument("--seed", type=int, default=0)
-    train.set_defaults(**PRESETS[preset])
+    if defaults:
+        train.set_defaults(**PRESETS[preset])
 
     evaluate = commands.add_parser(
         "evaluate",
