@@ -47,7 +47,7 @@ def test_training_into_a_folder_it_cannot_make_stops_before_training(
     image, labels = cells
     out = image / "model.safetensors"  # a folder inside a file
     err = refused(["train", "--images", image, "--labels", labels, "--out", out], capsys)
-    assert f"--out: cannot write in {image}" in err, err
+    assert f"--out: cannot write in {image} ({image} is a file)" in err, err
 
 
 def test_predicting_into_a_folder_it_cannot_make_stops_before_predicting(
@@ -58,7 +58,7 @@ def test_predicting_into_a_folder_it_cannot_make_stops_before_predicting(
     monkeypatch.setattr(predict, "predict_tiled", lambda *a, **k: pytest.fail("predicted"))
     image, _ = cells
     err = refused(["predict", "--model", model_file, image, "--out", image / "results"], capsys)
-    assert f"--out: cannot write in {image / 'results'}" in err, err
+    assert f"--out: cannot write in {image / 'results'} ({image} is a file)" in err, err
 
 
 def test_a_plane_saved_with_one_channel_last_is_the_plane(model_file, tmp_path, rng):

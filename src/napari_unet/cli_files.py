@@ -128,5 +128,6 @@ def writable_folder(folder: Path, option: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        reason = err.strerror or type(err).__name__
+        file = next((p for p in (folder, *folder.parents) if p.is_file()), None)
+        reason = f"{file} is a file" if file else err.strerror or type(err).__name__
         raise ValueError(f"{option}: cannot write in {folder} ({reason})") from err
