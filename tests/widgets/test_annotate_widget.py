@@ -374,6 +374,23 @@ def test_counts_and_gaps_come_back_for_a_pair_counted_before(viewer_with_sample,
     assert "cells labels gaps" in viewer.layers
 
 
+def test_cropped_labels_keep_their_one_gaps_layer(viewer_with_sample, qtbot):
+    """A layer was added beside the old one, and one more at every stroke."""
+    viewer = viewer_with_sample
+    widget = plugin_widget(viewer)
+    settle(widget, qtbot)
+    gaps, labels = viewer.layers["cells labels gaps"], viewer.layers["cells labels"]
+    viewer.layers["cells"].data = viewer.layers["cells"].data[:128, :100]
+    labels.data = labels.data[:128, :100].copy()
+    for _ in range(2):
+        settle(widget, qtbot)
+        labels.data_setitem((np.array([5]), np.array([5])), 99)  # a stroke
+    settle(widget, qtbot)
+    assert [layer for layer in viewer.layers if "gaps" in layer.name] == [gaps]
+    truth = labels.data
+    np.testing.assert_array_equal(gaps.data, (truth > 0) & (separation_borders(truth) == 0))
+
+
 def test_a_region_marked_after_add_is_the_one_training_uses(
     make_napari_viewer, qtbot, monkeypatch
 ):

@@ -420,3 +420,17 @@ def test_the_probabilities_follow_a_renamed_image(viewer_with_sample, model_file
     qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     assert viewer.layers["nuclei probabilities"] is shown  # renamed, not one more
     assert "cells probabilities" not in viewer.layers
+
+
+def test_a_cropped_image_keeps_its_one_probabilities_layer(viewer_with_sample, model_file, qtbot):
+    """One more "[k]" layer was added at each prediction after the image changed shape."""
+    viewer = viewer_with_sample
+    widget = predicting(viewer, model_file)
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    shown = viewer.layers["cells probabilities"]
+    viewer.layers["cells"].data = viewer.layers["cells"].data[:64, :48]
+    for _ in range(2):
+        widget.start()
+        qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert [layer for layer in viewer.layers if "probabilities" in layer.name] == [shown]
+    assert shown.data.shape == (64, 48)

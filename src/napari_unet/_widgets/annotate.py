@@ -328,7 +328,9 @@ class AnnotateWidget(Dock):
             f"{int(summary.gaps.sum())} gap pixels{slices}"
         )
         layer = self._gaps.find(labels)
-        if isinstance(layer, napari.layers.Labels) and layer.data.shape == summary.gaps.shape:
+        if isinstance(layer, napari.layers.Labels):
+            # Whatever its shape: after the labels changed shape, a layer made anew
+            # beside it was followed by one more at every stroke (the name finds the old).
             if layer.data is not summary.gaps:
                 layer.data = summary.gaps
         else:

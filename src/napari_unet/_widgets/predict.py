@@ -264,8 +264,9 @@ class PredictWidget(Dock):
         where = placement(self._source_layer, labels.ndim)
         layers = self._viewer.layers
         shown = self._probabilities.find(self._source_layer)
-        if isinstance(shown, napari.layers.Image) and shown.data.shape == labels.shape:
-            shown.data = result.probabilities[1]  # the last prediction's, not one more layer
+        if isinstance(shown, napari.layers.Image):
+            # The last prediction's, of any shape (the image cropped), not one more layer.
+            shown.data = result.probabilities[1]
             for key, value in where.items():
                 setattr(shown, key, value)
         else:
