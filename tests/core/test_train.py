@@ -333,7 +333,8 @@ def test_pause_holds_between_steps_and_stop_ends_a_pause(sample):
     pairs = make_pairs([sample[0]], [sample[1]])
     trainer = Trainer(tiny_model(), pairs, TrainConfig(tile=36))
     run = trainer.run()
-    assert isinstance(next(run), Progress)
+    first = next(run)
+    assert isinstance(first, Progress)
     trainer.pause()
     assert next(run) == Paused(1)
     threading.Timer(0.6, trainer.resume).start()
@@ -344,6 +345,8 @@ def test_pause_holds_between_steps_and_stop_ends_a_pause(sample):
     assert time.monotonic() - held >= 0.55
     assert set(events[:-1]) == {Paused(1)} and len(events) >= 3  # repeated while held
     assert isinstance(events[-1], Progress) and events[-1].step == 2
+    # The time trained, for progress bars: the pause is left out.
+    assert 0 < events[-1].seconds - first.seconds < 0.5
     trainer.pause()
     assert next(run) == Paused(2)
     threading.Timer(0.1, trainer.stop).start()

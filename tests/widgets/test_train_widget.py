@@ -815,3 +815,13 @@ def test_a_runtime_error_ends_the_run_with_a_message(viewer, qtbot, errors, monk
     assert widget.status.value == "Training failed: out of memory even at batch 1"
     gc.collect()  # without Done, the run kept its network: one more on the GPU per retry
     assert model() is None
+
+
+def test_the_progress_bar_leaves_pauses_out(viewer):
+    """It measured the wall time since Train: paused 15 s 2 s into a 12-second run,
+    the bar read 66 % with 9 s of training left."""
+    from napari_unet.core.events import Progress
+
+    widget = dock(viewer)
+    widget._on_event(Progress(5, 10**9, 0.5, 1.0, seconds_left=9.0, seconds=3.0))
+    assert widget.progress.value == 250  # 3 s trained of 12

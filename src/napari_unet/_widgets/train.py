@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import time
 
 import napari
 import numpy as np
@@ -77,7 +76,6 @@ class TrainWidget(Dock):
         self._job: TrainJob | None = None
         self._worker = None
         self._connected: list = []  # (signal, slot) of the running worker
-        self._started = 0.0
         self._preview = PreviewLayer(viewer)
         self.pairs = Label(label="Training set", value="")
         self.image = create_widget(
@@ -306,7 +304,6 @@ class TrainWidget(Dock):
         self.pause_button.enabled = self.stop_button.enabled = True
         how = "fine-tune the current model" if fine_tune else "train a new model"
         self.status.value = f"preparing the training set to {how}..."
-        self._started = time.monotonic()
         start_long(self._worker)
 
     def toggle_pause(self) -> None:
@@ -348,8 +345,8 @@ class TrainWidget(Dock):
 
     def _on_event(self, event) -> None:
         if isinstance(event, Progress):
-            elapsed = time.monotonic() - self._started
-            self.progress.value = int(1000 * elapsed / max(elapsed + event.seconds_left, 1e-9))
+            done = event.seconds  # paused time left out, as from seconds_left
+            self.progress.value = int(1000 * done / max(done + event.seconds_left, 1e-9))
             self.status.value = (
                 f"step {event.step}, loss {event.loss:.4f}, "
                 f"{event.steps_per_second:.1f} steps/s, {event.seconds_left:.0f} s left"

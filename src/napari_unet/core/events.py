@@ -11,14 +11,16 @@ import numpy as np
 @dataclass(frozen=True)
 class Progress:
     """After each step: the mean loss of that step, and the pace. ``total`` is the
-    step budget (10**9 where only a time budget was given, so use ``seconds_left``
-    for a progress bar then)."""
+    step budget (10**9 where only a time budget was given, so use ``seconds`` and
+    ``seconds_left`` for a progress bar then). ``seconds``: the time trained so far,
+    pauses left out."""
 
     step: int
     total: int
     loss: float
     steps_per_second: float
     seconds_left: float
+    seconds: float
 
 
 @dataclass(frozen=True)

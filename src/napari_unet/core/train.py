@@ -231,7 +231,7 @@ class Trainer:
             self.seconds = before + elapsed
             rate = (self.step - first) / max(elapsed, 1e-9)
             left = min((cfg.steps - self.step) / rate, max(0.0, budget - self.seconds))
-            yield Progress(self.step, cfg.steps, float(loss.detach()), rate, left)
+            yield Progress(self.step, cfg.steps, float(loss.detach()), rate, left, self.seconds)
             yield from self._periodic()
 
     def _periodic(self):
