@@ -253,6 +253,17 @@ def test_the_preview_follows_a_renamed_image(viewer, qtbot):
     assert "nuclei preview" in names and "cells preview" not in names
 
 
+def test_the_preview_goes_with_its_image(viewer, qtbot):
+    """It stayed, over nothing, when the image was deleted (a review helper)."""
+    widget = dock(viewer)
+    add_sample_pair(widget, viewer)
+    train_steps(widget, qtbot, 1)
+    viewer.layers["cells preview"].name = "kept"  # renamed by the user: theirs to keep
+    train_steps(widget, qtbot, 1)
+    viewer.layers.remove("cells")
+    assert [layer.name for layer in viewer.layers] == ["cells labels", "kept"]
+
+
 def test_the_preview_is_of_the_pair_being_worked_on(viewer, qtbot):
     widget = dock(viewer)
     add_sample_pair(widget, viewer)

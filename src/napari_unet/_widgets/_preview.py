@@ -71,6 +71,11 @@ class PreviewLayer:
         if self._layer is not None and self._layer in self._viewer.layers:
             self._layer.data = probability[None] if self._layer.ndim == 3 else probability
 
+    def drop(self, source) -> None:
+        """Remove the preview of ``source``, a layer that left the viewer: it would lie
+        over nothing."""
+        self._previews.drop(source)
+
     def discard(self, even_kept: bool = False) -> None:
         """Remove the layer the last :meth:`prepare` made, still empty; ``even_kept``,
         also one kept from an earlier run, which that prepare emptied."""

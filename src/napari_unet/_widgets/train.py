@@ -171,7 +171,13 @@ class TrainWidget(Dock):
         self.stop_button.changed.connect(self.stop)
         # Undone on closing: a closed dock's controls may be deleted before the viewer.
         choosers = chooser_links(viewer, self.image, self.labels_layer)
-        self._links = connect_all([(self._session.changed, self._show_session), *choosers])
+        self._links = connect_all(
+            [
+                (self._session.changed, self._show_session),
+                (viewer.layers.events.removed, lambda event: self._preview.drop(event.value)),
+                *choosers,
+            ]
+        )
         on_removed(self, self._closed)
         self._device_defaults()
         self._show_session()
