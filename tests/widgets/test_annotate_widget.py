@@ -413,8 +413,12 @@ def test_a_region_marked_after_add_is_the_one_training_uses(
     assert annotation.region is None and infos[-1] == "'nuclei labels' now trains on all of it."
     widget.region.value = region
     settle(widget, qtbot)
+    region.data = np.ones_like(region.data)  # all of it checked
+    widget.add_to_training_set()
+    assert widget.status.value == "'nuclei labels' is in the training set"
     viewer.layers.remove(region)  # the pair leaves, as the warning says, not its region
     assert session(viewer).annotations == []
+    assert widget.status.value == ""  # it said the labels were in the training set still
 
 
 def test_layers_made_for_a_calibrated_image_keep_its_units(make_napari_viewer, qtbot):

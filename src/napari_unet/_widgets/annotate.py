@@ -61,6 +61,7 @@ class AnnotateWidget(Dock):
         self._session = session(viewer)
         self._summarised = None
         self._summary = None  # what was counted last, of _summarised
+        self._added = None  # the labels the status says are in the training set
         self._gaps = Derived(viewer, "gaps", "gaps")
         self.image = create_widget(
             annotation=napari.layers.Image,
@@ -90,22 +91,9 @@ class AnnotateWidget(Dock):
         self.pairs = Select(label="Training set", choices=self._training_set)
         self.remove_button = PushButton(text="Remove from training set")
         self.status = Label(label="", value="")
-        self.extend(
-            [
-                self.image,
-                self.labels_layer,
-                self.create_button,
-                self.new_cell_button,
-                self.region,
-                self.region_button,
-                self.hint,
-                self.counts,
-                self.add_button,
-                self.pairs,
-                self.remove_button,
-                self.status,
-            ]
-        )
+        choosers = [self.image, self.labels_layer, self.create_button, self.new_cell_button]
+        self.extend([*choosers, self.region, self.region_button, self.hint, self.counts])
+        self.extend([self.add_button, self.pairs, self.remove_button, self.status])
         self.wrap(self.hint, self.counts, self.status)  # not to widen the dock over the canvas
         self.pairs.native.setMaximumHeight(120)
         self._live = LiveJob(self._begin)
@@ -221,6 +209,7 @@ class AnnotateWidget(Dock):
         paired = self._session.pair_of(labels)
         before = None if paired is None else paired.image.name
         self._session.add(image, labels, region)
+        self._added = labels
         self.status.value = f"'{labels.name}' is in the training set"
         if before not in (None, image.name):
             self.status.value += f", now with '{image.name}' instead of '{before}'"
@@ -292,6 +281,8 @@ class AnnotateWidget(Dock):
 
     def _show_training_set(self):
         self.pairs.reset_choices()
+        if self._added is not None and self._session.pair_of(self._added) is None:
+            self._added, self.status.value = None, ""  # it left (its region deleted, ...)
 
     def _begin(self):
         if self._pair_message():
