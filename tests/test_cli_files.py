@@ -108,3 +108,18 @@ def test_a_failed_zarr_prediction_leaves_no_half_written_result(model_file, tmp_
     argv = ["predict", "--model", model_file, tmp_path / "nan.zarr", "--out", out, "--tile", "16"]
     assert "NaN" in refused(argv, capsys)
     assert list(out.iterdir()) == []
+
+
+def test_an_image_unlike_the_training_images_is_warned_of(tmp_path, rng, capsys):
+    model = checkpoint.save(tmp_path / "m", UNet(width=4, depth=2, input_mean=(0.5,)))
+    image = rng.random((30, 40), dtype=np.float32)
+    tifffile.imwrite(tmp_path / "float.tif", image)
+    tifffile.imwrite(tmp_path / "16bit.tif", (image * 65535).astype(np.uint16))
+    run = ["predict", "--model", str(model), "--out", str(tmp_path / "out"), "--no-tta"]
+    assert main([*run, str(tmp_path / "float.tif"), str(tmp_path / "16bit.tif")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [
+        "16bit.tif: warning: the image's intensities (mean 33560, sd 18780) lie far from those "
+        "the model was trained on (mean 0.5, sd 1): give it images of the same kind (bit depth, "
+        "scaling) as its training images, or the prediction is likely wrong"
+    ]

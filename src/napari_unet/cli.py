@@ -56,7 +56,7 @@ def predict_command(args: argparse.Namespace) -> None:
     from .core.checkpoint import load
     from .core.device import default_device
     from .core.instances import to_instances
-    from .core.predict import check_input, predict_tiled
+    from .core.predict import predict_tiled
 
     stems = [output_stem(path) for path in args.images]
     check_outputs(args.images, stems, args.out)
@@ -66,7 +66,7 @@ def predict_command(args: argparse.Namespace) -> None:
     for path, stem in zip(args.images, stems, strict=True):
         results = result_paths(args.out, stem)
         image = channels_first(read_image(path), model.in_channels)
-        spatial, is_stack = check_input(model, image)
+        spatial, is_stack = _checked(model, image, path)
         large = hasattr(image, "chunks") or np.prod(spatial) > ZARR_PIXELS
         written = ["zarr"] if large else ["labels", "probabilities"]
         replaced = [results[k].name for k in written if results[k].exists()]
@@ -92,6 +92,19 @@ def predict_command(args: argparse.Namespace) -> None:
                     photometric="minisblack",
                 )
             print(f"{path.name}: {labels.max()} instances -> {args.out}{_replacing(replaced)}")
+
+
+def _checked(model, image, path: Path) -> tuple[tuple[int, ...], bool]:
+    """``check_input``'s answer for ``image``, after a warning where it is unlike the
+    images ``model`` was trained on."""
+    from .core.data import intensity_gap
+    from .core.predict import check_input
+
+    spatial, is_stack = check_input(model, image)
+    gap = intensity_gap(model, image, is_stack)
+    if gap:
+        print(f"{path.name}: warning: {gap}", file=sys.stderr)
+    return spatial, is_stack
 
 
 def _predict_to_zarr(args, model, image, is_stack: bool, where: Path, device, progress) -> None:
@@ -145,6 +158,7 @@ def evaluate_command(args: argparse.Namespace) -> None:
         read_all(args.labels, labels=True),
         strict=True,
     ):
+        _checked(model, image, path)
         with _BarProgress(path.name) as progress:
             probability = predict_tiled(model, image, tta=args.tta, progress=progress)[1]
         truth = true_interior(label)

@@ -434,3 +434,17 @@ def test_a_cropped_image_keeps_its_one_probabilities_layer(viewer_with_sample, m
         qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
     assert [layer for layer in viewer.layers if "probabilities" in layer.name] == [shown]
     assert shown.data.shape == (64, 48)
+
+
+def test_an_image_unlike_the_training_images_is_warned_of(
+    viewer_with_sample, tmp_path, monkeypatch, qtbot
+):
+    warnings = []
+    monkeypatch.setattr("napari_unet._widgets.predict.show_warning", warnings.append)
+    eight_bit = UNet(width=4, depth=2, input_mean=(120.0,), input_std=(40.0,))
+    widget = predicting(viewer_with_sample, checkpoint.save(tmp_path / "m", eight_bit))
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert "cells predicted" in viewer_with_sample.layers  # predicted all the same
+    (warning,) = warnings
+    assert warning.startswith("'cells': the image's intensities (mean 0.")
+    assert "trained on (mean 120, sd 40)" in warning

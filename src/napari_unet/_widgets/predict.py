@@ -31,6 +31,7 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtCore import QTimer
 
 from ..core.checkpoint import load
+from ..core.data import intensity_gap
 from ..core.device import default_device, device_choices
 from ..core.instances import to_instances
 from ..core.model import UNet
@@ -68,6 +69,7 @@ class PredictResult:
     probabilities: np.ndarray | None = None
     labels: np.ndarray | None = None
     message: str = ""
+    warning: str = ""  # the image unlike the model's training images (intensity_gap)
 
 
 def predict_job(
@@ -84,7 +86,7 @@ def predict_job(
             model, _ = load(model, device=default_device(device))
         else:
             model = model.to(default_device(device))
-        check_input(model, image)
+        warning = intensity_gap(model, image, check_input(model, image)[1])
         probabilities = yield from iter_predict(model, image, tile, tta)
     except (ValueError, FileNotFoundError) as err:
         return PredictResult(message=str(err))
@@ -92,7 +94,7 @@ def predict_job(
         return PredictResult(message=f"Prediction failed: {err}")
     if not _warm.wait():
         return PredictResult(message="The viewer closed before the prediction was labelled.")
-    return PredictResult(probabilities, to_instances(probabilities, threshold))
+    return PredictResult(probabilities, to_instances(probabilities, threshold), warning=warning)
 
 
 class PredictWidget(Dock):
@@ -290,6 +292,8 @@ class PredictWidget(Dock):
             found += f" slice by slice, in {held} of {len(labels)} slices"
         self.status.value = found
         show_info(self.status.value)
+        if result.warning:
+            show_warning(f"'{name}': {result.warning}")
 
     def _write(self, target, labels: np.ndarray, new_name: str, where: dict) -> None:
         """Write ``labels`` into ``target`` as one undoable edit, or into a new layer.

@@ -169,6 +169,46 @@ def normalization(pairs: list[Pair]) -> tuple[list[float], list[float]]:
     return values.mean(1).tolist(), np.maximum(values.std(1), 1e-6).tolist()
 
 
+# How far an image may lie from the training images' intensities before predicting
+# warns, in their standard deviations (for the mean) and as a ratio (for the spread):
+# a brighter or dimmer image of the same kind lies within a few; a 16-bit image for a
+# model of 8-bit ones, or a float one in [0, 1], a hundred or more.
+FAR = 10.0
+
+
+def intensity_gap(model, image, is_stack: bool) -> str:
+    """A warning where ``image``, as ``predict_tiled`` takes it for ``model``, lies far
+    from the intensities ``model`` was trained on (its saved normalisation), else "".
+
+    Read from a window of at most 1024x1024 pixels at the centre of the middle slice,
+    so lazy images stay cheap."""
+    index = (slice(None),) if model.in_channels > 1 else ()
+    if is_stack:
+        index += (image.shape[len(index)] // 2,)
+    for size in image.shape[-2:]:
+        index += (slice(max(0, size // 2 - 512), size // 2 + 512),)
+    sample = np.asarray(image[index], np.float64).reshape(model.in_channels, -1)
+    mean, std = np.asarray(model.cfg.input_mean), np.asarray(model.cfg.input_std)
+    ratio = sample.std(1) / std
+    flat = ratio == 0  # a blank image: no spread to compare
+    spread = np.where(flat, 1.0, np.maximum(ratio, 1 / np.where(flat, 1.0, ratio)))
+    far = np.maximum(np.abs(sample.mean(1) - mean) / std, spread)
+    if not far.max() > FAR:  # NaN too: refused elsewhere, with its own message
+        return ""
+    c = int(far.argmax())
+    which = f" in channel {c}" if model.in_channels > 1 else ""
+    return (
+        f"the image's intensities{which} (mean {_short(sample[c].mean())}, sd "
+        f"{_short(sample[c].std())}) lie far from those the model was trained on (mean "
+        f"{_short(mean[c])}, sd {_short(std[c])}): give it images of the same kind (bit "
+        "depth, scaling) as its training images, or the prediction is likely wrong"
+    )
+
+
+def _short(value: float) -> str:
+    return f"{float(f'{value:.4g}'):g}"  # 4 digits, and 10040 rather than 1.004e+04
+
+
 class TileSampler:
     """Random training tiles of ``in_size`` pixels: image, target and Eq. 2 weights.
 
