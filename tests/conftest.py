@@ -22,6 +22,23 @@ def small_same():
     return UNet(width=4, depth=3, padding="same")
 
 
+@pytest.fixture
+def refused(capsys):
+    """``refused(argv)``: the error napari-unet gives for ``argv``, after checking that
+    it is one clear line (exit status 2, no traceback)."""
+    from napari_unet.cli import main
+
+    def run(argv) -> str:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(a) for a in argv])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return err
+
+    return run
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

@@ -28,17 +28,8 @@ def cells(tmp_path):
     return tmp_path / "img.tif", tmp_path / "lab.tif"
 
 
-def refused(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(a) for a in argv])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    return err
-
-
 def test_training_into_a_folder_it_cannot_make_stops_before_training(
-    cells, tmp_path, capsys, monkeypatch
+    cells, tmp_path, refused, monkeypatch
 ):
     """Found after the last step before: the run was lost with a traceback."""
     from napari_unet.core.train import Trainer
@@ -46,18 +37,18 @@ def test_training_into_a_folder_it_cannot_make_stops_before_training(
     monkeypatch.setattr(Trainer, "run", lambda _: pytest.fail("trained"))
     image, labels = cells
     out = image / "model.safetensors"  # a folder inside a file
-    err = refused(["train", "--images", image, "--labels", labels, "--out", out], capsys)
+    err = refused(["train", "--images", image, "--labels", labels, "--out", out])
     assert f"--out: cannot write in {image} ({image} is a file)" in err, err
 
 
 def test_predicting_into_a_folder_it_cannot_make_stops_before_predicting(
-    model_file, cells, capsys, monkeypatch
+    model_file, cells, refused, monkeypatch
 ):
     import napari_unet.core.predict as predict
 
     monkeypatch.setattr(predict, "predict_tiled", lambda *a, **k: pytest.fail("predicted"))
     image, _ = cells
-    err = refused(["predict", "--model", model_file, image, "--out", image / "results"], capsys)
+    err = refused(["predict", "--model", model_file, image, "--out", image / "results"])
     assert f"--out: cannot write in {image / 'results'} ({image} is a file)" in err, err
 
 
@@ -83,22 +74,22 @@ def test_palette_labels_are_read_as_their_indices(tmp_path):
     assert read_image(tmp_path / "labels.png").shape == (20, 30, 3)  # an image: its colours
 
 
-def test_an_unreadable_tiff_is_named(model_file, tmp_path, capsys):
+def test_an_unreadable_tiff_is_named(model_file, tmp_path, refused):
     (tmp_path / "bad.tif").write_bytes(b"hello, not a TIFF")
     bad = tmp_path / "bad.tif"
-    err = refused(["predict", "--model", model_file, bad, "--out", tmp_path], capsys)
+    err = refused(["predict", "--model", model_file, bad, "--out", tmp_path])
     assert f"cannot read {tmp_path / 'bad.tif'} as a TIFF" in err, err
 
 
-def test_evaluate_refuses_labels_that_are_not_integers(model_file, cells, tmp_path, capsys):
+def test_evaluate_refuses_labels_that_are_not_integers(model_file, cells, tmp_path, refused):
     image, labels = cells
     io.imsave(tmp_path / "float.tif", tifffile.imread(labels).astype(np.float32))
     argv = ["evaluate", "--model", model_file, "--images", image, "--labels"]
-    err = refused([*argv, tmp_path / "float.tif"], capsys)
+    err = refused([*argv, tmp_path / "float.tif"])
     assert "must be integer labels or a mask; got float32" in err, err
 
 
-def test_a_failed_zarr_prediction_leaves_no_half_written_result(model_file, tmp_path, capsys):
+def test_a_failed_zarr_prediction_leaves_no_half_written_result(model_file, tmp_path, refused):
     import zarr
 
     image = np.zeros((40, 40), np.float32)
@@ -106,7 +97,7 @@ def test_a_failed_zarr_prediction_leaves_no_half_written_result(model_file, tmp_
     zarr.open(str(tmp_path / "nan.zarr"), mode="w", shape=image.shape, dtype="f4")[:] = image
     out = tmp_path / "out"
     argv = ["predict", "--model", model_file, tmp_path / "nan.zarr", "--out", out, "--tile", "16"]
-    assert "NaN" in refused(argv, capsys)
+    assert "NaN" in refused(argv)
     assert list(out.iterdir()) == []
 
 

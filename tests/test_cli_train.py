@@ -22,21 +22,15 @@ def files(tmp_path, monkeypatch) -> list[str]:
     return ["train", "--images", "img.tif", "--labels", "lab.tif"]
 
 
-def refused(argv, capsys) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    return capsys.readouterr().err
-
-
 def test_a_run_resumed_goes_on_from_its_step_and_optimizer(files, capsys):
-    assert main([*files, *SMALL, "--steps", "3", "--out", "first"]) == 0
+    assert main([*files, *SMALL, "--steps", "3", "--checkpoint-every", "2", "--out", "first"]) == 0
     _, first = checkpoint.load("first")
     assert main([*files, "--resume", "first", "--steps", "5", "--out", "second"]) == 0
     assert "resuming first at step 3" in capsys.readouterr().out
     _, second = checkpoint.load("second")
     assert second["step"] == 5 and second["seconds"] > first["seconds"]
-    # Its own settings; where it trains and saves, as this command says.
+    # Its own settings, --checkpoint-every too; where it trains and saves, as this
+    # command says.
     assert second["training"] == {
         **first["training"],
         "steps": 5,
@@ -47,10 +41,22 @@ def test_a_run_resumed_goes_on_from_its_step_and_optimizer(files, capsys):
     assert all(int(state["step"]) == 5 for state in moments.values())  # Adam's, not 2
 
 
-def test_a_run_resumed_keeps_its_budget_unless_given_more(files, capsys):
+def test_a_run_resumed_keeps_its_budget_unless_given_more(files, refused):
     assert main([*files, *SMALL, "--steps", "2", "--out", "m"]) == 0
-    err = refused([*files, "--resume", "m", "--out", "m"], capsys)
+    err = refused([*files, "--resume", "m", "--out", "m"])
     assert "has trained 2 steps in" in err and "its whole budget of 2 steps" in err, err
+
+
+def test_a_run_on_a_time_budget_resumed_goes_on_to_its_end_or_a_new_one(files, refused):
+    assert main([*files, *SMALL, "--minutes", "0.01", "--out", "m"]) == 0
+    _, first = checkpoint.load("m")
+    assert first["training"]["minutes"] == 0.01 and first["seconds"] > 0.6
+    err = refused([*files, "--resume", "m", "--out", "m"])
+    assert "its whole budget of 0.01 minutes" in err, err
+    assert main([*files, "--resume", "m", "--minutes", "0.02", "--out", "m"]) == 0
+    _, second = checkpoint.load("m")
+    assert second["training"]["minutes"] == 0.02 and second["seconds"] > 1.2
+    assert second["step"] > first["step"]
 
 
 @pytest.mark.parametrize(
@@ -58,26 +64,27 @@ def test_a_run_resumed_keeps_its_budget_unless_given_more(files, capsys):
     [
         (["--w0", "5"], "with its own settings; to train on with other ones (--w0)"),
         (["--preset", "paper"], "(--preset)"),
+        (["--seed", "3"], "(--seed)"),
         (["--width", "8"], "--width shape a new network; --resume keeps that of m"),
     ],
 )
-def test_a_run_resumed_refuses_other_settings(files, capsys, given, message):
+def test_a_run_resumed_refuses_other_settings(files, refused, given, message):
     assert main([*files, *SMALL, "--steps", "1", "--out", "m"]) == 0
-    err = refused([*files, "--resume", "m", "--steps", "3", "--out", "m", *given], capsys)
+    err = refused([*files, "--resume", "m", "--steps", "3", "--out", "m", *given])
     assert message in err, err
 
 
-def test_a_model_saved_without_its_run_cannot_be_resumed(files, capsys):
+def test_a_model_saved_without_its_run_cannot_be_resumed(files, refused):
     checkpoint.save("alone", UNet(width=4, depth=2))
-    err = refused([*files, "--resume", "alone", "--out", "m"], capsys)
+    err = refused([*files, "--resume", "alone", "--out", "m"])
     assert "holds a model but no training run to resume: fine-tune it with --init" in err
 
 
-def test_fine_tuning_keeps_the_network_it_starts_from(files, capsys):
+def test_fine_tuning_keeps_the_network_it_starts_from(files, refused):
     """--width and the like were ignored with --init."""
     torch.manual_seed(0)
     checkpoint.save("start", UNet(width=4, depth=2))
-    err = refused([*files, "--init", "start", "--depth", "3", "--out", "m"], capsys)
+    err = refused([*files, "--init", "start", "--depth", "3", "--out", "m"])
     assert "--depth shape a new network; --init keeps that of start" in err, err
     assert main([*files, "--init", "start", "--tile", "36", "--steps", "1", "--out", "m"]) == 0
     assert checkpoint.load("m")[0].cfg == UNet(width=4, depth=2).cfg

@@ -42,6 +42,11 @@ PRESETS = {
 }
 
 
+# The defaults of how a run reports and saves, and its seed: a run resumed keeps its
+# own unless they are given again (the seed cannot change).
+RUN = {"validate_every": 200, "checkpoint_every": 0, "keep_best": False, "seed": 0}
+
+
 def preset_in(argv: list[str]) -> str:
     """The ``--preset`` that ``argv`` names, "default" without one."""
     pre = argparse.ArgumentParser(prog="napari-unet train", add_help=False)
@@ -50,10 +55,10 @@ def preset_in(argv: list[str]) -> str:
 
 
 def given_settings(argv: list[str]) -> set[str]:
-    """The settings of ``train`` with a preset default that ``argv`` gives
+    """The settings of ``train`` with a preset or run default that ``argv`` gives
     explicitly, ``preset`` among them (parsed again without defaults)."""
     args = build_parser(preset_in(argv), defaults=False).parse_args(argv)
-    return set(vars(args)) & {"preset", *PRESETS["default"]}
+    return set(vars(args)) & {"preset", *PRESETS["default"], *RUN}
 
 
 def add_tta_flag(parser: argparse.ArgumentParser) -> None:
@@ -178,11 +183,10 @@ def build_parser(preset: str = "default", defaults: bool = True) -> argparse.Arg
         "or more, at most 0.5; 0 (the default) trains on all of them: on ISBI 2012 after "
         "5 minutes, holding out 5 of 25 slices scored worse (benchmarks/README.md)",
     )
-    train.add_argument("--validate-every", type=_count, default=200, help="steps (0: at the end)")
+    train.add_argument("--validate-every", type=_count, help="steps (0: at the end)")
     train.add_argument(
         "--checkpoint-every",
         type=_count,
-        default=0,
         help="also save the model every this many steps (0: only at the end, or when "
         "stopped by Ctrl-C or SIGTERM)",
     )
@@ -202,8 +206,9 @@ def build_parser(preset: str = "default", defaults: bool = True) -> argparse.Arg
         default=None,
         metavar="MODEL",
         help="continue the training run saved in MODEL (by Ctrl-C, SIGTERM or "
-        "--checkpoint-every) with its settings, step count and optimizer: the budget counts "
-        "from the run's start, so give more --steps or --minutes to train on past it",
+        "--checkpoint-every) with its settings, seed, step count and optimizer (--device, "
+        "--validate-every, --checkpoint-every and --keep-best may change): the budget "
+        "counts from the run's start, so give more --steps or --minutes to train on past it",
     )
     train.add_argument(
         "--preset",
@@ -264,9 +269,9 @@ def build_parser(preset: str = "default", defaults: bool = True) -> argparse.Arg
         "the gaps between touching cells keep theirs (%(default)s)",
     )
     train.add_argument("--device", default="auto")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int)
     if defaults:
-        train.set_defaults(**PRESETS[preset])
+        train.set_defaults(**PRESETS[preset], **RUN)
 
     evaluate = commands.add_parser(
         "evaluate",

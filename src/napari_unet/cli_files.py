@@ -9,10 +9,11 @@ import numpy as np
 
 
 def read_image(path: Path, labels: bool = False):
-    """An array for ``path``: zarr (lazy), TIFF, or anything scikit-image reads.
+    """An array for ``path``: zarr (lazy, as stored), TIFF, or anything scikit-image
+    reads.
 
-    A trailing axis of one value, as some programs write a grey plane (Y, X, 1), is
-    dropped: read as it is, it made a stack of Y slices one pixel wide. Of a grey
+    Of a file, a trailing axis of one value, as some programs write a grey plane
+    (Y, X, 1), is dropped: read as it is, it made a stack of Y slices one pixel wide. Of a grey
     image with an alpha channel, the grey; of ``labels`` saved as a palette image
     (as annotation tools often write them), the palette's indices, not its colours.
     """
@@ -44,7 +45,8 @@ def read_image(path: Path, labels: bool = False):
 
 
 def read_all(paths: list[Path], labels: bool = False, channels: int = 1) -> list[np.ndarray]:
-    return [channels_first(np.asarray(read_image(path, labels)), channels) for path in paths]
+    # Moved before the read, as predict moves them: a zarr array is never moved.
+    return [np.asarray(channels_first(read_image(path, labels), channels)) for path in paths]
 
 
 def channels_first(image, channels: int):

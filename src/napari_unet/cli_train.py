@@ -13,6 +13,7 @@ import threading
 from .cli_files import read_all, writable_folder
 
 NETWORK = ("width", "depth", "padding", "norm", "channels")  # what --init and --resume keep
+CONTROL = ("validate_every", "checkpoint_every", "keep_best")  # --resume may change them
 
 
 def train_command(args: argparse.Namespace) -> None:
@@ -23,25 +24,25 @@ def train_command(args: argparse.Namespace) -> None:
 
     if args.out.is_dir():
         raise ValueError(f"--out {args.out} is a folder: give the model file to write")
-    writable_folder(args.out.parent, "--out")
     start = args.resume or args.init
     kept = [f"--{name}" for name in NETWORK if name in args.given]
     if start is not None and kept:
         flag = "--resume" if args.resume else "--init"
         raise ValueError(f"{', '.join(kept)} shape a new network; {flag} keeps that of {start}")
     model, saved = _start(args)
-    pairs, validation = _pairs(args, model.in_channels)
     config = _resumed_config(args, saved) if args.resume else _config(args)
+    pairs, validation = _pairs(args, model.in_channels)
+    # A run resumed reports and saves as it did, unless told otherwise.
+    control = [name for name in CONTROL if name in args.given or not args.resume]
     config = dataclasses.replace(
         config,
+        **{name: getattr(args, name) for name in control},
         tile=_fitting(model, config.tile, pairs),
         device=args.device,
-        validate_every=args.validate_every,
-        checkpoint_every=args.checkpoint_every,
-        keep_best=args.keep_best,
         preview_every=0,
         out=str(args.out),
     )
+    writable_folder(args.out.parent, "--out")  # before training, not after
     if args.resume:
         trainer = Trainer.from_checkpoint(args.resume, pairs, config, validation=validation)
         minutes = trainer.seconds / 60
@@ -144,7 +145,7 @@ def _resumed_config(args: argparse.Namespace, saved: dict):
         raise ValueError(
             f"{args.resume} holds a model but no training run to resume: fine-tune it with --init"
         )
-    changed = sorted(args.given - set(NETWORK))
+    changed = sorted(args.given - {*NETWORK, *CONTROL})
     if changed:
         raise ValueError(
             f"--resume continues the run with its own settings; to train on with other "

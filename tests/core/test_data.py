@@ -38,3 +38,11 @@ def test_the_channel_unlike_its_training_is_named(rng):
 def test_nan_is_left_to_the_check_that_names_it():
     model = UNet(width=2, depth=1)
     assert intensity_gap(model, np.full((20, 20), np.nan), is_stack=False) == ""
+
+
+def test_a_sparse_image_is_read_where_its_cells_are(rng):
+    """Its middle alone, dim background, was 40 times less spread than the image."""
+    image = 0.01 * rng.random((2048, 2048))
+    image[:500, :500] = image[-500:, -500:] = 1.0  # cells in two corners only
+    model = UNet(width=2, depth=1, input_mean=(image.mean(),), input_std=(image.std(),))
+    assert intensity_gap(model, image, is_stack=False) == ""

@@ -419,6 +419,13 @@ def test_a_region_marked_after_add_is_the_one_training_uses(
     viewer.layers.remove(region)  # the pair leaves, as the warning says, not its region
     assert session(viewer).annotations == []
     assert widget.status.value == ""  # it said the labels were in the training set still
+    region = widget.mark_region()
+    region.data = np.ones_like(region.data)
+    widget.add_to_training_set()
+    widget.new_cell()  # the status moves on
+    said = widget.status.value
+    viewer.layers.remove(region)
+    assert session(viewer).annotations == [] and widget.status.value == said
 
 
 def test_layers_made_for_a_calibrated_image_keep_its_units(make_napari_viewer, qtbot):

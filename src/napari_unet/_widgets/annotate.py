@@ -61,7 +61,7 @@ class AnnotateWidget(Dock):
         self._session = session(viewer)
         self._summarised = None
         self._summary = None  # what was counted last, of _summarised
-        self._added = None  # the labels the status says are in the training set
+        self._added = None  # (labels, the status that says they are in the training set)
         self._gaps = Derived(viewer, "gaps", "gaps")
         self.image = create_widget(
             annotation=napari.layers.Image,
@@ -209,10 +209,10 @@ class AnnotateWidget(Dock):
         paired = self._session.pair_of(labels)
         before = None if paired is None else paired.image.name
         self._session.add(image, labels, region)
-        self._added = labels
         self.status.value = f"'{labels.name}' is in the training set"
         if before not in (None, image.name):
             self.status.value += f", now with '{image.name}' instead of '{before}'"
+        self._added = labels, self.status.value
         show_info(self.status.value)
         return None
 
@@ -281,8 +281,11 @@ class AnnotateWidget(Dock):
 
     def _show_training_set(self):
         self.pairs.reset_choices()
-        if self._added is not None and self._session.pair_of(self._added) is None:
-            self._added, self.status.value = None, ""  # it left (its region deleted, ...)
+        labels, said = self._added or (None, "")
+        if labels is not None and self._session.pair_of(labels) is None:
+            self._added = None  # it left the training set (its region deleted, ...)
+            if self.status.value == said:  # and the status has not moved on since
+                self.status.value = ""
 
     def _begin(self):
         if self._pair_message():

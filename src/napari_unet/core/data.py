@@ -180,14 +180,21 @@ def intensity_gap(model, image, is_stack: bool) -> str:
     """A warning where ``image``, as ``predict_tiled`` takes it for ``model``, lies far
     from the intensities ``model`` was trained on (its saved normalisation), else "".
 
-    Read from a window of at most 1024x1024 pixels at the centre of the middle slice,
-    so lazy images stay cheap."""
-    index = (slice(None),) if model.in_channels > 1 else ()
+    Read from the middle slice, whole up to 1024x1024 pixels, else from 4x4 windows of
+    256x256 spread over it: a few chunks of a lazy image, and not one window of
+    background in the middle of a sparse one."""
+    prefix = (slice(None),) if model.in_channels > 1 else ()
     if is_stack:
-        index += (image.shape[len(index)] // 2,)
-    for size in image.shape[-2:]:
-        index += (slice(max(0, size // 2 - 512), size // 2 + 512),)
-    sample = np.asarray(image[index], np.float64).reshape(model.in_channels, -1)
+        prefix += (image.shape[len(prefix)] // 2,)
+    rows, cols = (_spread(size) for size in image.shape[-2:])
+    sample = np.concatenate(
+        [
+            np.asarray(image[(*prefix, r, c)], np.float64).reshape(model.in_channels, -1)
+            for r in rows
+            for c in cols
+        ],
+        axis=1,
+    )
     mean, std = np.asarray(model.cfg.input_mean), np.asarray(model.cfg.input_std)
     ratio = sample.std(1) / std
     flat = ratio == 0  # a blank image: no spread to compare
@@ -203,6 +210,12 @@ def intensity_gap(model, image, is_stack: bool) -> str:
         f"{_short(mean[c])}, sd {_short(std[c])}): give it images of the same kind (bit "
         "depth, scaling) as its training images, or the prediction is likely wrong"
     )
+
+
+def _spread(size: int) -> list[slice]:
+    if size <= 1024:
+        return [slice(0, size)]
+    return [slice(start, start + 256) for start in np.linspace(0, size - 256, 4).astype(int)]
 
 
 def _short(value: float) -> str:

@@ -227,7 +227,7 @@ def check_input(model: UNet, image) -> tuple[tuple[int, ...], bool]:
     real = np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
     if not (real or np.issubdtype(dtype, np.bool_)):
         raise ValueError(f"the image must hold real numbers; got dtype {dtype}")
-    if cin == 1 and ndim == 3 and shape[-1] <= 4 < min(shape[:2]):
+    if cin == 1 and ndim == 3 and 0 < shape[-1] <= 4 < min(shape[:2]):
         # Channels last (RGB, a plane saved as (Y, X, 1)), not planes a few pixels wide.
         raise ValueError(
             f"the image has shape {shape}: {shape[-1]} channel(s) last, as in RGB(A), but "
