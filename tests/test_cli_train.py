@@ -65,6 +65,7 @@ def test_a_run_on_a_time_budget_resumed_goes_on_to_its_end_or_a_new_one(files, r
         (["--w0", "5"], "with its own settings; to train on with other ones (--w0)"),
         (["--preset", "paper"], "(--preset)"),
         (["--seed", "3"], "(--seed)"),
+        (["--no-class-balance", "--lr", "1"], "(--class-balance, --lr)"),
         (["--width", "8"], "--width shape a new network; --resume keeps that of m"),
     ],
 )

@@ -145,11 +145,11 @@ def _resumed_config(args: argparse.Namespace, saved: dict):
         raise ValueError(
             f"{args.resume} holds a model but no training run to resume: fine-tune it with --init"
         )
-    changed = sorted(args.given - {*NETWORK, *CONTROL})
+    changed = sorted("--" + name.replace("_", "-") for name in args.given - {*NETWORK, *CONTROL})
     if changed:
         raise ValueError(
             f"--resume continues the run with its own settings; to train on with other "
-            f"ones ({', '.join('--' + name for name in changed)}), fine-tune it with --init"
+            f"ones ({', '.join(changed)}), fine-tune it with --init"
         )
     config = TrainConfig.from_dict(saved["training"])
     if args.steps or args.minutes:
