@@ -1,5 +1,7 @@
 """``napari-unet train --resume``: a stopped run continued; ``--init`` keeps its network."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -77,8 +79,23 @@ def test_a_run_resumed_refuses_other_settings(files, refused, given, message):
 
 def test_a_model_saved_without_its_run_cannot_be_resumed(files, refused):
     checkpoint.save("alone", UNet(width=4, depth=2))
-    err = refused([*files, "--resume", "alone", "--out", "m"])
+    err = refused([*files, "--resume", "alone", "--out", "new/m"])
     assert "holds a model but no training run to resume: fine-tune it with --init" in err
+    assert not Path("new").exists()  # a refused run makes no folder for its model
+
+
+def test_a_zarr_array_stored_channels_last_is_refused_for_training_as_for_prediction(
+    files, refused
+):
+    """Training moved its channels first, prediction did not: a model trained on it
+    could not predict it."""
+    import zarr
+
+    zarr.open("rgb.zarr", mode="w", shape=(80, 80, 3), dtype="f4")[:] = 0.5
+    argv = [*files, *SMALL, "--channels", "3", "--steps", "1", "--out", "m"]
+    argv[argv.index("img.tif")] = "rgb.zarr"
+    err = refused(argv)
+    assert "image of shape (80, 80, 3) and labels of shape (80, 80) do not match" in err, err
 
 
 def test_fine_tuning_keeps_the_network_it_starts_from(files, refused):

@@ -168,6 +168,7 @@ def test_progress_and_mode(small_valid, rng):
         # Predicted as stacks of 20 planes 1 or 2 pixels wide before.
         (np.zeros((20, 20, 1), np.uint8), r"1 channel\(s\) last"),
         (np.zeros((20, 20, 2), np.float32), r"2 channel\(s\) last"),
+        (np.zeros((20, 20, 0)), "empty"),
     ],
 )
 def test_bad_input_is_refused(small_valid, image, match):
