@@ -66,7 +66,7 @@ def predict_command(args: argparse.Namespace) -> None:
     for path, stem in zip(args.images, stems, strict=True):
         results = result_paths(args.out, stem)
         image = channels_first(read_image(path), model.in_channels)
-        spatial, is_stack = _checked(model, image, path)
+        spatial = _checked(model, image, path)
         large = hasattr(image, "chunks") or np.prod(spatial) > ZARR_PIXELS
         written = ["zarr"] if large else ["labels", "probabilities"]
         replaced = [results[k].name for k in written if results[k].exists()]
@@ -74,7 +74,7 @@ def predict_command(args: argparse.Namespace) -> None:
             if large:
                 group = results["zarr"]
                 try:
-                    _predict_to_zarr(args, model, image, is_stack, group, device, progress)
+                    _predict_to_zarr(args, model, image, spatial, group, device, progress)
                 except BaseException:  # a NaN tile, Ctrl-C: leave no half-written result
                     shutil.rmtree(group, ignore_errors=True)
                     raise
@@ -94,9 +94,9 @@ def predict_command(args: argparse.Namespace) -> None:
             print(f"{path.name}: {labels.max()} instances -> {args.out}{_replacing(replaced)}")
 
 
-def _checked(model, image, path: Path) -> tuple[tuple[int, ...], bool]:
-    """``check_input``'s answer for ``image``, after a warning where it is unlike the
-    images ``model`` was trained on."""
+def _checked(model, image, path: Path) -> tuple[int, ...]:
+    """The spatial shape of ``image`` (``check_input``'s), after a warning where it is
+    unlike the images ``model`` was trained on."""
     from .core.data import intensity_gap
     from .core.predict import check_input
 
@@ -104,10 +104,10 @@ def _checked(model, image, path: Path) -> tuple[tuple[int, ...], bool]:
     gap = intensity_gap(model, image, is_stack)
     if gap:
         print(f"{path.name}: warning: {gap}", file=sys.stderr)
-    return spatial, is_stack
+    return spatial
 
 
-def _predict_to_zarr(args, model, image, is_stack: bool, where: Path, device, progress) -> None:
+def _predict_to_zarr(args, model, image, spatial: tuple, where: Path, device, progress) -> None:
     """Probabilities and labels of a large or zarr ``image`` into a zarr group."""
     import dask.array as da
     import zarr
@@ -115,7 +115,7 @@ def _predict_to_zarr(args, model, image, is_stack: bool, where: Path, device, pr
     from .core.instances import instance_tiles
     from .core.predict import predict_tiled
 
-    spatial = image.shape[-3:] if is_stack else image.shape[-2:]
+    is_stack = len(spatial) == 3
     group = zarr.open_group(str(where), mode="w")
     chunks = (1, *((1,) if is_stack else ()), 1024, 1024)
     shape = (model.n_classes, *spatial)

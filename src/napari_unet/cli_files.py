@@ -13,9 +13,9 @@ def read_image(path: Path, labels: bool = False):
     reads.
 
     Of a file, a trailing axis of one value, as some programs write a grey plane
-    (Y, X, 1), is dropped: read as it is, it made a stack of Y slices one pixel wide. Of a grey
-    image with an alpha channel, the grey; of ``labels`` saved as a palette image
-    (as annotation tools often write them), the palette's indices, not its colours.
+    (Y, X, 1), is dropped: read as it is, it made a stack of Y slices one pixel wide.
+    Of a grey image with an alpha channel, the grey; of ``labels`` saved as a palette
+    image (as annotation tools often write them), the palette's indices, not colours.
     """
     if path.suffix == ".zarr" or (path / ".zarray").exists() or (path / "zarr.json").exists():
         import zarr
@@ -45,7 +45,7 @@ def read_image(path: Path, labels: bool = False):
 
 
 def read_all(paths: list[Path], labels: bool = False, channels: int = 1) -> list[np.ndarray]:
-    # Moved before the read, as predict moves them: a zarr array is never moved.
+    # Channels moved before np.asarray, as predict moves them: never a zarr array's.
     return [np.asarray(channels_first(read_image(path, labels), channels)) for path in paths]
 
 

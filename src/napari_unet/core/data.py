@@ -197,8 +197,8 @@ def intensity_gap(model, image, is_stack: bool) -> str:
     )
     mean, std = np.asarray(model.cfg.input_mean), np.asarray(model.cfg.input_std)
     ratio = sample.std(1) / std
-    flat = ratio == 0  # a blank image: no spread to compare
-    spread = np.where(flat, 1.0, np.maximum(ratio, 1 / np.where(flat, 1.0, ratio)))
+    # Wider or narrower alike; a blank image (ratio 0) has no spread to compare.
+    spread = np.maximum(ratio, np.divide(1, ratio, out=np.ones_like(ratio), where=ratio > 0))
     far = np.maximum(np.abs(sample.mean(1) - mean) / std, spread)
     if not far.max() > FAR:  # NaN too: refused elsewhere, with its own message
         return ""
